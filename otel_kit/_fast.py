@@ -1,0 +1,189 @@
+"""Pre-aggregating instruments for otel-kit's own hot paths.
+
+The OTel SDK spends ~4-5 µs per `record()`/`add()` (Measurement objects, context lookup,
+exemplar filter, frozenset keys, one lock per view). A request records three measurements, so
+the SDK alone would cost ~13 µs per request. These instruments keep the same data model
+(cumulative explicit-bucket histograms and sums, cardinality limit with an
+`otel.metric.overflow` series) at ~0.5 µs per measurement, keyed by a tuple of attribute values
+in a fixed order. `FastMetrics.merge()` turns them into SDK data points at collection
+time, so every exporter sees them exactly like SDK metrics.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections.abc import Sequence
+from time import time_ns
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from otel_kit.catalogue import MetricSpec
+
+__all__ = ["FastHistogram", "FastMetrics", "FastUpDownCounter"]
+
+Key = tuple[Any, ...]
+_OVERFLOW: Key = ("__otel_kit_overflow__",)
+_CUMULATIVE = AggregationTemporality.CUMULATIVE
+
+
+def _admit(store: dict[Key, Any], key: Key, limit: int) -> Key:
+    """`key`, or the overflow key once `limit` distinct keys exist (the SDK's rule)."""
+    regular = len(store) - (_OVERFLOW in store)
+    return key if regular < limit else _OVERFLOW
+
+
+def _attributes(keys: Sequence[str], key: Key) -> dict[str, Any]:
+    if key is _OVERFLOW:
+        return {"otel.metric.overflow": True}
+    return {name: value for name, value in zip(keys, key) if value is not None}
+
+
+class _Series:
+    __slots__ = ("counts", "max", "min", "sum")
+
+    def __init__(self, buckets: int) -> None:
+        self.counts = [0] * buckets
+        self.sum = 0.0
+        self.min = float("inf")
+        self.max = float("-inf")
+
+
+class FastHistogram:
+    """Cumulative explicit-bucket histogram. `record(value, key)`; key values None = absent."""
+
+    def __init__(self, spec: MetricSpec, bounds: Sequence[float], limit: int) -> None:
+        self.spec = spec
+        self.bounds = tuple(bounds)
+        self._limit = limit
+        self._series: dict[Key, _Series] = {}
+        self._lock = threading.Lock()
+
+    def _new(self, key: Key) -> _Series:
+        with self._lock:
+            series = self._series.get(key)
+            if series is None:
+                key = _admit(self._series, key, self._limit)
+                series = self._series.setdefault(key, _Series(len(self.bounds) + 1))
+            return series
+
+    def record(self, value: float, key: Key) -> None:
+        series = self._series.get(key) or self._new(key)
+        index = bisect_left(self.bounds, value)
+        with self._lock:
+            series.counts[index] += 1
+            series.sum += value
+            if value < series.min:
+                series.min = value
+            if value > series.max:
+                series.max = value
+
+    def metric(self, start: int, now: int) -> Metric:
+        with self._lock:
+            points = [
+                HistogramDataPoint(
+                    attributes=_attributes(self.spec.attributes, key),
+                    start_time_unix_nano=start,
+                    time_unix_nano=now,
+                    count=sum(series.counts),
+                    sum=series.sum,
+                    bucket_counts=list(series.counts),
+                    explicit_bounds=self.bounds,
+                    min=series.min,
+                    max=series.max,
+                )
+                for key, series in self._series.items()
+            ]
+        return Metric(
+            name=self.spec.name,
+            description=self.spec.description,
+            unit=self.spec.unit,
+            data=Histogram(data_points=points, aggregation_temporality=_CUMULATIVE),
+        )
+
+
+class FastUpDownCounter:
+    """Cumulative non-monotonic sum. `add(amount, key)`; key values None = absent."""
+
+    def __init__(self, spec: MetricSpec, limit: int) -> None:
+        self.spec = spec
+        self._limit = limit
+        self._values: dict[Key, float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, amount: float, key: Key) -> None:
+        with self._lock:
+            if key not in self._values:
+                key = _admit(self._values, key, self._limit)
+            self._values[key] = self._values.get(key, 0) + amount
+
+    def metric(self, start: int, now: int) -> Metric:
+        with self._lock:
+            points = [
+                NumberDataPoint(
+                    attributes=_attributes(self.spec.attributes, key),
+                    start_time_unix_nano=start,
+                    time_unix_nano=now,
+                    value=value,
+                )
+                for key, value in self._values.items()
+            ]
+        return Metric(
+            name=self.spec.name,
+            description=self.spec.description,
+            unit=self.spec.unit,
+            data=Sum(data_points=points, aggregation_temporality=_CUMULATIVE, is_monotonic=False),
+        )
+
+
+class FastMetrics:
+    """The fast instruments of one otel-kit setup, exported as one instrumentation scope."""
+
+    def __init__(self, version: str) -> None:
+        self._scope = InstrumentationScope("otel_kit", version)
+        self._start = time_ns()
+        self._instruments: list[FastHistogram | FastUpDownCounter] = []
+
+    def histogram(self, spec: MetricSpec, bounds: Sequence[float], limit: int) -> FastHistogram:
+        instrument = FastHistogram(spec, bounds, limit)
+        self._instruments.append(instrument)
+        return instrument
+
+    def up_down_counter(self, spec: MetricSpec, limit: int) -> FastUpDownCounter:
+        instrument = FastUpDownCounter(spec, limit)
+        self._instruments.append(instrument)
+        return instrument
+
+    def merge(self, data: MetricsData | None, resource: Resource) -> MetricsData:
+        """`data` (SDK metrics, None when the SDK had none) plus this scope's metrics."""
+        resource_metrics = list(data.resource_metrics) if data is not None else []
+        if not self._instruments:
+            return MetricsData(resource_metrics=resource_metrics)
+        now = time_ns()
+        metrics = [instrument.metric(self._start, now) for instrument in self._instruments]
+        scope = ScopeMetrics(scope=self._scope, metrics=metrics, schema_url="")
+        if resource_metrics:
+            first = resource_metrics[0]
+            resource_metrics[0] = ResourceMetrics(
+                resource=first.resource,
+                scope_metrics=[*first.scope_metrics, scope],
+                schema_url=first.schema_url,
+            )
+        else:
+            resource_metrics = [
+                ResourceMetrics(resource=resource, scope_metrics=[scope], schema_url="")
+            ]
+        return MetricsData(resource_metrics=resource_metrics)

@@ -1,0 +1,160 @@
+"""`setup_metrics()` and the handle it returns."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from typing import Any
+
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import Resource
+from prometheus_client import make_asgi_app, start_http_server
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.registry import CollectorRegistry
+
+from otel_kit import catalogue
+from otel_kit._fast import FastMetrics
+from otel_kit.config import Settings, load_settings
+from otel_kit.exporters.prometheus import PullReader, make_registry
+from otel_kit.exporters.push import push_reader
+from otel_kit.instrumentation.asgi import ASGIApp, MetricsMiddleware, disable_fastapi_metrics
+from otel_kit.provider import build_provider, build_resource
+
+__all__ = ["MetricsHandle", "setup_metrics"]
+
+_log = logging.getLogger("otel_kit")
+_VERSION = "0.1.0"
+_DEFAULT_PROMETHEUS_PORT = 9464  # the OTel spec's default for OTEL_EXPORTER_PROMETHEUS_PORT
+
+
+class MetricsHandle:
+    """What `setup_metrics()` built. `shutdown()` flushes push exporters and stops servers."""
+
+    def __init__(self, settings: Settings, *, serve_on_app: bool) -> None:
+        self.settings = settings
+        self.resource: Resource = build_resource(settings)
+        self._fast = FastMetrics(_VERSION)
+        limit = settings.cardinality_limit
+        self._http_duration = self._fast.histogram(
+            catalogue.HTTP_SERVER_REQUEST_DURATION, settings.duration_buckets, limit
+        )
+        self._http_active = self._fast.up_down_counter(catalogue.HTTP_SERVER_ACTIVE_REQUESTS, limit)
+
+        readers: list[MetricReader] = []
+        self.registry: CollectorRegistry | None = None
+        if "prometheus" in settings.metrics_exporter:
+            pull = PullReader(self._fast, self.resource, limit)
+            readers.append(pull)
+            self.registry = make_registry(pull)
+        readers.extend(
+            push_reader(name, settings, self._fast, self.resource)
+            for name in settings.metrics_exporter
+            if name in ("otlp", "console")
+        )
+        self.meter_provider: MeterProvider = build_provider(settings, self.resource, readers)
+
+        self._metrics_app: ASGIApp | None = None
+        self._server: Any = None
+        self.prometheus_port: int | None = None
+        if self.registry is not None:
+            if serve_on_app:
+                self._metrics_app = make_asgi_app(self.registry)
+            else:
+                port = settings.prometheus_port
+                self._server, _thread = start_http_server(
+                    _DEFAULT_PROMETHEUS_PORT if port is None else port,
+                    addr=settings.prometheus_host,
+                    registry=self.registry,
+                )
+                self.prometheus_port = self._server.server_address[1]
+        self._apps: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._closed = False
+
+    def instrument_app(self, app: Any) -> Any:
+        """Add HTTP server metrics (and the metrics endpoint) to an ASGI app.
+
+        Starlette and FastAPI apps are changed in place and returned; any other ASGI app is
+        returned wrapped, so use the return value: `app = handle.instrument_app(app)`.
+        """
+        try:
+            if app in self._apps:
+                return app
+        except TypeError:  # not weak-referenceable: cannot be remembered, wrap it
+            pass
+        options: dict[str, Any] = {
+            "duration": self._http_duration,
+            "active": self._http_active,
+            "metrics_path": self.settings.metrics_path,
+            "metrics_app": self._metrics_app,
+            "excluded_urls": self.settings.excluded_urls,
+        }
+        if not hasattr(app, "add_middleware"):
+            return MetricsMiddleware(app, **options)
+        disable_fastapi_metrics(app)
+        if getattr(app, "middleware_stack", None) is None:
+            app.add_middleware(MetricsMiddleware, **options)
+        else:  # already started (e.g. called from a lifespan handler): wrap the built stack
+            app.middleware_stack = MetricsMiddleware(app.middleware_stack, **options)
+        self._apps.add(app)
+        return app
+
+    def render(self, *, openmetrics: bool = False) -> bytes:
+        """The current exposition, as a scrape of the metrics endpoint would return it."""
+        if self.registry is None:
+            raise RuntimeError("the prometheus exporter is not enabled (OTEL_METRICS_EXPORTER)")
+        encode = generate_openmetrics if openmetrics else generate_latest
+        return encode(self.registry)
+
+    def shutdown(self) -> None:
+        """Flush push exporters, stop the metrics port. Safe to call more than once."""
+        global _current
+        with _lock:
+            if self._closed:
+                return
+            self._closed = True
+            if _current is self:
+                _current = None
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        self.meter_provider.shutdown()
+
+
+_lock = threading.Lock()
+_current: MetricsHandle | None = None
+
+
+def setup_metrics(app: Any = None, **settings: Any) -> MetricsHandle:
+    """Configure OTel metrics with Prometheus export and instrument `app` (FastAPI/Starlette).
+
+    Settings are keyword arguments named as in `otel_kit.config.Settings`; unset ones come
+    from OTEL_KIT_* / OTEL_* environment variables, then defaults. Idempotent: later calls
+    return the same handle (and instrument a new `app` passed to them).
+    """
+    global _current
+    with _lock:
+        handle = _current
+        if handle is None:
+            config = load_settings(settings)
+            if app is not None and not hasattr(app, "add_middleware"):
+                raise TypeError(
+                    "setup_metrics(app) instruments Starlette/FastAPI apps in place; for another "
+                    "ASGI app use: handle = setup_metrics(); app = handle.instrument_app(app)"
+                )
+            serve_on_app = app is not None and config.prometheus_port is None
+            handle = _current = MetricsHandle(config, serve_on_app=serve_on_app)
+            metrics.set_meter_provider(handle.meter_provider)
+            if metrics.get_meter_provider() is not handle.meter_provider:
+                _log.warning(
+                    "otel-kit: another MeterProvider was already set globally; metrics created "
+                    "with opentelemetry.metrics.get_meter() go there, not to otel-kit's exporters"
+                )
+        elif settings:
+            _log.warning("otel-kit: setup_metrics() already ran; new settings ignored")
+    if app is not None:
+        handle.instrument_app(app)
+    return handle

@@ -1,0 +1,98 @@
+"""The metric catalogue: the one place metric names, units and attributes are written down.
+
+Instrumentation, exporters, dashboards, rules and tests all take names from here. OTel names
+follow the stable semantic conventions; `prometheus_name()` gives what Prometheus sees.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "DEFAULT_DURATION_BUCKETS",
+    "HTTP_SERVER_ACTIVE_REQUESTS",
+    "HTTP_SERVER_REQUEST_DURATION",
+    "KNOWN_HTTP_METHODS",
+    "MetricSpec",
+    "prometheus_label",
+    "prometheus_name",
+    "unit_suffix",
+]
+
+# Semantic-conventions advice for HTTP/DB duration histograms, in seconds.
+DEFAULT_DURATION_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)  # fmt: skip
+
+# Methods the HTTP conventions know; any other method is recorded as "_OTHER".
+KNOWN_HTTP_METHODS = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
+)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    kind: str  # "histogram" | "updowncounter" | "counter"
+    unit: str
+    description: str
+    attributes: tuple[str, ...]
+
+    @property
+    def prometheus(self) -> str:
+        return prometheus_name(self.name, self.unit, monotonic_sum=self.kind == "counter")
+
+
+HTTP_SERVER_REQUEST_DURATION = MetricSpec(
+    name="http.server.request.duration",
+    kind="histogram",
+    unit="s",
+    description="Duration of HTTP server requests.",
+    attributes=("http.request.method", "http.route", "http.response.status_code", "error.type"),
+)
+HTTP_SERVER_ACTIVE_REQUESTS = MetricSpec(
+    name="http.server.active_requests",
+    kind="updowncounter",
+    unit="{request}",
+    description="Number of active HTTP server requests.",
+    attributes=("http.request.method",),
+)
+
+# OTel unit -> Prometheus suffix, as the OTel-to-Prometheus compatibility spec maps them.
+_UNIT_SUFFIXES = {
+    "s": "seconds",
+    "ms": "milliseconds",
+    "By": "bytes",
+    "KiBy": "kibibytes",
+    "MiBy": "mebibytes",
+    "1": "ratio",
+    "%": "percent",
+}
+_INVALID = re.compile(r"[^a-zA-Z0-9_:]")
+_INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]")
+_UNDERSCORES = re.compile(r"__+")
+
+
+def unit_suffix(unit: str) -> str:
+    """The Prometheus name suffix for an OTel unit (`s` -> `seconds`; `{request}` -> '')."""
+    return "" if unit.startswith("{") else _UNIT_SUFFIXES.get(unit, _INVALID.sub("_", unit))
+
+
+def prometheus_name(name: str, unit: str = "", *, monotonic_sum: bool = False) -> str:
+    """The Prometheus metric name for an OTel instrument (without _bucket/_count/_sum)."""
+    base = _UNDERSCORES.sub("_", _INVALID.sub("_", name)).strip("_")
+    if base[:1].isdigit():
+        base = "_" + base
+    suffix = unit_suffix(unit)
+    if suffix and not base.endswith("_" + suffix):
+        base = f"{base}_{suffix}"
+    if monotonic_sum and not base.endswith("_total"):
+        base += "_total"
+    return base
+
+
+def prometheus_label(key: str) -> str:
+    """The Prometheus label name for an OTel attribute key (`http.route` -> `http_route`)."""
+    label = _INVALID_LABEL.sub("_", key)
+    return "key_" + label if label[:1].isdigit() else label

@@ -1,0 +1,196 @@
+"""Configuration: one table, keyword argument > OTEL_KIT_* env var > OTel spec env var > default.
+
+Every setting is a field below; its env var names are the field's aliases. Bad values raise
+`ConfigError` naming the setting, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from otel_kit.catalogue import DEFAULT_DURATION_BUCKETS
+
+__all__ = ["EXPORTERS", "INSTRUMENTATIONS", "ConfigError", "Settings", "load_settings"]
+
+EXPORTERS = ("prometheus", "otlp", "console", "none")
+INSTRUMENTATIONS = ("fastapi", "sqlalchemy", "redis", "httpx", "runtime")
+
+
+class ConfigError(ValueError):
+    """A setting has a value otel-kit cannot use. The message names setting, value and rule."""
+
+
+def _env(name: str, *spec_names: str) -> dict[str, Any]:
+    """Aliases: the field name (keyword argument), OTEL_KIT_<NAME>, then OTel spec names."""
+    return {"validation_alias": AliasChoices(name, f"OTEL_KIT_{name.upper()}", *spec_names)}
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        extra="forbid", populate_by_name=True, frozen=True, case_sensitive=True
+    )
+
+    service_name: str | None = Field(None, **_env("service_name", "OTEL_SERVICE_NAME"))
+    service_version: str | None = Field(None, **_env("service_version"))
+    deployment_environment: str | None = Field(None, **_env("deployment_environment"))
+    resource_attributes: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, **_env("resource_attributes", "OTEL_RESOURCE_ATTRIBUTES")
+    )
+    metrics_exporter: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("prometheus",), **_env("metrics_exporter", "OTEL_METRICS_EXPORTER")
+    )
+    prometheus_host: str = Field(
+        "localhost", **_env("prometheus_host", "OTEL_EXPORTER_PROMETHEUS_HOST")
+    )
+    prometheus_port: int | None = Field(
+        None, **_env("prometheus_port", "OTEL_EXPORTER_PROMETHEUS_PORT")
+    )
+    metrics_path: str = Field("/metrics", **_env("metrics_path"))
+    excluded_urls: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        **_env("excluded_urls", "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS"),
+    )
+    duration_buckets: Annotated[tuple[float, ...], NoDecode] = Field(
+        DEFAULT_DURATION_BUCKETS, **_env("duration_buckets")
+    )
+    cardinality_limit: int = Field(2000, **_env("cardinality_limit"))
+    disabled_instrumentations: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), **_env("disabled_instrumentations", "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS")
+    )
+    export_interval_ms: int = Field(
+        60000, **_env("export_interval_ms", "OTEL_METRIC_EXPORT_INTERVAL")
+    )
+
+    @field_validator("resource_attributes", mode="before")
+    @classmethod
+    def _parse_resource(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        pairs: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            key, sep, val = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"{item!r} is not key=value; expected k1=v1,k2=v2")
+            pairs[key.strip()] = val.strip()
+        return pairs
+
+    @field_validator("metrics_exporter", mode="before")
+    @classmethod
+    def _parse_exporters(cls, value: Any) -> Any:
+        names = tuple(name.lower() for name in _split(value))
+        bad = [name for name in names if name not in EXPORTERS]
+        if bad or not names:
+            raise ValueError(f"allowed: comma-separated {', '.join(EXPORTERS)}")
+        if "none" in names and len(names) > 1:
+            raise ValueError("'none' cannot be combined with other exporters")
+        return names
+
+    @field_validator("excluded_urls", mode="before")
+    @classmethod
+    def _parse_patterns(cls, value: Any) -> Any:
+        patterns = _split(value)
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"{pattern!r} is not a regular expression ({exc}); "
+                    "expected comma-separated regular expressions"
+                ) from None
+        return patterns
+
+    @field_validator("duration_buckets", mode="before")
+    @classmethod
+    def _parse_buckets(cls, value: Any) -> Any:
+        rule = "expected a non-empty, strictly increasing list of finite numbers >= 0"
+        try:
+            bounds = tuple(float(b) for b in _split(value))
+        except (TypeError, ValueError):
+            raise ValueError(rule) from None
+        ordered = all(a < b for a, b in zip(bounds, bounds[1:]))
+        if not bounds or not ordered or any(b < 0 or not math.isfinite(b) for b in bounds):
+            raise ValueError(rule)
+        return bounds
+
+    @field_validator("disabled_instrumentations", mode="before")
+    @classmethod
+    def _parse_disabled(cls, value: Any) -> Any:
+        names = _split(value)
+        bad = [name for name in names if name not in INSTRUMENTATIONS]
+        if bad:
+            raise ValueError(f"allowed: comma-separated {', '.join(INSTRUMENTATIONS)}")
+        return names
+
+    @field_validator("prometheus_port")
+    @classmethod
+    def _check_port(cls, value: int | None) -> int | None:
+        if value is not None and not 0 <= value <= 65535:
+            raise ValueError("expected a TCP port from 0 to 65535 (0 picks a free port)")
+        return value
+
+    @field_validator("metrics_path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if not value.startswith("/") or any(c in value for c in "?# "):
+            raise ValueError("expected a URL path starting with '/' (no query, no spaces)")
+        return value
+
+    @field_validator("cardinality_limit")
+    @classmethod
+    def _check_limit(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("expected an integer >= 1 (attribute sets per metric before overflow)")
+        return value
+
+    @field_validator("export_interval_ms")
+    @classmethod
+    def _check_interval(cls, value: int) -> int:
+        if value < 100:
+            raise ValueError("expected an integer number of milliseconds >= 100")
+        return value
+
+    @field_validator("service_name", "prometheus_host")
+    @classmethod
+    def _check_non_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("expected a non-empty string")
+        return value
+
+
+def _names(field: str) -> str:
+    alias = Settings.model_fields[field].validation_alias
+    assert isinstance(alias, AliasChoices)
+    return " / ".join(str(choice) for choice in alias.choices)
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Settings from keyword arguments (None means 'not given') over the environment."""
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    unknown = sorted(set(given) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(Settings.model_fields))}"
+        )
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            where = _names(field) if field in Settings.model_fields else field
+            lines.append(f"invalid setting {where} = {error.get('input')!r}: {message}")
+        raise ConfigError("\n".join(lines)) from None

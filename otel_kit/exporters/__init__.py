@@ -1,0 +1,1 @@
+"""Exporters: `prometheus` (direct pull) and the push readers (`otlp`, `console`)."""

@@ -1,0 +1,183 @@
+"""Direct Prometheus export: a pull reader and an OTel-to-Prometheus translation.
+
+Why not contrib's PrometheusMetricReader: it crashes on exponential histograms, adds
+`otel_scope_*` labels to every series (twice the bytes of prometheus_client's output) and has
+no OpenMetrics negotiation of its own. This reader hands OTel data to a prometheus_client
+collector, so prometheus_client does the exposition (text 0.0.4 or OpenMetrics by Accept header,
+gzip) and the `/metrics` app or port.
+
+Translation follows the OTel-to-Prometheus compatibility spec: dots to underscores, unit suffix
+(`_seconds`, `_bytes`, ...), `_total` on monotonic sums, non-monotonic sums as gauges, resource
+attributes on `target_info`. Scope names are not added as labels; metrics of the same name from
+several scopes are merged into one family.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics import _Gauge as Gauge
+from opentelemetry.sdk.metrics.export import (
+    Gauge as GaugeData,
+)
+from opentelemetry.sdk.metrics.export import (
+    Histogram as HistogramData,
+)
+from opentelemetry.sdk.metrics.export import (
+    MetricReader,
+    MetricsData,
+)
+from opentelemetry.sdk.metrics.export import (
+    Sum as SumData,
+)
+from opentelemetry.sdk.resources import Resource
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
+
+from otel_kit._fast import FastMetrics
+from otel_kit.catalogue import prometheus_label, prometheus_name, unit_suffix
+
+__all__ = ["PrometheusCollector", "PullReader", "make_registry"]
+
+_log = logging.getLogger("otel_kit")
+_INSTRUMENT_CLASSES = (
+    Counter,
+    UpDownCounter,
+    Histogram,
+    Gauge,
+    ObservableCounter,
+    ObservableUpDownCounter,
+    ObservableGauge,
+)
+
+
+class PullReader(MetricReader):
+    """Collects on demand (each scrape), SDK metrics plus otel-kit's fast instruments."""
+
+    def __init__(self, fast: FastMetrics, resource: Resource, cardinality_limit: int) -> None:
+        super().__init__(cardinality_limits=dict.fromkeys(_INSTRUMENT_CLASSES, cardinality_limit))
+        self._fast = fast
+        self._resource = resource
+        self._lock = threading.Lock()
+        self._latest: MetricsData | None = None
+
+    def _receive_metrics(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> None:
+        self._latest = metrics_data
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self._latest = None
+
+    def read(self) -> MetricsData:
+        with self._lock:
+            self._latest = None
+            self.collect()
+            data = self._latest
+        return self._fast.merge(data, self._resource)
+
+
+def _label_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_label_value(v) for v in value) + "]"
+    return str(value)
+
+
+def _labels(attributes: Any) -> dict[str, str]:
+    if not attributes:
+        return {}
+    return {prometheus_label(k): _label_value(v) for k, v in attributes.items()}
+
+
+def _families(data: MetricsData) -> Iterator[Metric]:
+    families: dict[str, Metric] = {}
+    for resource_metrics in data.resource_metrics:
+        info = Metric("target", "Target metadata", "info")
+        info.add_sample("target_info", _labels(resource_metrics.resource.attributes), 1.0)
+        yield info
+        for scope_metrics in resource_metrics.scope_metrics:
+            for otel in scope_metrics.metrics:
+                point_data = otel.data
+                unit = otel.unit or ""
+                if isinstance(point_data, HistogramData):
+                    kind = "histogram"
+                elif isinstance(point_data, SumData) and point_data.is_monotonic:
+                    kind = "counter"
+                elif isinstance(point_data, (SumData, GaugeData)):
+                    kind = "gauge"
+                else:  # exponential histograms have no Prometheus text form
+                    _warn_once(f"otel-kit: {otel.name} ({type(point_data).__name__}) not exported")
+                    continue
+                name = prometheus_name(otel.name, unit, monotonic_sum=kind == "counter")
+                base = name.removesuffix("_total") if kind == "counter" else name
+                family = families.get(base)
+                if family is None:
+                    suffix = unit_suffix(unit)
+                    family = families[base] = Metric(
+                        base,
+                        otel.description or otel.name,
+                        kind,
+                        unit=suffix if suffix and base.endswith("_" + suffix) else "",
+                    )
+                elif family.type != kind:
+                    _warn_once(f"otel-kit: {otel.name} clashes with another {family.type}")
+                    continue
+                _add_samples(family, kind, point_data)
+    yield from families.values()
+
+
+def _add_samples(family: Metric, kind: str, point_data: Any) -> None:
+    name = family.name
+    if kind == "histogram":
+        for point in point_data.data_points:
+            labels = _labels(point.attributes)
+            cumulative = 0
+            for bound, count in zip(point.explicit_bounds, point.bucket_counts):
+                cumulative += count
+                family.add_sample(
+                    name + "_bucket", {**labels, "le": floatToGoString(bound)}, cumulative
+                )
+            family.add_sample(name + "_bucket", {**labels, "le": "+Inf"}, point.count)
+            family.add_sample(name + "_count", labels, point.count)
+            family.add_sample(name + "_sum", labels, point.sum)
+        return
+    sample_name = name + "_total" if kind == "counter" else name
+    for point in point_data.data_points:
+        family.add_sample(sample_name, _labels(point.attributes), point.value)
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        _log.warning(message)
+
+
+class PrometheusCollector(Collector):
+    def __init__(self, reader: PullReader) -> None:
+        self._reader = reader
+
+    def collect(self) -> Iterable[Metric]:
+        return list(_families(self._reader.read()))
+
+
+def make_registry(reader: PullReader) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PrometheusCollector(reader))
+    return registry

@@ -1,0 +1,1 @@
+"""One module per integration; each adds only what upstream lacks."""

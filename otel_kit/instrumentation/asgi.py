@@ -1,0 +1,177 @@
+"""HTTP server metrics for FastAPI, Starlette and any ASGI app: a metrics-only ASGI middleware.
+
+Why not contrib's OpenTelemetryMiddleware: it builds spans and SDK measurements on every request
+(~134 µs measured here, 0.51 of a bare app's throughput). This middleware only measures, through
+the pre-aggregating instruments of `otel_kit._fast`, and serves the metrics endpoint itself so
+the scrape is never counted and never reaches the app's router.
+
+`http.route` is the route TEMPLATE. FastAPI >= 0.165 resolves it exactly (router prefixes,
+nested routers, mounts) through its telemetry hook; otel-kit gives that hook a request record
+when FastAPI's own telemetry is not running. Elsewhere the template comes from the route Starlette
+stored in the scope, plus the mount prefix with path parameters put back as `{name}`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from time import perf_counter
+from typing import Any
+
+from otel_kit._fast import FastHistogram, FastUpDownCounter
+from otel_kit.catalogue import KNOWN_HTTP_METHODS
+
+__all__ = ["MetricsMiddleware", "disable_fastapi_metrics"]
+
+_log = logging.getLogger("otel_kit")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_TELEMETRY_KEY = "fastapi.telemetry"
+
+
+def _fastapi_request_record() -> Callable[[str], Any] | None:
+    """A factory for FastAPI's per-request telemetry record, or None on older FastAPI."""
+    try:
+        from fastapi.telemetry._api import _RequestTelemetry
+    except ImportError:
+        return None
+
+    def make(prefix: str) -> Any:
+        return _RequestTelemetry(span=None, span_method="HTTP", data=None, _mount_prefix=prefix)
+
+    try:
+        make("")
+    except TypeError:  # FastAPI changed the record; fall back to the generic route lookup.
+        _log.info("otel-kit: unknown FastAPI telemetry record; using generic route lookup")
+        return None
+    return make
+
+
+def disable_fastapi_metrics(app: Any) -> None:
+    """Turn off FastAPI's native request metrics, which otel-kit records instead.
+
+    FastAPI >= 0.165 records `http.server.request.duration` through the global meter provider
+    once one is set; with otel-kit's middleware too, each request would be counted twice.
+    Its tracing and logs stay as the application configured them.
+    """
+    config = getattr(app, "_telemetry", None)
+    if isinstance(config, dict) and "metrics" in config:
+        config["metrics"] = False
+
+
+def _error_type(exc: BaseException) -> str:
+    cls = type(exc)
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+
+
+def _generic_route(scope: Scope, root_path: str) -> str | None:
+    route = scope.get("route")
+    template = getattr(route, "path_format", None)
+    if not isinstance(template, str):
+        return None
+    if hasattr(route, "routes") or type(route).__name__ == "Mount":
+        return template  # a mount with no inner route (static files, plain ASGI app)
+    prefix = scope.get("root_path", "")[len(root_path) :]
+    if prefix:
+        values = {str(v): k for k, v in scope.get("path_params", {}).items()}
+        prefix = "/".join(
+            f"{{{values[part]}}}" if part in values else part for part in prefix.split("/")
+        )
+    return prefix + template
+
+
+class MetricsMiddleware:
+    """Records `http.server.request.duration` and `http.server.active_requests`."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        duration: FastHistogram,
+        active: FastUpDownCounter,
+        metrics_path: str | None = None,
+        metrics_app: ASGIApp | None = None,
+        excluded_urls: tuple[str, ...] = (),
+    ) -> None:
+        self.app = app
+        self._duration = duration
+        self._active = active
+        self._metrics_path = metrics_path if metrics_app is not None else None
+        self._metrics_app = metrics_app
+        self._excluded = (
+            re.compile("|".join(f"(?:{p})" for p in excluded_urls)) if excluded_urls else None
+        )
+        self._request_record = _fastapi_request_record()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        root_path: str = scope.get("root_path", "")
+        if self._metrics_path is not None and (
+            path == self._metrics_path or path == root_path + self._metrics_path
+        ):
+            assert self._metrics_app is not None
+            await self._metrics_app(scope, receive, send)
+            return
+        if self._excluded is not None and self._excluded.search(path):
+            await self.app(scope, receive, send)
+            return
+
+        method = scope["method"]
+        if method not in KNOWN_HTTP_METHODS:
+            method = "_OTHER"
+        active_key = (method,)
+        self._active.add(1, active_key)
+        record = scope.get(_TELEMETRY_KEY)
+        owned = record is None and self._request_record is not None
+        if owned:
+            prefix = scope.get("app_root_path", root_path).rstrip("/")
+            record = scope[_TELEMETRY_KEY] = self._request_record(prefix)  # type: ignore[misc]
+        status: int | None = None
+        done = False
+        start = perf_counter()
+
+        def finish(error_type: str | None) -> None:
+            nonlocal done
+            done = True
+            elapsed = perf_counter() - start
+            route = record.route if record is not None else _generic_route(scope, root_path)
+            self._duration.record(elapsed, (method, route, status, error_type))
+            self._active.add(-1, active_key)
+
+        async def send_with_metrics(message: Message) -> None:
+            nonlocal status
+            kind = message["type"]
+            if kind == "http.response.start":
+                status = message["status"]
+            await send(message)
+            if not done and (
+                (kind == "http.response.body" and not message.get("more_body", False))
+                or kind == "http.response.pathsend"
+            ):
+                finish(str(status) if status is not None and status >= 500 else None)
+
+        try:
+            await self.app(scope, receive, send_with_metrics)
+        except BaseException as exc:
+            if not done:
+                if status is None:
+                    status = 500
+                finish(_error_type(exc))
+            raise
+        else:
+            if not done:  # the app returned without completing its response
+                finish(str(status) if status is not None and status >= 500 else None)
+        finally:
+            if owned:
+                scope.pop(_TELEMETRY_KEY, None)
