@@ -49,7 +49,7 @@ def _admit(store: dict[Key, Any], key: Key, limit: int) -> Key:
 def _attributes(keys: Sequence[str], key: Key) -> dict[str, Any]:
     if key is _OVERFLOW:
         return {"otel.metric.overflow": True}
-    return {name: value for name, value in zip(keys, key) if value is not None}
+    return {name: value for name, value in zip(keys, key, strict=True) if value is not None}
 
 
 class _Series:

@@ -6,6 +6,7 @@ Every setting is a field below; its env var names are the field's aliases. Bad v
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Mapping
@@ -26,9 +27,9 @@ class ConfigError(ValueError):
     """A setting has a value otel-kit cannot use. The message names setting, value and rule."""
 
 
-def _env(name: str, *spec_names: str) -> dict[str, Any]:
+def _env(name: str, *spec_names: str) -> AliasChoices:
     """Aliases: the field name (keyword argument), OTEL_KIT_<NAME>, then OTel spec names."""
-    return {"validation_alias": AliasChoices(name, f"OTEL_KIT_{name.upper()}", *spec_names)}
+    return AliasChoices(name, f"OTEL_KIT_{name.upper()}", *spec_names)
 
 
 def _split(value: Any) -> Any:
@@ -42,35 +43,43 @@ class Settings(BaseSettings):
         extra="forbid", populate_by_name=True, frozen=True, case_sensitive=True
     )
 
-    service_name: str | None = Field(None, **_env("service_name", "OTEL_SERVICE_NAME"))
-    service_version: str | None = Field(None, **_env("service_version"))
-    deployment_environment: str | None = Field(None, **_env("deployment_environment"))
+    service_name: str | None = Field(
+        None, validation_alias=_env("service_name", "OTEL_SERVICE_NAME")
+    )
+    service_version: str | None = Field(None, validation_alias=_env("service_version"))
+    deployment_environment: str | None = Field(
+        None, validation_alias=_env("deployment_environment")
+    )
     resource_attributes: Annotated[dict[str, str], NoDecode] = Field(
-        default_factory=dict, **_env("resource_attributes", "OTEL_RESOURCE_ATTRIBUTES")
+        default_factory=dict,
+        validation_alias=_env("resource_attributes", "OTEL_RESOURCE_ATTRIBUTES"),
     )
     metrics_exporter: Annotated[tuple[str, ...], NoDecode] = Field(
-        ("prometheus",), **_env("metrics_exporter", "OTEL_METRICS_EXPORTER")
+        ("prometheus",), validation_alias=_env("metrics_exporter", "OTEL_METRICS_EXPORTER")
     )
     prometheus_host: str = Field(
-        "localhost", **_env("prometheus_host", "OTEL_EXPORTER_PROMETHEUS_HOST")
+        "localhost", validation_alias=_env("prometheus_host", "OTEL_EXPORTER_PROMETHEUS_HOST")
     )
     prometheus_port: int | None = Field(
-        None, **_env("prometheus_port", "OTEL_EXPORTER_PROMETHEUS_PORT")
+        None, validation_alias=_env("prometheus_port", "OTEL_EXPORTER_PROMETHEUS_PORT")
     )
-    metrics_path: str = Field("/metrics", **_env("metrics_path"))
+    metrics_path: str = Field("/metrics", validation_alias=_env("metrics_path"))
     excluded_urls: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
-        **_env("excluded_urls", "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS"),
+        validation_alias=_env(
+            "excluded_urls", "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS"
+        ),
     )
     duration_buckets: Annotated[tuple[float, ...], NoDecode] = Field(
-        DEFAULT_DURATION_BUCKETS, **_env("duration_buckets")
+        DEFAULT_DURATION_BUCKETS, validation_alias=_env("duration_buckets")
     )
-    cardinality_limit: int = Field(2000, **_env("cardinality_limit"))
+    cardinality_limit: int = Field(2000, validation_alias=_env("cardinality_limit"))
     disabled_instrumentations: Annotated[tuple[str, ...], NoDecode] = Field(
-        (), **_env("disabled_instrumentations", "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS")
+        (),
+        validation_alias=_env("disabled_instrumentations", "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"),
     )
     export_interval_ms: int = Field(
-        60000, **_env("export_interval_ms", "OTEL_METRIC_EXPORT_INTERVAL")
+        60000, validation_alias=_env("export_interval_ms", "OTEL_METRIC_EXPORT_INTERVAL")
     )
 
     @field_validator("resource_attributes", mode="before")
@@ -119,7 +128,7 @@ class Settings(BaseSettings):
             bounds = tuple(float(b) for b in _split(value))
         except (TypeError, ValueError):
             raise ValueError(rule) from None
-        ordered = all(a < b for a, b in zip(bounds, bounds[1:]))
+        ordered = all(a < b for a, b in itertools.pairwise(bounds))
         if not bounds or not ordered or any(b < 0 or not math.isfinite(b) for b in bounds):
             raise ValueError(rule)
         return bounds

@@ -14,6 +14,7 @@ several scopes are merged into one family.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Iterable, Iterator
@@ -140,18 +141,21 @@ def _families(data: MetricsData) -> Iterator[Metric]:
     yield from families.values()
 
 
+@functools.lru_cache(maxsize=64)
+def _le_values(bounds: tuple[float, ...]) -> tuple[str, ...]:
+    return (*(floatToGoString(b) for b in bounds), "+Inf")  # type: ignore[no-untyped-call]
+
+
 def _add_samples(family: Metric, kind: str, point_data: Any) -> None:
     name = family.name
     if kind == "histogram":
         for point in point_data.data_points:
             labels = _labels(point.attributes)
             cumulative = 0
-            for bound, count in zip(point.explicit_bounds, point.bucket_counts):
+            le_values = _le_values(tuple(point.explicit_bounds))
+            for le, count in zip(le_values, point.bucket_counts, strict=True):
                 cumulative += count
-                family.add_sample(
-                    name + "_bucket", {**labels, "le": floatToGoString(bound)}, cumulative
-                )
-            family.add_sample(name + "_bucket", {**labels, "le": "+Inf"}, point.count)
+                family.add_sample(name + "_bucket", {**labels, "le": le}, cumulative)
             family.add_sample(name + "_count", labels, point.count)
             family.add_sample(name + "_sum", labels, point.sum)
         return

@@ -79,7 +79,7 @@ def _generic_route(scope: Scope, root_path: str) -> str | None:
         return None
     if hasattr(route, "routes") or type(route).__name__ == "Mount":
         return template  # a mount with no inner route (static files, plain ASGI app)
-    prefix = scope.get("root_path", "")[len(root_path) :]
+    prefix: str = scope.get("root_path", "")[len(root_path) :]
     if prefix:
         values = {str(v): k for k, v in scope.get("path_params", {}).items()}
         prefix = "/".join(
