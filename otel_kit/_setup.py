@@ -95,6 +95,7 @@ class MetricsHandle:
         if not hasattr(app, "add_middleware"):
             return MetricsMiddleware(app, **options)
         disable_fastapi_metrics(app)
+        options["fastapi_routes"] = hasattr(app, "_telemetry")
         if getattr(app, "middleware_stack", None) is None:
             app.add_middleware(MetricsMiddleware, **options)
         else:  # already started (e.g. called from a lifespan handler): wrap the built stack

@@ -100,6 +100,7 @@ class MetricsMiddleware:
         metrics_path: str | None = None,
         metrics_app: ASGIApp | None = None,
         excluded_urls: tuple[str, ...] = (),
+        fastapi_routes: bool = False,
     ) -> None:
         self.app = app
         self._duration = duration
@@ -109,7 +110,7 @@ class MetricsMiddleware:
         self._excluded = (
             re.compile("|".join(f"(?:{p})" for p in excluded_urls)) if excluded_urls else None
         )
-        self._request_record = _fastapi_request_record()
+        self._request_record = _fastapi_request_record() if fastapi_routes else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -124,7 +125,15 @@ class MetricsMiddleware:
             await self._metrics_app(scope, receive, send)
             return
         if self._excluded is not None and self._excluded.search(path):
-            await self.app(scope, receive, send)
+            # None keeps mounted FastAPI apps from measuring the request themselves.
+            mute = _TELEMETRY_KEY not in scope
+            if mute:
+                scope[_TELEMETRY_KEY] = None
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                if mute:
+                    scope.pop(_TELEMETRY_KEY, None)
             return
 
         method = scope["method"]
@@ -145,7 +154,7 @@ class MetricsMiddleware:
             nonlocal done
             done = True
             elapsed = perf_counter() - start
-            route = record.route if record is not None else _generic_route(scope, root_path)
+            route = getattr(record, "route", None) or _generic_route(scope, root_path)
             self._duration.record(elapsed, (method, route, status, error_type))
             self._active.add(-1, active_key)
 

@@ -1,0 +1,1 @@
+"""One module per benchmarked variant; each defines the same FastAPI `app`."""

@@ -1,0 +1,136 @@
+"""The shop: orders in SQLite, users behind an in-process cache, business metrics via OTel.
+
+Run: `python -m examples.shop` (or `uvicorn examples.shop.app:app`), then GET /metrics.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Literal
+
+from fastapi import FastAPI, HTTPException
+from opentelemetry import metrics
+from pydantic import BaseModel, Field
+from sqlalchemy import ForeignKey, String, create_engine, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from otel_kit import setup_metrics
+
+DATABASE_URL = os.environ.get("SHOP_DATABASE_URL", "sqlite:///shop.db")
+engine = create_engine(DATABASE_URL)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    tier: Mapped[str] = mapped_column(String(20))
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    total: Mapped[float]
+    payment_method: Mapped[str] = mapped_column(String(20))
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        if session.scalar(select(User.id).limit(1)) is None:
+            tiers = ("free", "pro", "enterprise")
+            session.add_all(User(id=i, name=f"user{i}", tier=tiers[i % 3]) for i in range(1, 101))
+            session.commit()
+    yield
+
+
+app = FastAPI(title="shop", lifespan=lifespan)
+setup_metrics(app, service_name="shop", excluded_urls="^/healthz$")
+
+# Business metrics: the standard OTel API; they appear on the same /metrics.
+meter = metrics.get_meter("shop")
+orders_created = meter.create_counter(
+    "orders.created", unit="{order}", description="Total orders created"
+)
+order_total = meter.create_histogram(
+    "order.total",
+    unit="dollars",
+    description="Order total in dollars",
+    explicit_bucket_boundaries_advisory=[10, 25, 50, 100, 250, 500, 1000],
+)
+active_users = meter.create_up_down_counter(
+    "active.users", unit="{user}", description="Currently active users"
+)
+
+_user_cache: dict[int, dict[str, object]] = {}
+
+
+class OrderIn(BaseModel):
+    user_id: int = Field(ge=1)
+    total: float = Field(gt=0)
+    payment_method: Literal["card", "paypal", "invoice"]
+
+
+@app.post("/orders", status_code=201)
+def create_order(order: OrderIn) -> dict[str, object]:
+    with Session(engine) as session:
+        if session.get(User, order.user_id) is None:
+            raise HTTPException(404, "unknown user")
+        row = Order(user_id=order.user_id, total=order.total, payment_method=order.payment_method)
+        session.add(row)
+        session.commit()
+        order_id = row.id
+    orders_created.add(1, {"payment_method": order.payment_method})
+    order_total.record(order.total)
+    return {"id": order_id, **order.model_dump()}
+
+
+@app.get("/orders/{order_id}")
+def get_order(order_id: int) -> dict[str, object]:
+    with Session(engine) as session:
+        row = session.get(Order, order_id)
+        if row is None:
+            raise HTTPException(404, "no such order")
+        return {"id": row.id, "user_id": row.user_id, "total": row.total}
+
+
+@app.get("/users/{user_id}")
+def get_user(user_id: int) -> dict[str, object]:
+    cached = _user_cache.get(user_id)
+    if cached is not None:
+        return cached
+    with Session(engine) as session:
+        user = session.get(User, user_id)
+        if user is None:
+            raise HTTPException(404, "no such user")
+        value: dict[str, object] = {"id": user.id, "name": user.name, "tier": user.tier}
+    _user_cache[user_id] = value
+    return value
+
+
+@app.post("/sessions/{user_id}", status_code=204)
+async def user_connected(user_id: int) -> None:
+    active_users.add(1)
+
+
+@app.delete("/sessions/{user_id}", status_code=204)
+async def user_disconnected(user_id: int) -> None:
+    active_users.add(-1)
+
+
+@app.get("/error")
+async def error() -> None:
+    raise RuntimeError("simulated failure")
+
+
+@app.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}

@@ -1,0 +1,352 @@
+"""HTTP server metrics through the app's own /metrics, in-process (httpx ASGI transport)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi.responses import StreamingResponse
+from opentelemetry import metrics
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
+
+from otel_kit import setup_metrics
+from tests.conftest import series, value
+
+COUNT = "http_server_request_duration_seconds_count"
+BUCKET = "http_server_request_duration_seconds_bucket"
+
+
+def make_app() -> FastAPI:
+    app = FastAPI()
+    api = APIRouter(prefix="/api")
+    v1 = APIRouter(prefix="/v1")
+
+    @v1.get("/things/{thing_id}")
+    async def thing(thing_id: int) -> dict[str, int]:
+        return {"id": thing_id}
+
+    @api.get("/users/{user_id}")
+    async def user(user_id: int) -> dict[str, int]:
+        return {"id": user_id}
+
+    api.include_router(v1)
+    app.include_router(api)
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    @app.post("/items")
+    async def create_item() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise ValueError("broken")
+
+    @app.get("/unavailable")
+    async def unavailable() -> None:
+        raise HTTPException(503)
+
+    @app.get("/missing")
+    async def missing() -> None:
+        raise HTTPException(404)
+
+    @app.get("/slow")
+    async def slow() -> dict[str, str]:
+        await asyncio.sleep(0.1)
+        return {"ok": "yes"}
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(3):
+                await asyncio.sleep(0.1)
+                yield b"chunk\n"
+
+        return StreamingResponse(chunks())
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    sub = FastAPI()
+
+    @sub.get("/hello/{name}")
+    async def hello(name: str) -> dict[str, str]:
+        return {"name": name}
+
+    app.mount("/sub", sub)
+    return app
+
+
+def client(app: Any) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+async def scrape(c: httpx.AsyncClient) -> str:
+    response = await c.get("/metrics")
+    assert response.status_code == 200
+    return response.text
+
+
+async def test_counts_per_route_template_and_status() -> None:
+    app = make_app()
+    setup_metrics(app)
+    async with client(app) as c:
+        for i in range(5):
+            assert (await c.get(f"/items/{i}")).status_code == 200
+        await c.post("/items")
+        await c.get("/api/users/7")
+        await c.get("/api/v1/things/9")
+        await c.get("/api/v1/things/10")
+        await c.get("/sub/hello/bob")
+        await c.get("/missing")
+        text = await scrape(c)
+
+    def count(route: str, method: str = "GET", status: str = "200") -> float:
+        return value(
+            text,
+            COUNT,
+            http_route=route,
+            http_request_method=method,
+            http_response_status_code=status,
+        )
+
+    assert count("/items/{item_id}") == 5
+    assert count("/items", "POST") == 1
+    assert count("/api/users/{user_id}") == 1
+    assert count("/api/v1/things/{thing_id}") == 2
+    assert count("/sub/hello/{name}") == 1
+    assert count("/missing", status="404") == 1
+    routes = {labels.get("http_route") for labels in series(text, COUNT)}
+    assert routes == {
+        "/items/{item_id}",
+        "/items",
+        "/api/users/{user_id}",
+        "/api/v1/things/{thing_id}",
+        "/sub/hello/{name}",
+        "/missing",
+    }
+    # one observation per request: FastAPI's own request metrics are switched off
+    assert value(text, COUNT) == 11
+    assert "otel_scope_name" not in text
+
+
+async def test_unmatched_paths_have_no_route_label() -> None:
+    app = make_app()
+    setup_metrics(app)
+    async with client(app) as c:
+        for i in range(50):
+            assert (await c.get(f"/nope/{i}?q={i}")).status_code == 404
+        text = await scrape(c)
+    unmatched = [s for s in series(text, COUNT) if s["http_response_status_code"] == "404"]
+    assert unmatched == [{"http_request_method": "GET", "http_response_status_code": "404"}]
+    assert value(text, COUNT, http_response_status_code="404") == 50
+    assert "/nope" not in text
+
+
+async def test_exceptions_and_5xx_carry_error_type() -> None:
+    app = make_app()
+    setup_metrics(app)
+    async with client(app) as c:
+        assert (await c.get("/boom")).status_code == 500
+        assert (await c.get("/boom")).status_code == 500
+        assert (await c.get("/unavailable")).status_code == 503
+        assert (await c.get("/items/1")).status_code == 200
+        text = await scrape(c)
+    assert value(text, COUNT, http_route="/boom", http_response_status_code="500") == 2
+    assert value(text, COUNT, http_route="/boom", error_type="ValueError") == 2
+    assert value(text, COUNT, http_route="/unavailable", error_type="503") == 1
+    ok = [s for s in series(text, COUNT) if s.get("http_route") == "/items/{item_id}"]
+    assert ok == [
+        {
+            "http_request_method": "GET",
+            "http_route": "/items/{item_id}",
+            "http_response_status_code": "200",
+        }
+    ]
+
+
+async def test_bucket_placement_uses_configured_boundaries() -> None:
+    app = make_app()
+    setup_metrics(app, duration_buckets=[0.05, 0.15, 10])
+    async with client(app) as c:
+        await c.get("/items/1")
+        await c.get("/slow")
+        await c.get("/stream")  # three chunks 0.1 s apart: timed until the body completes
+        text = await scrape(c)
+
+    def bucket(route: str, le: str) -> float:
+        return value(text, BUCKET, http_route=route, le=le)
+
+    assert [bucket("/items/{item_id}", le) for le in ("0.05", "0.15", "10.0", "+Inf")] == [1] * 4
+    assert [bucket("/slow", le) for le in ("0.05", "0.15", "10.0", "+Inf")] == [0, 1, 1, 1]
+    assert [bucket("/stream", le) for le in ("0.05", "0.15", "10.0", "+Inf")] == [0, 0, 1, 1]
+    assert value(text, "http_server_request_duration_seconds_sum", http_route="/stream") >= 0.3
+
+
+async def test_metrics_endpoint_and_excluded_urls_are_not_counted() -> None:
+    app = make_app()
+    setup_metrics(app, excluded_urls="^/healthz$,^/sub/")
+    async with client(app) as c:
+        for _ in range(3):
+            await c.get("/healthz")
+            await c.get("/sub/hello/x")
+            await c.get("/metrics")
+        await c.get("/items/1")
+        text = await scrape(c)
+    assert value(text, COUNT) == 1
+    assert {s.get("http_route") for s in series(text, COUNT)} == {"/items/{item_id}"}
+
+
+async def test_unknown_methods_become_other() -> None:
+    app = make_app()
+    setup_metrics(app)
+    async with client(app) as c:
+        for method in ("FOO", "BAR", "PURGE"):
+            await c.request(method, "/items/1")
+        await c.get("/items/1")
+        text = await scrape(c)
+    methods = {s["http_request_method"] for s in series(text, COUNT)}
+    assert methods == {"_OTHER", "GET"}
+    assert value(text, COUNT, http_request_method="_OTHER") == 3
+
+
+async def test_active_requests_rise_during_a_request_and_fall_after() -> None:
+    app = make_app()
+    setup_metrics(app)
+    async with client(app) as c:
+        slow = asyncio.create_task(c.get("/slow"))
+        await asyncio.sleep(0.03)
+        during = await scrape(c)
+        await slow
+        after = await scrape(c)
+    assert value(during, "http_server_active_requests", http_request_method="GET") == 1
+    assert value(after, "http_server_active_requests", http_request_method="GET") == 0
+
+
+async def test_setup_is_idempotent() -> None:
+    app = make_app()
+    first = setup_metrics(app)
+    second = setup_metrics(app)
+    assert first is second
+    async with client(app) as c:
+        await c.get("/items/1")
+        text = await scrape(c)
+    assert value(text, COUNT) == 1
+
+
+async def test_custom_business_metrics_share_the_endpoint() -> None:
+    app = make_app()
+    setup_metrics(app, service_name="shop", service_version="1.2.3")
+    meter = metrics.get_meter("shop")
+    orders = meter.create_counter("orders.created", unit="{order}")
+    totals = meter.create_histogram(
+        "order.total", unit="dollars", explicit_bucket_boundaries_advisory=[10, 100, 1000]
+    )
+    users = meter.create_up_down_counter("active.users", unit="{user}")
+    temperature = meter.create_gauge("room.temperature", unit="Cel")
+    orders.add(2, {"payment_method": "card"})
+    orders.add(1, {"payment_method": "paypal"})
+    for total in (5, 50, 500, 5000):
+        totals.record(total)
+    users.add(3)
+    users.add(-1)
+    temperature.set(21.5)
+    async with client(app) as c:
+        text = await scrape(c)
+    assert value(text, "orders_created_total", payment_method="card") == 2
+    assert value(text, "orders_created_total", payment_method="paypal") == 1
+    assert [
+        value(text, "order_total_dollars_bucket", le=le) for le in ("10.0", "100.0", "+Inf")
+    ] == [
+        1,
+        2,
+        4,
+    ]
+    assert value(text, "order_total_dollars_sum") == 5555
+    assert value(text, "active_users") == 2
+    assert value(text, "room_temperature_Cel") == 21.5
+    assert value(text, "target_info", service_name="shop", service_version="1.2.3") == 1
+
+
+async def test_openmetrics_by_content_negotiation() -> None:
+    app = make_app()
+    setup_metrics(app)
+    async with client(app) as c:
+        await c.get("/items/1")
+        plain = await c.get("/metrics")
+        om = await c.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert om.headers["content-type"].startswith("application/openmetrics-text")
+    assert om.text.endswith("# EOF\n")
+    assert "# UNIT http_server_request_duration_seconds seconds" in om.text
+
+
+async def test_cardinality_limit_adds_an_overflow_series() -> None:
+    app = FastAPI()
+    for i in range(5):
+        app.add_api_route(f"/r{i}", lambda: {"ok": True}, methods=["GET"])
+    setup_metrics(app, cardinality_limit=3)
+    async with client(app) as c:
+        for i in range(5):
+            await c.get(f"/r{i}")
+        text = await scrape(c)
+    assert len(series(text, COUNT)) == 4
+    assert value(text, COUNT, otel_metric_overflow="true") == 2
+    assert value(text, COUNT) == 5
+
+
+async def test_plain_starlette_routes_and_mounts() -> None:
+    async def hello(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("hi")
+
+    inner = Starlette(routes=[Route("/x/{y}", hello)])
+    app = Starlette(routes=[Route("/hello/{name}", hello), Mount("/t/{tenant}", app=inner)])
+    setup_metrics(app)
+    async with client(app) as c:
+        await c.get("/hello/a")
+        await c.get("/t/acme/x/1")
+        await c.get("/t/other/x/2")
+        text = await scrape(c)
+    assert value(text, COUNT, http_route="/hello/{name}") == 1
+    assert value(text, COUNT, http_route="/t/{tenant}/x/{y}") == 2
+
+
+async def test_other_asgi_apps_are_wrapped() -> None:
+    async def raw(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    with pytest.raises(TypeError, match="instrument_app"):
+        setup_metrics(raw)
+    handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
+    try:
+        wrapped = handle.instrument_app(raw)
+        async with client(wrapped) as c:
+            assert (await c.get("/anything")).status_code == 204
+        text = handle.render().decode()
+        assert value(text, COUNT, http_response_status_code="204") == 1
+    finally:
+        handle.shutdown()
+
+
+async def test_separate_metrics_port() -> None:
+    app = make_app()
+    handle = setup_metrics(app, prometheus_host="127.0.0.1", prometheus_port=0)
+    assert handle.prometheus_port
+    async with client(app) as c:
+        await c.get("/items/1")
+        assert (await c.get("/metrics")).status_code == 404  # not on the app
+    async with httpx.AsyncClient() as direct:
+        response = await direct.get(f"http://127.0.0.1:{handle.prometheus_port}/metrics")
+    assert value(response.text, COUNT, http_route="/items/{item_id}") == 1
