@@ -1,0 +1,563 @@
+"""HTTP overhead of metrics libraries on a trivial FastAPI app, measured with wrk.
+
+    .venv/bin/python bench/http_overhead.py            # full run, a few minutes
+    .venv/bin/python bench/http_overhead.py --quick    # ~1 minute smoke run
+
+Each variant (bench/apps/*.py) runs under uvicorn pinned to CPU 0; wrk runs pinned to CPU 1.
+Variants are interleaved (A B C ... A B C ...) for N rounds so that drift hits all of them
+equally, and every instrumented variant must show on its /metrics that it counted the requests
+wrk made. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+BENCH_DIR = Path(__file__).resolve().parent
+APPS_DIR = BENCH_DIR / "apps"
+ROUTE = "/items/{item_id}"
+PATH = "/items/1"
+CONNECTIONS = 16
+SERVER_CPU = "0"
+CLIENT_CPU = "1"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    module: str
+    description: str
+    # The sample that counts requests and the label holding the route template; None: bare.
+    counter: tuple[str, str] | None
+
+
+@dataclass(frozen=True)
+class Flavour:
+    name: str
+    description: str
+    uvicorn_args: tuple[str, ...]
+
+
+VARIANTS = (
+    Variant("bare", "bare", "no metrics", None),
+    Variant(
+        "otel-kit",
+        "otel_kit_app",
+        "`setup_metrics(app)`",
+        ("http_server_request_duration_seconds_count", "http_route"),
+    ),
+    Variant(
+        "pfi",
+        "pfi",
+        "prometheus-fastapi-instrumentator, `Instrumentator().instrument(app).expose(app)`",
+        ("http_requests_total", "handler"),
+    ),
+    Variant(
+        "starlette-exporter",
+        "starlette_exporter_app",
+        "starlette-exporter, `PrometheusMiddleware` + `handle_metrics`",
+        ("starlette_requests_total", "path"),
+    ),
+    Variant(
+        "contrib",
+        "contrib",
+        "OTel contrib `FastAPIInstrumentor` + SDK + `PrometheusMetricReader`",
+        ("http_server_request_duration_seconds_count", "http_route"),
+    ),
+    Variant(
+        "handwritten",
+        "handwritten",
+        "hand-written pure-ASGI prometheus_client middleware (Histogram + Gauge)",
+        ("http_server_request_duration_seconds_count", "http_route"),
+    ),
+)
+
+FLAVOURS = (
+    Flavour("plain", "uvicorn (asyncio + h11)", ("--loop", "asyncio", "--http", "h11")),
+    Flavour(
+        "standard",
+        "uvicorn[standard] (uvloop + httptools)",
+        ("--loop", "uvloop", "--http", "httptools"),
+    ),
+)
+
+
+class BenchError(RuntimeError):
+    """A run that cannot be trusted: the benchmark stops."""
+
+
+@dataclass
+class Wrk:
+    requests: int
+    rps: float
+    p50_us: float
+    p99_us: float
+
+
+@dataclass
+class Run:
+    round: int
+    flavour: str
+    variant: str
+    rps: float
+    p50_us: float
+    p99_us: float
+    wrk_requests: int  # warm-up + measurement
+    counted: float | None  # requests the variant's own metrics counted for ROUTE
+    metrics_bytes: int | None
+    metrics_samples: int | None
+
+
+# --- wrk ---------------------------------------------------------------------------------------
+
+_UNITS_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
+
+
+def _duration_us(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if match is None:
+        raise BenchError(f"unparseable wrk latency {text!r}")
+    return float(match[1]) * _UNITS_US[match[2]]
+
+
+def parse_wrk(output: str) -> Wrk:
+    """Requests/s, p50 and p99 from `wrk --latency` output; errors of any kind are fatal."""
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if errors:
+        raise BenchError(f"wrk got {errors[1]} non-2xx responses:\n{output}")
+    sock = re.search(r"Socket errors: (.*)", output)
+    if sock:
+        raise BenchError(f"wrk socket errors ({sock[1]}):\n{output}")
+    requests = re.search(r"(\d+) requests in", output)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.MULTILINE)
+    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE)
+    if not (requests and rps):
+        raise BenchError(f"unparseable wrk output:\n{output}")
+    return Wrk(
+        requests=int(requests[1]),
+        rps=float(rps[1]),
+        p50_us=_duration_us(p50[1]) if p50 else float("nan"),
+        p99_us=_duration_us(p99[1]) if p99 else float("nan"),
+    )
+
+
+def run_wrk(url: str, seconds: int, *, pin: bool, latency: bool) -> Wrk:
+    cmd = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", url]
+    if latency:
+        cmd.insert(-1, "--latency")
+    if pin:
+        cmd = ["taskset", "-c", CLIENT_CPU, *cmd]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr}")
+    return parse_wrk(done.stdout)
+
+
+# --- server ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def server_env(variant: Variant) -> dict[str, str]:
+    """The parent's environment without OTel/otel-kit settings, so every run is configured
+    only by its app module."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FASTAPI_OTEL"))}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    if variant.name == "contrib":
+        env["OTEL_SEMCONV_STABILITY_OPT_IN"] = "http"
+    return env
+
+
+class Server:
+    """`uvicorn <module>:app` on a free loopback port, pinned to SERVER_CPU."""
+
+    def __init__(self, variant: Variant, flavour: Flavour, *, pin: bool) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"{variant.module}:app",
+            "--app-dir",
+            str(APPS_DIR),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            *flavour.uvicorn_args,
+        ]
+        if pin:
+            cmd = ["taskset", "-c", SERVER_CPU, *cmd]  # taskset execs: the PID is uvicorn's
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, env=server_env(variant))
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"server exited ({self.proc.returncode}):\n{self.output()}")
+            try:
+                status, body = http_get(self.base + PATH, timeout=1.0)
+            except OSError:
+                time.sleep(0.05)
+                continue
+            if status == 200 and json.loads(body) == {"id": 1}:
+                return
+            raise BenchError(f"GET {PATH} -> {status} {body!r}")
+        raise BenchError(f"server not answering after {timeout}s:\n{self.output()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def counted_requests(text: str, sample_name: str, route_label: str) -> float:
+    """Sum of `sample_name` samples whose `route_label` is the benchmarked route."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == sample_name and sample.labels.get(route_label) == ROUTE
+    )
+
+
+def run_one(
+    variant: Variant, flavour: Flavour, round_: int, *, duration: int, warmup: int, pin: bool
+) -> Run:
+    server = Server(variant, flavour, pin=pin)
+    try:
+        server.wait_ready()
+        url = server.base + PATH
+        warm = run_wrk(url, warmup, pin=pin, latency=False)
+        measured = run_wrk(url, duration, pin=pin, latency=True)
+        total = warm.requests + measured.requests
+        counted = metrics_bytes = metrics_samples = None
+        if variant.counter is not None:
+            status, body = http_get(server.base + "/metrics")
+            if status != 200:
+                raise BenchError(f"{variant.name}: GET /metrics -> {status}")
+            text = body.decode()
+            metrics_bytes = len(body)
+            metrics_samples = sum(
+                1 for line in text.splitlines() if line and not line.startswith("#")
+            )
+            counted = counted_requests(text, *variant.counter)
+            # wrk's completed requests all went through the middleware, so the variant must
+            # have counted at least that many; fewer means the benchmark measured a different,
+            # (partly) uninstrumented app.
+            if counted <= 0 or counted < total:
+                name, label = variant.counter
+                raise BenchError(
+                    f"{variant.name} ({flavour.name}): {name}{{{label}={ROUTE!r}}} sums to "
+                    f"{counted:g}, but wrk completed {total} requests. /metrics:\n{text}"
+                )
+        if server.proc.poll() is not None:
+            raise BenchError(f"server died during the run:\n{server.output()}")
+    finally:
+        server.stop()
+    return Run(
+        round=round_,
+        flavour=flavour.name,
+        variant=variant.name,
+        rps=measured.rps,
+        p50_us=measured.p50_us,
+        p99_us=measured.p99_us,
+        wrk_requests=total,
+        counted=counted,
+        metrics_bytes=metrics_bytes,
+        metrics_samples=metrics_samples,
+    )
+
+
+# --- results -----------------------------------------------------------------------------------
+
+
+def summarise(runs: list[Run], flavour: str, variants: list[Variant]) -> list[dict[str, Any]]:
+    bare_by_round = {r.round: r.rps for r in runs if r.flavour == flavour and r.variant == "bare"}
+    bare_median = statistics.median(bare_by_round.values()) if bare_by_round else None
+    rows: list[dict[str, Any]] = []
+    for variant in variants:
+        mine = [r for r in runs if r.flavour == flavour and r.variant == variant.name]
+        if not mine:
+            continue
+        rps = [r.rps for r in mine]
+        median_rps = statistics.median(rps)
+        ratios = [r.rps / bare_by_round[r.round] for r in mine if r.round in bare_by_round]
+        rows.append(
+            {
+                "variant": variant.name,
+                "description": variant.description,
+                "rounds": len(mine),
+                "rps_median": median_rps,
+                "rps_min": min(rps),
+                "rps_max": max(rps),
+                "ratio_to_bare": statistics.median(ratios) if ratios else None,
+                "us_added_per_request": (
+                    1e6 / median_rps - 1e6 / bare_median if bare_median else None
+                ),
+                "p50_us": statistics.median(r.p50_us for r in mine),
+                "p99_us": statistics.median(r.p99_us for r in mine),
+                "metrics_bytes": mine[-1].metrics_bytes,
+                "metrics_samples": mine[-1].metrics_samples,
+            }
+        )
+    return rows
+
+
+def _ms(us: float) -> str:
+    return f"{us / 1000:.2f} ms"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| variant | req/s (median) | spread (min-max) | x bare | µs added / req | p50 | p99 "
+        "| /metrics |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        ratio = row["ratio_to_bare"]
+        added = row["us_added_per_request"]
+        size = row["metrics_bytes"]
+        scrape = "-" if size is None else f"{size:,} B, {row['metrics_samples']} samples"
+        lines.append(
+            f"| {row['variant']} | {row['rps_median']:,.0f} "
+            f"| {row['rps_min']:,.0f}-{row['rps_max']:,.0f} "
+            f"| {'-' if ratio is None else f'{ratio:.2f}'} "
+            f"| {'-' if added is None else f'{added:+.0f}'} "
+            f"| {_ms(row['p50_us'])} | {_ms(row['p99_us'])} "
+            f"| {scrape} |"
+        )
+    return "\n".join(lines)
+
+
+def environment(pin: bool) -> dict[str, Any]:
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    cpu = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        models = [ln for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
+        cpu = models[0].split(":", 1)[1].strip() if models else cpu
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=BENCH_DIR, capture_output=True, text=True
+    ).stdout.strip()
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": commit or None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "pinned": pin,
+        "wrk": wrk_version.splitlines()[0] if wrk_version else None,
+        "packages": {
+            dist: version(dist)
+            for dist in (
+                "otel-kit",
+                "fastapi",
+                "starlette",
+                "uvicorn",
+                "uvloop",
+                "httptools",
+                "prometheus-client",
+                "prometheus-fastapi-instrumentator",
+                "starlette-exporter",
+                "opentelemetry-sdk",
+                "opentelemetry-instrumentation-fastapi",
+                "opentelemetry-exporter-prometheus",
+            )
+        },
+    }
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    cfg, env = result["config"], result["environment"]
+    pinning = (
+        f"server pinned to CPU {SERVER_CPU}, wrk to CPU {CLIENT_CPU}"
+        if env["pinned"]
+        else "not pinned"
+    )
+    out = [
+        "# HTTP overhead: metrics libraries on a trivial FastAPI app",
+        "",
+        f'`GET {PATH}` returning `{{"id": 1}}`; `wrk -t1 -c{CONNECTIONS} -d{cfg["duration"]}s '
+        f"--latency` after a {cfg['warmup']} s warm-up; {cfg['rounds']} interleaved round(s); "
+        f"{pinning}. Medians over rounds; x bare is the median of per-round ratios to that "
+        "round's bare; µs added = 1e6/rps - 1e6/rps(bare), i.e. server CPU time per request.",
+        "",
+        f"{env['date']}, commit {env['git_commit']}, Python {env['python']}, {env['cpu']} "
+        f"({env['cpus']} CPUs), " + ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v),
+        "",
+    ]
+    for flavour in FLAVOURS:
+        rows = result["summary"].get(flavour.name)
+        if rows:
+            out += [f"## {flavour.description}", "", markdown_table(rows), ""]
+    for note in result["notes"]:
+        out.append(f"- {note}")
+    out.append("")
+    out += [
+        "Variants: "
+        + "; ".join(f"**{v.name}**: {v.description}" for v in VARIANTS if v.name in cfg["variants"])
+        + ".",
+        "",
+    ]
+    return "\n".join(out)
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, help="seconds per measured run (default 8)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 2 s runs, 1 s warm-up, 1 round"
+    )
+    parser.add_argument(
+        "--variants",
+        default=",".join(v.name for v in VARIANTS),
+        help="comma-separated subset of: " + ", ".join(v.name for v in VARIANTS),
+    )
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="output dir")
+    args = parser.parse_args(argv)
+    args.warmup = 1 if args.quick else 2
+    if args.duration is None:
+        args.duration = 2 if args.quick else 8
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    known = {v.name for v in VARIANTS}
+    wanted = [name.strip() for name in args.variants.split(",") if name.strip()]
+    unknown = set(wanted) - known
+    if unknown or not wanted:
+        parser.error(f"unknown variants {sorted(unknown)}; choose from {sorted(known)}")
+    args.variant_list = [v for v in VARIANTS if v.name in wanted]
+    if args.duration < 1 or args.rounds < 1:
+        parser.error("--duration and --rounds must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    notes: list[str] = []
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    pin = shutil.which("taskset") is not None and {0, 1} <= affinity
+    if not pin:
+        notes.append("Not pinned: taskset missing or CPUs 0 and 1 not both available.")
+    flavours = list(FLAVOURS)
+    if find_spec("uvloop") is None or find_spec("httptools") is None:
+        flavours = [f for f in flavours if f.name != "standard"]
+        notes.append("uvicorn[standard] skipped: uvloop/httptools not importable.")
+
+    runs: list[Run] = []
+    total = args.rounds * len(flavours) * len(args.variant_list)
+    for round_ in range(1, args.rounds + 1):
+        for flavour in flavours:
+            for variant in args.variant_list:
+                run = run_one(
+                    variant,
+                    flavour,
+                    round_,
+                    duration=args.duration,
+                    warmup=args.warmup,
+                    pin=pin,
+                )
+                runs.append(run)
+                counted = "" if run.counted is None else f", counted {run.counted:,.0f}"
+                print(
+                    f"[{len(runs)}/{total}] round {round_} {flavour.name:8} {variant.name:18} "
+                    f"{run.rps:9,.0f} req/s  p50 {_ms(run.p50_us)}  p99 {_ms(run.p99_us)}"
+                    f"  (wrk {run.wrk_requests:,}{counted})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    result: dict[str, Any] = {
+        "config": {
+            "duration": args.duration,
+            "warmup": args.warmup,
+            "rounds": args.rounds,
+            "connections": CONNECTIONS,
+            "path": PATH,
+            "variants": [v.name for v in args.variant_list],
+            "flavours": {f.name: " ".join(f.uvicorn_args) for f in flavours},
+        },
+        "environment": environment(pin),
+        "notes": notes,
+        "summary": {f.name: summarise(runs, f.name, args.variant_list) for f in flavours},
+        "runs": [asdict(r) for r in runs],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    markdown = render_markdown(result)
+    (args.out / "results.md").write_text(markdown)
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"BENCHMARK FAILED: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,46 @@
+"""Commands. `otel-kit config` shows the effective settings and where each can be set."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from pydantic import AliasChoices
+from rich.console import Console
+from rich.table import Table
+
+from otel_kit import __version__
+from otel_kit.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+
+def _version(show: bool) -> None:
+    if show:
+        typer.echo(f"otel-kit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """otel-kit: OpenTelemetry metrics, Prometheus outside."""
+
+
+@app.command()
+def config() -> None:
+    """Show every setting: its effective value and the environment variables that set it."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        typer.echo(f"otel-kit: {exc}", err=True)
+        raise typer.Exit(2) from None
+    table = Table("setting (keyword argument)", "environment variables", "value")
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        names = alias.choices[1:] if isinstance(alias, AliasChoices) else []
+        table.add_row(name, "\n".join(map(str, names)), repr(getattr(settings, name)))
+    Console().print(table)

@@ -1,0 +1,70 @@
+"""The shop example in a real uvicorn process: real requests, a real scrape, promtool."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import series, value
+from tests.integration.conftest import free_port, server
+
+pytestmark = pytest.mark.integration
+COUNT = "http_server_request_duration_seconds_count"
+
+
+def test_shop_under_uvicorn(tmp_path: Path) -> None:
+    port = free_port()
+    env = {"SHOP_DATABASE_URL": f"sqlite:///{tmp_path / 'shop.db'}"}
+    args = ["-m", "uvicorn", "examples.shop.app:app", "--port", str(port), "--no-access-log"]
+    with server(args, port, env) as base, httpx.Client(base_url=base, timeout=10) as client:
+        for i in range(1, 1001):  # 1,000 distinct ids: 100 users exist, 900 do not
+            assert client.get(f"/users/{i}").status_code == (200 if i <= 100 else 404)
+        for payment, total in [("card", 5), ("card", 60), ("paypal", 600), ("invoice", 2000)]:
+            order = {"user_id": 1, "total": total, "payment_method": payment}
+            assert client.post("/orders", json=order).status_code == 201
+        assert client.post("/orders", json={"user_id": 1}).status_code == 422
+        for _ in range(3):
+            # uvicorn drops the connection after an unhandled exception: do not reuse it
+            assert client.get("/error", headers={"Connection": "close"}).status_code == 500
+        for i in range(20):
+            assert client.get(f"/no/such/path/{i}").status_code == 404
+        for _ in range(5):
+            assert client.get("/healthz").status_code == 200  # excluded by the example
+        text = client.get("/metrics").text
+
+    def count(route: str | None, status: str, method: str = "GET") -> float:
+        labels = {"http_request_method": method, "http_response_status_code": status}
+        if route is not None:
+            labels["http_route"] = route
+        return value(text, COUNT, **labels)
+
+    assert count("/users/{user_id}", "200") == 100
+    assert count("/users/{user_id}", "404") == 900
+    assert count("/orders", "201", "POST") == 4
+    assert count("/orders", "422", "POST") == 1
+    assert count("/error", "500") == 3
+    assert value(text, COUNT, http_route="/error", error_type="RuntimeError") == 3
+    assert count(None, "404") == 920  # 900 unknown users + 20 unmatched paths
+    assert value(text, COUNT) == 1000 + 5 + 3 + 20
+    user_series = [s for s in series(text, COUNT) if s.get("http_route") == "/users/{user_id}"]
+    assert len(user_series) == 2  # one per status code, whatever the ids
+    assert len(series(text, COUNT)) == 6
+    assert not any("/no/such" in line or "/users/1" in line for line in text.splitlines())
+    assert value(text, "orders_created_total", payment_method="card") == 2
+    assert value(text, "order_total_dollars_bucket", le="10.0") == 1
+    assert value(text, "order_total_dollars_bucket", le="100.0") == 2
+    assert value(text, "order_total_dollars_bucket", le="1000.0") == 3
+    assert value(text, "order_total_dollars_count") == 4
+    assert value(text, "target_info", service_name="shop") == 1
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is installed by .ci/run (Debian package prometheus)"
+    check = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout + check.stderr == ""

@@ -1,0 +1,33 @@
+"""The `otel-kit` command (typer's runner, in-process)."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from otel_kit import __version__
+from otel_kit.cli._app import app
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"otel-kit {__version__}"
+
+
+def test_config_shows_values_and_env_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "billing")
+    monkeypatch.setenv("COLUMNS", "200")
+    result = CliRunner().invoke(app, ["config"])
+    assert result.exit_code == 0
+    line = next(line for line in result.output.splitlines() if "service_name" in line)
+    assert "OTEL_KIT_SERVICE_NAME" in line
+    assert "'billing'" in line
+    assert "OTEL_EXPORTER_PROMETHEUS_PORT" in result.output
+
+
+def test_config_with_a_bad_value_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_KIT_CARDINALITY_LIMIT", "-5")
+    result = CliRunner().invoke(app, ["config"])
+    assert result.exit_code == 2
+    assert "OTEL_KIT_CARDINALITY_LIMIT = '-5': expected an integer >= 1" in result.output
