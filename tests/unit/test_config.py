@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -98,14 +99,14 @@ def test_bad_env_value_fails_the_same_way(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_unknown_keyword_lists_allowed_settings() -> None:
-    with pytest.raises(ConfigError, match="unknown setting.*colour.*allowed: cardinality_limit"):
+    with pytest.raises(ConfigError, match=r"unknown setting.*colour.*allowed: cardinality_limit"):
         setup_metrics(colour="blue")
 
 
 @given(st.lists(st.floats(min_value=0, max_value=1e6), min_size=1, max_size=30))
 def test_bucket_parser_accepts_exactly_increasing_lists(bounds: list[float]) -> None:
     text = ",".join(repr(b) for b in bounds)
-    increasing = all(a < b for a, b in zip(bounds, bounds[1:], strict=False))
+    increasing = all(a < b for a, b in itertools.pairwise(bounds))
     if increasing:
         assert load_settings({"duration_buckets": text}).duration_buckets == tuple(bounds)
     else:
