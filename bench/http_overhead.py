@@ -392,9 +392,15 @@ def environment(pin: bool) -> dict[str, Any]:
     if cpuinfo.exists():
         models = [ln for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
         cpu = models[0].split(":", 1)[1].strip() if models else cpu
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=BENCH_DIR, capture_output=True, text=True
-    ).stdout.strip()
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=BENCH_DIR, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if commit and git("status", "--porcelain", "--", "../otel_kit"):
+        commit += "+dirty"  # otel_kit/ has uncommitted changes: this is what was measured
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -404,7 +410,7 @@ def environment(pin: bool) -> dict[str, Any]:
         "cpu": cpu,
         "cpus": os.cpu_count(),
         "pinned": pin,
-        "wrk": wrk_version.splitlines()[0] if wrk_version else None,
+        "wrk": wrk_version.split(" [")[0].strip() if wrk_version else None,
         "packages": {
             dist: version(dist)
             for dist in (

@@ -65,6 +65,16 @@ def disable_fastapi_metrics(app: Any) -> None:
         config["metrics"] = False
 
 
+_failure_logged = False
+
+
+def _log_failure_once() -> None:
+    global _failure_logged
+    if not _failure_logged:
+        _failure_logged = True
+        _log.exception("otel-kit: recording HTTP server metrics failed; the request is unaffected")
+
+
 def _error_type(exc: BaseException) -> str:
     cls = type(exc)
     return (
@@ -154,9 +164,12 @@ class MetricsMiddleware:
             nonlocal done
             done = True
             elapsed = perf_counter() - start
-            route = getattr(record, "route", None) or _generic_route(scope, root_path)
-            self._duration.record(elapsed, (method, route, status, error_type))
-            self._active.add(-1, active_key)
+            try:
+                route = getattr(record, "route", None) or _generic_route(scope, root_path)
+                self._duration.record(elapsed, (method, route, status, error_type))
+                self._active.add(-1, active_key)
+            except Exception:  # a metrics failure must never reach the application
+                _log_failure_once()
 
         async def send_with_metrics(message: Message) -> None:
             nonlocal status

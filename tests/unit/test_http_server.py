@@ -17,6 +17,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
 from otel_kit import setup_metrics
+from otel_kit.instrumentation import asgi
 from tests.conftest import series, value
 
 COUNT = "http_server_request_duration_seconds_count"
@@ -350,3 +351,21 @@ async def test_separate_metrics_port() -> None:
     async with httpx.AsyncClient() as direct:
         response = await direct.get(f"http://127.0.0.1:{handle.prometheus_port}/metrics")
     assert value(response.text, COUNT, http_route="/items/{item_id}") == 1
+
+
+async def test_a_failing_metrics_layer_never_reaches_the_app(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app()
+    handle = setup_metrics(app)
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("metrics bug")
+
+    monkeypatch.setattr(handle._http_duration, "record", broken)
+    monkeypatch.setattr(asgi, "_failure_logged", False)
+    async with client(app) as c:
+        responses = [await c.get(f"/items/{i}") for i in range(3)]
+    assert [r.json() for r in responses] == [{"id": 0}, {"id": 1}, {"id": 2}]
+    failures = [r for r in caplog.records if "recording HTTP server metrics failed" in r.message]
+    assert len(failures) == 1  # logged once, not per request
