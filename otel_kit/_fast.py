@@ -33,7 +33,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_kit.catalogue import MetricSpec
 
-__all__ = ["FastHistogram", "FastMetrics", "FastUpDownCounter"]
+__all__ = ["FastHistogram", "FastMetrics", "FastSum"]
 
 Key = tuple[Any, ...]
 _OVERFLOW: Key = ("__otel_kit_overflow__",)
@@ -115,12 +115,16 @@ class FastHistogram:
         )
 
 
-class FastUpDownCounter:
-    """Cumulative non-monotonic sum. `add(amount, key)`; key values None = absent."""
+class FastSum:
+    """Cumulative sum (a counter when monotonic, else an up-down counter).
 
-    def __init__(self, spec: MetricSpec, limit: int) -> None:
+    `add(amount, key)`; key values None = absent.
+    """
+
+    def __init__(self, spec: MetricSpec, limit: int, *, monotonic: bool) -> None:
         self.spec = spec
         self._limit = limit
+        self._monotonic = monotonic
         self._values: dict[Key, float] = {}
         self._lock = threading.Lock()
 
@@ -145,7 +149,11 @@ class FastUpDownCounter:
             name=self.spec.name,
             description=self.spec.description,
             unit=self.spec.unit,
-            data=Sum(data_points=points, aggregation_temporality=_CUMULATIVE, is_monotonic=False),
+            data=Sum(
+                data_points=points,
+                aggregation_temporality=_CUMULATIVE,
+                is_monotonic=self._monotonic,
+            ),
         )
 
 
@@ -155,15 +163,16 @@ class FastMetrics:
     def __init__(self, version: str) -> None:
         self._scope = InstrumentationScope("otel_kit", version)
         self._start = time_ns()
-        self._instruments: list[FastHistogram | FastUpDownCounter] = []
+        self._instruments: list[FastHistogram | FastSum] = []
 
     def histogram(self, spec: MetricSpec, bounds: Sequence[float], limit: int) -> FastHistogram:
         instrument = FastHistogram(spec, bounds, limit)
         self._instruments.append(instrument)
         return instrument
 
-    def up_down_counter(self, spec: MetricSpec, limit: int) -> FastUpDownCounter:
-        instrument = FastUpDownCounter(spec, limit)
+    def sum(self, spec: MetricSpec, limit: int) -> FastSum:
+        """A counter for `spec.kind == "counter"`, else an up-down counter."""
+        instrument = FastSum(spec, limit, monotonic=spec.kind == "counter")
         self._instruments.append(instrument)
         return instrument
 

@@ -21,6 +21,7 @@ from otel_kit._fast import FastMetrics
 from otel_kit.config import Settings, load_settings
 from otel_kit.exporters.prometheus import PullReader, make_registry
 from otel_kit.exporters.push import push_reader
+from otel_kit.instrumentation import Context, instrument_all
 from otel_kit.instrumentation.asgi import ASGIApp, MetricsMiddleware, disable_fastapi_metrics
 from otel_kit.provider import build_provider, build_resource
 
@@ -42,7 +43,7 @@ class MetricsHandle:
         self._http_duration = self._fast.histogram(
             catalogue.HTTP_SERVER_REQUEST_DURATION, settings.duration_buckets, limit
         )
-        self._http_active = self._fast.up_down_counter(catalogue.HTTP_SERVER_ACTIVE_REQUESTS, limit)
+        self._http_active = self._fast.sum(catalogue.HTTP_SERVER_ACTIVE_REQUESTS, limit)
 
         readers: list[MetricReader] = []
         self.registry: CollectorRegistry | None = None
@@ -73,6 +74,7 @@ class MetricsHandle:
                 self.prometheus_port = self._server.server_address[1]
         self._apps: weakref.WeakSet[Any] = weakref.WeakSet()
         self._closed = False
+        self._undo = instrument_all(Context(settings, self.meter_provider, self._fast))
 
     def instrument_app(self, app: Any) -> Any:
         """Add HTTP server metrics (and the metrics endpoint) to an ASGI app.
@@ -119,6 +121,11 @@ class MetricsHandle:
             self._closed = True
             if _current is self:
                 _current = None
+        for undo in self._undo:
+            try:
+                undo()
+            except Exception:
+                _log.exception("otel-kit: removing instrumentation failed")
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

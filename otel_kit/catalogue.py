@@ -10,7 +10,15 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "CACHE_REQUESTS",
+    "DB_CLIENT_CONNECTION_COUNT",
+    "DB_CLIENT_CONNECTION_MAX",
+    "DB_CLIENT_CONNECTION_PENDING_REQUESTS",
+    "DB_CLIENT_CONNECTION_TIMEOUTS",
+    "DB_CLIENT_CONNECTION_WAIT_TIME",
+    "DB_CLIENT_OPERATION_DURATION",
     "DEFAULT_DURATION_BUCKETS",
+    "HTTP_CLIENT_REQUEST_DURATION",
     "HTTP_SERVER_ACTIVE_REQUESTS",
     "HTTP_SERVER_REQUEST_DURATION",
     "KNOWN_HTTP_METHODS",
@@ -57,6 +65,70 @@ HTTP_SERVER_ACTIVE_REQUESTS = MetricSpec(
     unit="{request}",
     description="Number of active HTTP server requests.",
     attributes=("http.request.method",),
+)
+
+DB_CLIENT_OPERATION_DURATION = MetricSpec(
+    name="db.client.operation.duration",
+    kind="histogram",
+    unit="s",
+    description="Duration of database client operations.",
+    attributes=("db.system.name", "db.operation.name", "db.namespace", "error.type"),
+)
+DB_CLIENT_CONNECTION_COUNT = MetricSpec(
+    name="db.client.connection.count",
+    kind="updowncounter",
+    unit="{connection}",
+    description="Number of connections in the state given by db.client.connection.state.",
+    attributes=("pool.name", "db.client.connection.state"),
+)
+DB_CLIENT_CONNECTION_MAX = MetricSpec(
+    name="db.client.connection.max",
+    kind="updowncounter",
+    unit="{connection}",
+    description="The maximum number of open connections allowed.",
+    attributes=("pool.name",),
+)
+DB_CLIENT_CONNECTION_PENDING_REQUESTS = MetricSpec(
+    name="db.client.connection.pending_requests",
+    kind="updowncounter",
+    unit="{request}",
+    description="Number of current pending requests for an open connection.",
+    attributes=("pool.name",),
+)
+DB_CLIENT_CONNECTION_TIMEOUTS = MetricSpec(
+    name="db.client.connection.timeouts",
+    kind="counter",
+    unit="{timeout}",
+    description="Number of timeouts while obtaining a connection from the pool.",
+    attributes=("pool.name",),
+)
+DB_CLIENT_CONNECTION_WAIT_TIME = MetricSpec(
+    name="db.client.connection.wait_time",
+    kind="histogram",
+    unit="s",
+    description="The time it took to obtain an open connection from the pool.",
+    attributes=("pool.name",),
+)
+CACHE_REQUESTS = MetricSpec(
+    name="cache.requests",
+    kind="counter",
+    unit="{request}",
+    description="Cache lookups by result (hit or miss).",
+    attributes=("cache.name", "cache.result"),
+)
+HTTP_CLIENT_REQUEST_DURATION = MetricSpec(
+    name="http.client.request.duration",
+    kind="histogram",
+    unit="s",
+    description="Duration of HTTP client requests.",
+    attributes=(
+        "http.request.method",
+        "server.address",
+        "server.port",
+        "http.response.status_code",
+        "error.type",
+        "peer.service",
+    ),
 )
 
 # OTel unit -> Prometheus suffix, as the OTel-to-Prometheus compatibility spec maps them.

@@ -78,13 +78,16 @@ class Settings(BaseSettings):
         (),
         validation_alias=_env("disabled_instrumentations", "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"),
     )
+    peer_services: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, validation_alias=_env("peer_services")
+    )
     export_interval_ms: int = Field(
         60000, validation_alias=_env("export_interval_ms", "OTEL_METRIC_EXPORT_INTERVAL")
     )
 
-    @field_validator("resource_attributes", mode="before")
+    @field_validator("resource_attributes", "peer_services", mode="before")
     @classmethod
-    def _parse_resource(cls, value: Any) -> Any:
+    def _parse_pairs(cls, value: Any) -> Any:
         if not isinstance(value, str):
             return value
         pairs: dict[str, str] = {}

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
 from typing import Any
 
-from otel_kit._fast import FastHistogram, FastUpDownCounter
+from otel_kit._fast import FastHistogram, FastSum
 from otel_kit.catalogue import KNOWN_HTTP_METHODS
 
 __all__ = ["MetricsMiddleware", "disable_fastapi_metrics"]
@@ -106,7 +106,7 @@ class MetricsMiddleware:
         app: ASGIApp,
         *,
         duration: FastHistogram,
-        active: FastUpDownCounter,
+        active: FastSum,
         metrics_path: str | None = None,
         metrics_app: ASGIApp | None = None,
         excluded_urls: tuple[str, ...] = (),
