@@ -87,7 +87,11 @@ class MetricsHandle:
                 return app
         except TypeError:  # not weak-referenceable: cannot be remembered, wrap it
             pass
+        measure = "fastapi" not in self.settings.disabled_instrumentations
+        if not measure and self._metrics_app is None:
+            return app
         options: dict[str, Any] = {
+            "measure": measure,
             "duration": self._http_duration,
             "active": self._http_active,
             "metrics_path": self.settings.metrics_path,
@@ -96,7 +100,8 @@ class MetricsHandle:
         }
         if not hasattr(app, "add_middleware"):
             return MetricsMiddleware(app, **options)
-        disable_fastapi_metrics(app)
+        if measure:
+            disable_fastapi_metrics(app)
         options["fastapi_routes"] = hasattr(app, "_telemetry")
         if getattr(app, "middleware_stack", None) is None:
             app.add_middleware(MetricsMiddleware, **options)

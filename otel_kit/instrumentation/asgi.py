@@ -111,6 +111,7 @@ class MetricsMiddleware:
         metrics_app: ASGIApp | None = None,
         excluded_urls: tuple[str, ...] = (),
         fastapi_routes: bool = False,
+        measure: bool = True,
     ) -> None:
         self.app = app
         self._duration = duration
@@ -121,6 +122,7 @@ class MetricsMiddleware:
             re.compile("|".join(f"(?:{p})" for p in excluded_urls)) if excluded_urls else None
         )
         self._request_record = _fastapi_request_record() if fastapi_routes else None
+        self._measure = measure
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -133,6 +135,9 @@ class MetricsMiddleware:
         ):
             assert self._metrics_app is not None
             await self._metrics_app(scope, receive, send)
+            return
+        if not self._measure:  # HTTP server instrumentation disabled: only serve metrics
+            await self.app(scope, receive, send)
             return
         if self._excluded is not None and self._excluded.search(path):
             # None keeps mounted FastAPI apps from measuring the request themselves.

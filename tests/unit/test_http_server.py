@@ -369,3 +369,18 @@ async def test_a_failing_metrics_layer_never_reaches_the_app(
     assert [r.json() for r in responses] == [{"id": 0}, {"id": 1}, {"id": 2}]
     failures = [r for r in caplog.records if "recording HTTP server metrics failed" in r.message]
     assert len(failures) == 1  # logged once, not per request
+
+
+async def test_disabled_http_instrumentation_still_serves_metrics() -> None:
+    app = make_app()
+    setup_metrics(app, disabled_instrumentations="fastapi")
+    meter = metrics.get_meter("t")
+    meter.create_counter("jobs").add(4)
+    async with client(app) as c:
+        assert (await c.get("/items/1")).json() == {"id": 1}
+        text = await scrape(c)
+    assert value(text, "jobs_total") == 4
+    # otel-kit leaves the app alone: what remains is FastAPI's own recording (it adds url_scheme)
+    remaining = series(text, COUNT)
+    assert remaining
+    assert all(s.get("url_scheme") == "http" for s in remaining)
