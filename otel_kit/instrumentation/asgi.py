@@ -7,8 +7,8 @@ the scrape is never counted and never reaches the app's router.
 
 `http.route` is the route TEMPLATE. FastAPI >= 0.165 resolves it exactly (router prefixes,
 nested routers, mounts) through its telemetry hook; otel-kit gives that hook a request record
-when FastAPI's own telemetry is not running. Elsewhere the template comes from the route Starlette
-stored in the scope, plus the mount prefix with path parameters put back as `{name}`.
+when FastAPI's own telemetry is not running. Elsewhere the template is found in the app's route tree
+from the route (or endpoint) Starlette's router stored in the scope.
 """
 
 from __future__ import annotations
@@ -82,20 +82,40 @@ def _error_type(exc: BaseException) -> str:
     )
 
 
-def _generic_route(scope: Scope, root_path: str) -> str | None:
-    route = scope.get("route")
-    template = getattr(route, "path_format", None)
-    if not isinstance(template, str):
-        return None
-    if hasattr(route, "routes") or type(route).__name__ == "Mount":
-        return template  # a mount with no inner route (static files, plain ASGI app)
-    prefix: str = scope.get("root_path", "")[len(root_path) :]
-    if prefix:
-        values = {str(v): k for k, v in scope.get("path_params", {}).items()}
-        prefix = "/".join(
-            f"{{{values[part]}}}" if part in values else part for part in prefix.split("/")
-        )
-    return prefix + template
+def _find_template(routes: Any, target: Any, prefix: str = "", depth: int = 0) -> str | None:
+    """The full template of `target` (a route object or an endpoint) in a route tree."""
+    for route in routes:
+        path_format = getattr(route, "path_format", None)
+        if isinstance(path_format, str) and (
+            route is target or getattr(route, "endpoint", None) is target
+        ):
+            return prefix + path_format
+        inner = getattr(route, "routes", None)  # Mount and Host
+        if inner and depth < 8:
+            found = _find_template(inner, target, prefix + getattr(route, "path", ""), depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _generic_route(scope: Scope, cache: dict[int, tuple[Any, str | None]]) -> str | None:
+    """The route template from the route (or endpoint) Starlette's router stored in the scope.
+
+    Found once per route by walking the app's route tree from the top router, so router
+    prefixes and mount paths (with their parameters as `{name}`) are included.
+    """
+    target = scope.get("route") or scope.get("endpoint")
+    if target is None:
+        return None  # the router matched nothing
+    # Routes are often unhashable (they define __eq__): key by id, keep the object so the id
+    # cannot be reused.
+    entry = cache.get(id(target))
+    if entry is not None and entry[0] is target:
+        return entry[1]
+    template = _find_template(getattr(scope.get("router"), "routes", ()), target)
+    if len(cache) < 10_000:
+        cache[id(target)] = (target, template)
+    return template
 
 
 class MetricsMiddleware:
@@ -123,6 +143,7 @@ class MetricsMiddleware:
         )
         self._request_record = _fastapi_request_record() if fastapi_routes else None
         self._measure = measure
+        self._templates: dict[int, tuple[Any, str | None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -170,7 +191,7 @@ class MetricsMiddleware:
             done = True
             elapsed = perf_counter() - start
             try:
-                route = getattr(record, "route", None) or _generic_route(scope, root_path)
+                route = getattr(record, "route", None) or _generic_route(scope, self._templates)
                 self._duration.record(elapsed, (method, route, status, error_type))
                 self._active.add(-1, active_key)
             except Exception:  # a metrics failure must never reach the application
