@@ -164,16 +164,32 @@ class FastMetrics:
         self._scope = InstrumentationScope("otel_kit", version)
         self._start = time_ns()
         self._instruments: list[FastHistogram | FastSum] = []
+        # One instrument per metric name: integrations sharing a spec (SQLAlchemy and Redis
+        # durations, Redis and the cache helper) must add to one series set, not export twice.
+        self._by_name: dict[str, FastHistogram | FastSum] = {}
+        self._lock = threading.Lock()
 
     def histogram(self, spec: MetricSpec, bounds: Sequence[float], limit: int) -> FastHistogram:
-        instrument = FastHistogram(spec, bounds, limit)
-        self._instruments.append(instrument)
+        """The histogram for `spec`; later calls return the same one (first bounds win)."""
+        with self._lock:
+            instrument = self._by_name.get(spec.name)
+            if instrument is None:
+                instrument = self._by_name[spec.name] = FastHistogram(spec, bounds, limit)
+                self._instruments.append(instrument)
+        if not isinstance(instrument, FastHistogram):
+            raise TypeError(f"{spec.name} is already registered as a sum")
         return instrument
 
     def sum(self, spec: MetricSpec, limit: int) -> FastSum:
-        """A counter for `spec.kind == "counter"`, else an up-down counter."""
-        instrument = FastSum(spec, limit, monotonic=spec.kind == "counter")
-        self._instruments.append(instrument)
+        """A counter for `spec.kind == "counter"`, else an up-down counter; one per name."""
+        with self._lock:
+            instrument = self._by_name.get(spec.name)
+            if instrument is None:
+                instrument = FastSum(spec, limit, monotonic=spec.kind == "counter")
+                self._by_name[spec.name] = instrument
+                self._instruments.append(instrument)
+        if not isinstance(instrument, FastSum):
+            raise TypeError(f"{spec.name} is already registered as a histogram")
         return instrument
 
     def merge(self, data: MetricsData | None, resource: Resource) -> MetricsData:

@@ -74,7 +74,8 @@ class MetricsHandle:
                 self.prometheus_port = self._server.server_address[1]
         self._apps: weakref.WeakSet[Any] = weakref.WeakSet()
         self._closed = False
-        self._undo = instrument_all(Context(settings, self.meter_provider, self._fast))
+        self._context = Context(settings, self.meter_provider, self._fast)
+        self._undo = instrument_all(self._context)
 
     def instrument_app(self, app: Any) -> Any:
         """Add HTTP server metrics (and the metrics endpoint) to an ASGI app.

@@ -1,0 +1,109 @@
+"""Cache hit/miss counting for any cache: `cache_requests_total{cache_name, cache_result}`.
+
+    @cache_metrics("local")
+    async def lookup(key: str) -> bytes | None:
+        return local_cache.get(key)
+
+    record_cache_lookup("memcached", hit=value is not None)
+
+redis-py lookups are counted by the Redis integration already (`cache_name="redis"`); use
+these for other caches. `cache_name` becomes a label value: use a fixed name per cache (never a
+key, tenant or URL); past the cardinality limit new names land in the overflow series.
+Before `setup_metrics()` and after `shutdown()` both do nothing, cheaply.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar, cast
+
+from otel_kit import _setup
+from otel_kit._fast import FastSum
+from otel_kit.catalogue import CACHE_REQUESTS
+
+__all__ = ["cache_metrics", "record_cache_lookup"]
+
+_log = logging.getLogger("otel_kit")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# (handle, its cache.requests counter): found once per setup, not once per lookup.
+_memo: tuple[object, FastSum] | None = None
+
+
+def _counter() -> FastSum | None:
+    global _memo
+    handle = _setup._current
+    if handle is None:
+        return None
+    memo = _memo
+    if memo is not None and memo[0] is handle:
+        return memo[1]
+    # FastMetrics.sum() returns the Redis integration's counter when it made one first.
+    counter = handle._context.sum(CACHE_REQUESTS)
+    _memo = (handle, counter)
+    return counter
+
+
+_failure_logged = False
+
+
+def record_cache_lookup(cache_name: str, hit: bool) -> None:
+    """Count one lookup in cache `cache_name` (a fixed, bounded name) as a hit or a miss."""
+    global _failure_logged
+    try:
+        counter = _counter()
+        if counter is not None:
+            counter.add(1, (cache_name, "hit" if hit else "miss"))
+    except Exception:
+        if not _failure_logged:  # once: a bad call site would otherwise log on every lookup
+            _failure_logged = True
+            _log.exception("otel-kit: recording a cache lookup failed; the lookup is unaffected")
+
+
+def _found(result: Any) -> bool:
+    return result is not None
+
+
+def _record(cache_name: str, is_hit: Callable[[Any], bool], result: Any) -> None:
+    try:
+        hit = is_hit(result)
+    except Exception:
+        _log.exception("otel-kit: is_hit for cache %r failed; lookup not counted", cache_name)
+        return
+    record_cache_lookup(cache_name, bool(hit))
+
+
+def cache_metrics(
+    cache_name: str, is_hit: Callable[[Any], bool] = _found
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate a cache lookup function (plain or `async def`) to count calls as hits/misses.
+
+    `is_hit(result)` decides; by default a result that is not None is a hit. A call that raises
+    is not counted and its exception propagates unchanged.
+    """
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        if inspect.iscoroutinefunction(function):
+
+            @functools.wraps(function)
+            async def lookup_async(*args: P.args, **kwargs: P.kwargs) -> Any:
+                result = await function(*args, **kwargs)
+                _record(cache_name, is_hit, result)
+                return result
+
+            return cast(Callable[P, R], lookup_async)
+
+        @functools.wraps(function)
+        def lookup(*args: P.args, **kwargs: P.kwargs) -> R:
+            result = function(*args, **kwargs)
+            _record(cache_name, is_hit, result)
+            return result
+
+        return lookup
+
+    return decorate

@@ -1,0 +1,124 @@
+"""Outbound HTTP metrics for httpx: `http.client.request.duration`, errors included.
+
+Why not contrib's HTTPXClientInstrumentor: it never records connection errors or timeouts and,
+without `OTEL_SEMCONV_STABILITY_OPT_IN=http`, emits old names with no server label. otel-kit
+wraps the transports (`HTTPTransport.handle_request`, `AsyncHTTPTransport.handle_async_request`)
+at class level, so every sync and async client using them is measured, whether it was created
+before or after setup, and exceptions raised by the transport (`ConnectError`, `ConnectTimeout`,
+`ReadTimeout`, ...) are seen. A custom transport is measured only if it delegates to these.
+
+The duration runs until the response HEADERS arrive: that is what the transport call covers;
+httpx reads the body afterwards, so body download time and a timeout while reading the body
+are not part of it. Each transport call is one measurement: retries are counted one by one.
+
+Labels: `http.request.method` (`_OTHER` for methods the conventions do not know),
+`server.address` (URL host), `server.port` (explicit, or 80/443 by scheme),
+`http.response.status_code`, `error.type` (the status code for status >= 400, or the exception
+class name when no response came), and `peer.service` when the `peer_services` setting maps
+`host:port` or `host` to a name. URL paths and queries are never labels. An app calling many
+distinct hosts is bounded by the cardinality limit: further series go to the overflow series.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Coroutine, Mapping
+from time import perf_counter
+from typing import Any
+
+import httpx
+
+from otel_kit.catalogue import HTTP_CLIENT_REQUEST_DURATION, KNOWN_HTTP_METHODS
+from otel_kit.instrumentation import Context
+
+__all__ = ["instrument"]
+
+_log = logging.getLogger("otel_kit")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+SyncHandle = Callable[[httpx.HTTPTransport, httpx.Request], httpx.Response]
+AsyncHandle = Callable[
+    [httpx.AsyncHTTPTransport, httpx.Request], Coroutine[Any, Any, httpx.Response]
+]
+
+
+class _Recorder:
+    def __init__(self, context: Context) -> None:
+        self.active = True
+        self._duration = context.histogram(HTTP_CLIENT_REQUEST_DURATION)
+        self._peers: Mapping[str, str] = dict(context.settings.peer_services)
+        self._failure_logged = False
+
+    def record(
+        self, request: httpx.Request, start: float, status: int | None, error: str | None
+    ) -> None:
+        elapsed = perf_counter() - start
+        try:
+            method = request.method
+            if method not in KNOWN_HTTP_METHODS:
+                method = "_OTHER"
+            url = request.url
+            host = url.host
+            port = url.port or _DEFAULT_PORTS.get(url.scheme)
+            peer = None
+            if self._peers:
+                peer = self._peers.get(f"{host}:{port}") or self._peers.get(host)
+            if error is None and status is not None and status >= 400:
+                error = str(status)
+            self._duration.record(elapsed, (method, host, port, status, error, peer))
+        except Exception:  # a metrics failure must never reach the application
+            if not self._failure_logged:
+                self._failure_logged = True
+                _log.exception("otel-kit: recording httpx metrics failed; the call is unaffected")
+
+
+def instrument(context: Context) -> Callable[[], None]:
+    """Measure every request sent through httpx's HTTP transports; returns the undo."""
+    recorder = _Recorder(context)
+    original_sync: SyncHandle = httpx.HTTPTransport.handle_request
+    original_async: AsyncHandle = httpx.AsyncHTTPTransport.handle_async_request
+
+    @functools.wraps(original_sync)
+    def handle_request(self: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
+        if not recorder.active:
+            return original_sync(self, request)
+        start = perf_counter()
+        try:
+            response = original_sync(self, request)
+        except BaseException as exc:
+            recorder.record(request, start, None, type(exc).__qualname__)
+            raise
+        recorder.record(request, start, response.status_code, None)
+        return response
+
+    @functools.wraps(original_async)
+    async def handle_async_request(
+        self: httpx.AsyncHTTPTransport, request: httpx.Request
+    ) -> httpx.Response:
+        if not recorder.active:
+            return await original_async(self, request)
+        start = perf_counter()
+        try:
+            response = await original_async(self, request)
+        except BaseException as exc:  # CancelledError too: the call did not complete
+            recorder.record(request, start, None, type(exc).__qualname__)
+            raise
+        recorder.record(request, start, response.status_code, None)
+        return response
+
+    patches: list[tuple[type, str, object, object]] = [
+        (httpx.HTTPTransport, "handle_request", handle_request, original_sync),
+        (httpx.AsyncHTTPTransport, "handle_async_request", handle_async_request, original_async),
+    ]
+    for cls, name, wrapper, _ in patches:
+        setattr(cls, name, wrapper)
+
+    def undo() -> None:
+        # If something wrapped ours since, leave it in place: the flag makes ours a pass-through.
+        recorder.active = False
+        for cls, name, wrapper, original in patches:
+            if cls.__dict__.get(name) is wrapper:
+                setattr(cls, name, original)
+
+    return undo

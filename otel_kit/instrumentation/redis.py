@@ -1,0 +1,286 @@
+"""redis-py metrics: command durations and cache hits/misses (contrib's instrumentor has none).
+
+Wrapped at the class level, so clients created before setup are measured too:
+
+- `Redis.execute_command` (sync and asyncio): the public method every command method of a
+  client calls, retries included. Below it (`_execute_command`, connections, parsers) the code
+  is private and has been reorganised between redis-py releases.
+- `Pipeline.immediate_execute_command`: the commands a pipeline sends at once (WATCH, reads
+  between WATCH and MULTI, script loading); `Pipeline.execute_command` only queues.
+- `Pipeline.execute`: one call per `execute()` the application made, retries included, and
+  the last point where the queued commands and the transaction flag are still readable.
+  `_execute_transaction`/`_execute_pipeline` are private and run once per retry attempt (a
+  retried success would look like a failure plus a success).
+
+`db.client.operation.duration` gets one observation per command: `db.operation.name` is the
+command (upper case; the first word of container commands, `CONFIG GET` -> `CONFIG`) when it is
+in a fixed allow-list, else `OTHER`, so keys and arguments never become labels. A pipeline is
+ONE observation named `MULTI` when it runs as a transaction, else `PIPELINE`; it carries
+`error.type` only when `execute()` raises (with `raise_on_error=False` per-command errors stay in
+its results).
+
+`cache.requests` (`cache.name="redis"`) counts lookups by result: GET, GETEX, GETDEL, HGET (hit
+when the reply is not nil), MGET, HMGET, HGETEX, HGETDEL (one per key or field), HGETALL (hit
+when the hash exists). Lookups queued in a pipeline count from `execute()`'s results, skipping
+commands whose result is an error; nothing counts when `execute()` raises. EXISTS is not a
+lookup: it fetches nothing, and `EXISTS` then `GET` would count one lookup twice.
+RedisCluster and PubSub use other code paths and are not measured.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from time import perf_counter
+from typing import Any
+
+import redis.asyncio.client
+import redis.client
+
+from otel_kit._fast import FastHistogram, FastSum
+from otel_kit.catalogue import CACHE_REQUESTS, DB_CLIENT_OPERATION_DURATION
+from otel_kit.instrumentation import Context
+
+__all__ = ["instrument"]
+
+_log = logging.getLogger("otel_kit")
+
+# Redis 7.0 commands plus later core additions (7.2-8.x) and the JSON/search modules.
+_COMMAND_NAMES = """
+ACL APPEND ASKING AUTH BGREWRITEAOF BGSAVE BITCOUNT BITFIELD BITFIELD_RO BITOP BITPOS BLMOVE BLMPOP
+BLPOP BRPOP BRPOPLPUSH BZMPOP BZPOPMAX BZPOPMIN CLIENT CLUSTER COMMAND CONFIG COPY DBSIZE DEBUG
+DECR DECRBY DEL DELEX DIGEST DISCARD DUMP ECHO EVAL EVAL_RO EVALSHA EVALSHA_RO EXEC EXISTS EXPIRE
+EXPIREAT EXPIRETIME FAILOVER FCALL FCALL_RO FLUSHALL FLUSHDB FUNCTION GEOADD GEODIST GEOHASH GEOPOS
+GEORADIUS GEORADIUS_RO GEORADIUSBYMEMBER GEORADIUSBYMEMBER_RO GEOSEARCH GEOSEARCHSTORE GET GETBIT
+GETDEL GETEX GETRANGE GETSET HDEL HELLO HEXISTS HEXPIRE HEXPIREAT HEXPIRETIME HGET HGETALL HGETDEL
+HGETEX HINCRBY HINCRBYFLOAT HKEYS HLEN HMGET HMSET HPERSIST HPEXPIRE HPEXPIREAT HPEXPIRETIME HPTTL
+HRANDFIELD HSCAN HSET HSETEX HSETNX HSTRLEN HTTL HVALS INCR INCRBY INCRBYFLOAT INFO KEYS LASTSAVE
+LATENCY LCS LINDEX LINSERT LLEN LMOVE LMPOP LOLWUT LPOP LPOS LPUSH LPUSHX LRANGE LREM LSET LTRIM
+MEMORY MGET MIGRATE MODULE MONITOR MOVE MSET MSETEX MSETNX MULTI OBJECT PERSIST PEXPIRE PEXPIREAT
+PEXPIRETIME PFADD PFCOUNT PFMERGE PING PSETEX PSUBSCRIBE PTTL PUBLISH PUBSUB PUNSUBSCRIBE QUIT
+RANDOMKEY READONLY READWRITE RENAME RENAMENX REPLICAOF RESET RESTORE ROLE RPOP RPOPLPUSH RPUSH
+RPUSHX SADD SAVE SCAN SCARD SCRIPT SDIFF SDIFFSTORE SELECT SENTINEL SET SETBIT SETEX SETNX SETRANGE
+SHUTDOWN SINTER SINTERCARD SINTERSTORE SISMEMBER SLAVEOF SLOWLOG SMEMBERS SMISMEMBER SMOVE SORT
+SORT_RO SPOP SPUBLISH SRANDMEMBER SREM SSCAN SSUBSCRIBE STRLEN SUBSCRIBE SUBSTR SUNION SUNIONSTORE
+SUNSUBSCRIBE SWAPDB TIME TOUCH TTL TYPE UNLINK UNSUBSCRIBE UNWATCH VADD VCARD VDIM VEMB VGETATTR
+VINFO VLINKS VRANDMEMBER VREM VSETATTR VSIM WAIT WAITAOF WATCH XACK XACKDEL XADD XAUTOCLAIM XCLAIM
+XDEL XDELEX XGROUP XINFO XLEN XPENDING XRANGE XREAD XREADGROUP XREVRANGE XSETID XTRIM ZADD ZCARD
+ZCOUNT ZDIFF ZDIFFSTORE ZINCRBY ZINTER ZINTERCARD ZINTERSTORE ZLEXCOUNT ZMPOP ZMSCORE ZPOPMAX
+ZPOPMIN ZRANDMEMBER ZRANGE ZRANGEBYLEX ZRANGEBYSCORE ZRANGESTORE ZRANK ZREM ZREMRANGEBYLEX
+ZREMRANGEBYRANK ZREMRANGEBYSCORE ZREVRANGE ZREVRANGEBYLEX ZREVRANGEBYSCORE ZREVRANK ZSCAN ZSCORE
+ZUNION ZUNIONSTORE FT.AGGREGATE FT.SEARCH JSON.DEL JSON.GET JSON.MERGE JSON.MGET JSON.MSET JSON.SET
+"""
+_COMMANDS: dict[str, str] = {name: name for name in _COMMAND_NAMES.split()}
+
+
+def _one(reply: Any) -> tuple[int, int]:
+    return (0, 1) if reply is None else (1, 0)
+
+
+def _each(reply: Any) -> tuple[int, int]:
+    if not isinstance(reply, (list, tuple)):
+        return (0, 0)
+    misses = reply.count(None)
+    return (len(reply) - misses, misses)
+
+
+def _hash(reply: Any) -> tuple[int, int]:
+    return (1, 0) if reply else (0, 1)  # Redis deletes a hash with its last field
+
+
+# Lookup command -> its reply as (hits, misses).
+_LOOKUPS: dict[str, Callable[[Any], tuple[int, int]]] = {
+    "GET": _one,
+    "GETEX": _one,
+    "GETDEL": _one,
+    "HGET": _one,
+    "MGET": _each,
+    "HMGET": _each,
+    "HGETEX": _each,
+    "HGETDEL": _each,
+    "HGETALL": _hash,
+}
+_HIT = ("redis", "hit")
+_MISS = ("redis", "miss")
+
+
+def _operation(command: Any) -> str:
+    name = _COMMANDS.get(command)  # redis-py's own methods send upper-case str names
+    if name is not None:
+        return name
+    if isinstance(command, bytes):
+        command = command.decode("ascii", "replace")
+    if isinstance(command, str) and command.strip():
+        return _COMMANDS.get(command.split()[0].upper(), "OTHER")
+    return "OTHER"
+
+
+def _namespace(client: Any) -> str:
+    return str(client.connection_pool.connection_kwargs.get("db", 0))
+
+
+class _Recorder:
+    def __init__(self, duration: FastHistogram, requests: FastSum) -> None:
+        self._duration = duration
+        self._requests = requests
+        self.enabled = True
+        self._failure_logged = False
+
+    def _failed(self) -> None:
+        if not self._failure_logged:
+            self._failure_logged = True
+            _log.exception("otel-kit: recording Redis metrics failed; the command is unaffected")
+
+    def _lookup(self, operation: str, reply: Any) -> None:
+        count = _LOOKUPS.get(operation)
+        if count is not None:
+            hits, misses = count(reply)
+            if hits:
+                self._requests.add(hits, _HIT)
+            if misses:
+                self._requests.add(misses, _MISS)
+
+    def command(
+        self, client: Any, args: tuple[Any, ...], elapsed: float, reply: Any, error: str | None
+    ) -> None:
+        if not self.enabled:
+            return
+        try:
+            operation = _operation(args[0]) if args else "OTHER"
+            self._duration.record(elapsed, ("redis", operation, _namespace(client), error))
+            if error is None:
+                self._lookup(operation, reply)
+        except Exception:
+            self._failed()
+
+    def pipeline(
+        self,
+        pipe: Any,
+        stack: Sequence[tuple[tuple[Any, ...], Any]],
+        transaction: bool,
+        elapsed: float,
+        replies: Any,
+        error: str | None,
+    ) -> None:
+        if not self.enabled:
+            return
+        try:
+            operation = "MULTI" if transaction else "PIPELINE"
+            self._duration.record(elapsed, ("redis", operation, _namespace(pipe), error))
+            if error is None:
+                for (args, _options), reply in zip(stack, replies, strict=False):
+                    if args and not isinstance(reply, Exception):
+                        self._lookup(_operation(args[0]), reply)
+        except Exception:
+            self._failed()
+
+    def pipeline_state(self, pipe: Any, flag: str) -> tuple[list[Any], bool] | None:
+        """The queued commands and whether they run as a transaction; None = do not record."""
+        try:
+            stack: list[Any] = pipe.command_stack
+            if not stack and not pipe.watching:
+                return None  # execute() returns [] without a round trip
+            return list(stack), bool(getattr(pipe, flag) or pipe.explicit_transaction)
+        except Exception:
+            self._failed()
+            return None
+
+
+Method = Callable[..., Any]
+
+
+def _sync_command(original: Method, recorder: _Recorder) -> Method:
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any, **options: Any) -> Any:
+        start = perf_counter()
+        try:
+            reply = original(self, *args, **options)
+        except BaseException as exc:
+            recorder.command(self, args, perf_counter() - start, None, type(exc).__name__)
+            raise
+        recorder.command(self, args, perf_counter() - start, reply, None)
+        return reply
+
+    return wrapper
+
+
+def _async_command(original: Method, recorder: _Recorder) -> Method:
+    @functools.wraps(original)
+    async def wrapper(self: Any, *args: Any, **options: Any) -> Any:
+        start = perf_counter()
+        try:
+            reply = await original(self, *args, **options)
+        except BaseException as exc:
+            recorder.command(self, args, perf_counter() - start, None, type(exc).__name__)
+            raise
+        recorder.command(self, args, perf_counter() - start, reply, None)
+        return reply
+
+    return wrapper
+
+
+def _sync_execute(original: Method, recorder: _Recorder, flag: str) -> Method:
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        state = recorder.pipeline_state(self, flag)
+        if state is None:
+            return original(self, *args, **kwargs)
+        start = perf_counter()
+        try:
+            replies = original(self, *args, **kwargs)
+        except BaseException as exc:
+            recorder.pipeline(self, *state, perf_counter() - start, None, type(exc).__name__)
+            raise
+        recorder.pipeline(self, *state, perf_counter() - start, replies, None)
+        return replies
+
+    return wrapper
+
+
+def _async_execute(original: Method, recorder: _Recorder, flag: str) -> Method:
+    @functools.wraps(original)
+    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        state = recorder.pipeline_state(self, flag)
+        if state is None:
+            return await original(self, *args, **kwargs)
+        start = perf_counter()
+        try:
+            replies = await original(self, *args, **kwargs)
+        except BaseException as exc:
+            recorder.pipeline(self, *state, perf_counter() - start, None, type(exc).__name__)
+            raise
+        recorder.pipeline(self, *state, perf_counter() - start, replies, None)
+        return replies
+
+    return wrapper
+
+
+def instrument(context: Context) -> Callable[[], None]:
+    recorder = _Recorder(
+        context.histogram(DB_CLIENT_OPERATION_DURATION), context.sum(CACHE_REQUESTS)
+    )
+    sync, aio = redis.client, redis.asyncio.client
+    targets: list[tuple[type[Any], str, Callable[[Method, _Recorder], Method]]] = [
+        (sync.Redis, "execute_command", _sync_command),
+        (sync.Pipeline, "immediate_execute_command", _sync_command),
+        (sync.Pipeline, "execute", functools.partial(_sync_execute, flag="transaction")),
+        (aio.Redis, "execute_command", _async_command),
+        (aio.Pipeline, "immediate_execute_command", _async_command),
+        (aio.Pipeline, "execute", functools.partial(_async_execute, flag="is_transaction")),
+    ]
+    # Build every wrapper before patching any: a redis-py lacking one method gets none.
+    patches = [
+        (cls, name, cls.__dict__[name], wrap(cls.__dict__[name], recorder))
+        for cls, name, wrap in targets
+    ]
+    for cls, name, _, wrapper in patches:
+        setattr(cls, name, wrapper)
+
+    def undo() -> None:
+        recorder.enabled = False  # a wrapper that someone wrapped in turn stays, silent
+        for cls, name, original, wrapper in patches:
+            if cls.__dict__.get(name) is wrapper:
+                setattr(cls, name, original)
+
+    return undo

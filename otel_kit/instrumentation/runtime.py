@@ -1,0 +1,149 @@
+"""Process and CPython runtime metrics, read at collection time (psutil and `gc`).
+
+Names follow the OTel semantic conventions (process and CPython runtime metrics):
+
+| OTel instrument (unit) | Prometheus series | attributes |
+|---|---|---|
+| `process.cpu.time` counter (s) | `process_cpu_time_seconds_total` | `cpu.mode` = user, system |
+| `process.memory.usage` updowncounter (By), RSS | `process_memory_usage_bytes` | |
+| `process.memory.virtual` updowncounter (By) | `process_memory_virtual_bytes` | |
+| `process.unix.file_descriptor.count` (Unix) | `process_unix_file_descriptor_count` | |
+| `process.thread.count` updowncounter | `process_thread_count` | |
+| `cpython.gc.collections` counter | `cpython_gc_collections_total` | `cpython.gc.generation` |
+| `cpython.gc.collected_objects` counter | `cpython_gc_collected_objects_total` | as above |
+| `cpython.gc.uncollectable_objects` counter | `cpython_gc_uncollectable_objects_total` | as above |
+
+Nothing is measured between scrapes: each callback reads the current value when the reader
+collects. A failing read (psutil error, exotic platform) drops that one series from that scrape.
+The process is looked up again after a fork, so pre-forking servers report each worker.
+The SDK cannot remove observable instruments, so undo makes the callbacks report nothing.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+from collections.abc import Callable, Iterable
+
+import psutil
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from otel_kit.instrumentation import Context
+
+__all__ = ["instrument"]
+
+_log = logging.getLogger("otel_kit")
+
+Callback = Callable[[CallbackOptions], Iterable[Observation]]
+
+
+class _Reader:
+    def __init__(self) -> None:
+        self.active = True
+        self._pid = os.getpid()
+        self._process = psutil.Process(self._pid)
+        self._failed: set[str] = set()
+
+    def process(self) -> psutil.Process:
+        pid = os.getpid()
+        if pid != self._pid:  # forked since setup
+            self._pid, self._process = pid, psutil.Process(pid)
+        return self._process
+
+    def callback(self, name: str, read: Callable[[], list[Observation]]) -> Callback:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            if not self.active:
+                return []
+            try:
+                return read()
+            except Exception:  # one failing read must not cost the other series or the scrape
+                if name not in self._failed:
+                    self._failed.add(name)
+                    _log.warning("otel-kit: reading %s failed; it is left out", name, exc_info=True)
+                return []
+
+        return observe
+
+    def cpu_time(self) -> list[Observation]:
+        times = self.process().cpu_times()
+        return [
+            Observation(times.user, {"cpu.mode": "user"}),
+            Observation(times.system, {"cpu.mode": "system"}),
+        ]
+
+    def memory_usage(self) -> list[Observation]:
+        return [Observation(self.process().memory_info().rss)]
+
+    def memory_virtual(self) -> list[Observation]:
+        return [Observation(self.process().memory_info().vms)]
+
+    def file_descriptors(self) -> list[Observation]:
+        return [Observation(self.process().num_fds())]
+
+    def threads(self) -> list[Observation]:
+        return [Observation(self.process().num_threads())]
+
+
+def _gc_stat(key: str) -> Callable[[], list[Observation]]:
+    def read() -> list[Observation]:
+        return [
+            Observation(stats[key], {"cpython.gc.generation": generation})
+            for generation, stats in enumerate(gc.get_stats())
+        ]
+
+    return read
+
+
+def instrument(context: Context) -> Callable[[], None]:
+    """Register the runtime instruments; returns the undo (callbacks stop reporting)."""
+    meter = context.meter_provider.get_meter("otel_kit.runtime")
+    reader = _Reader()
+    cb = reader.callback
+    meter.create_observable_counter(
+        "process.cpu.time",
+        [cb("process.cpu.time", reader.cpu_time)],
+        unit="s",
+        description="Total CPU seconds broken down by different CPU modes.",
+    )
+    meter.create_observable_up_down_counter(
+        "process.memory.usage",
+        [cb("process.memory.usage", reader.memory_usage)],
+        unit="By",
+        description="The amount of physical memory in use.",
+    )
+    meter.create_observable_up_down_counter(
+        "process.memory.virtual",
+        [cb("process.memory.virtual", reader.memory_virtual)],
+        unit="By",
+        description="The amount of committed virtual memory.",
+    )
+    if hasattr(psutil.Process, "num_fds"):  # Unix only
+        meter.create_observable_up_down_counter(
+            "process.unix.file_descriptor.count",
+            [cb("process.unix.file_descriptor.count", reader.file_descriptors)],
+            unit="{file_descriptor}",
+            description="Number of UNIX file descriptors in use by the process.",
+        )
+    meter.create_observable_up_down_counter(
+        "process.thread.count",
+        [cb("process.thread.count", reader.threads)],
+        unit="{thread}",
+        description="Process threads count.",
+    )
+    for name, key, unit, description in (
+        ("cpython.gc.collections", "collections", "{collection}", "Times the generation ran"),
+        ("cpython.gc.collected_objects", "collected", "{object}", "Objects it collected"),
+        ("cpython.gc.uncollectable_objects", "uncollectable", "{object}", "Uncollectable found"),
+    ):
+        meter.create_observable_counter(
+            name,
+            [cb(name, _gc_stat(key))],
+            unit=unit,
+            description=f"{description}, per GC generation, since interpreter start.",
+        )
+
+    def undo() -> None:
+        reader.active = False
+
+    return undo
