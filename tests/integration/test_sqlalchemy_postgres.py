@@ -1,0 +1,104 @@
+"""SQLAlchemy statement and pool metrics against a real PostgreSQL (psycopg and asyncpg)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tests.conftest import series, value
+from tests.unit.test_sqlalchemy_sqlite import (
+    DURATION,
+    MAX,
+    async_workload,
+    expected,
+    items,
+    metadata,
+    operations,
+    pool_state,
+    start,
+    sync_workload,
+)
+
+pytestmark = pytest.mark.integration
+pytest_plugins = ("tests.integration.postgres",)
+
+PASSWORD = "s3cret-never-exported"  # trust auth ignores it; it must never reach a label
+
+
+@pytest.fixture
+def url(postgres_dsn: str) -> Iterator[str]:
+    """`postgres_dsn` with a password and a fresh `items` table."""
+    dsn = postgres_dsn.replace("postgres@", f"postgres:{PASSWORD}@")
+    engine = sa.create_engine(dsn.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        metadata.drop_all(conn)
+        metadata.create_all(conn)
+    engine.dispose()
+    yield dsn
+
+
+def test_psycopg_statements_and_pool(url: str) -> None:
+    address = url.split("@")[1].rsplit("/", 1)[0]
+    pool = f"postgresql+psycopg://{address}/otel_kit"
+    engine = sa.create_engine(
+        url.replace("postgresql://", "postgresql+psycopg://"),
+        insertmanyvalues_page_size=2,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=0.2,
+    )
+    with engine.connect() as conn:  # before setup: this engine's first connect is not counted
+        conn.execute(sa.select(items)).all()
+    handle = start()
+
+    with engine.connect() as conn:
+        sync_workload(conn)
+        held = pool_state(handle.render().decode(), pool)
+        with pytest.raises(sa.exc.TimeoutError):
+            engine.connect()
+    text = handle.render().decode()
+    assert operations(text, db_system_name="postgresql") == expected("ProgrammingError")
+    assert {labels["db_namespace"] for labels in series(text, DURATION + "_count")} == {"otel_kit"}
+    assert held == {"idle": 0, "used": 1, "pending": 0, "timeouts": 0, "waits": 1}
+    assert pool_state(text, pool) == {"idle": 1, "used": 0, "pending": 0, "timeouts": 1, "waits": 1}
+    assert value(text, MAX, pool_name=pool) == 1
+    assert PASSWORD not in text and "postgres@" not in text and "no_such_table" not in text
+    engine.dispose()
+
+
+async def test_asyncpg_statements_and_pool(url: str) -> None:
+    handle = start()
+    address = url.split("@")[1].rsplit("/", 1)[0]
+    pool = f"postgresql+asyncpg://{address}/otel_kit"
+    engine = create_async_engine(
+        url.replace("postgresql://", "postgresql+asyncpg://"),
+        insertmanyvalues_page_size=2,
+        pool_size=2,
+        max_overflow=1,
+        pool_timeout=0.2,
+    )
+    async with engine.connect() as conn:  # the first connect runs the dialect's own queries
+        await conn.execute(sa.select(items))
+    before = handle.render().decode()
+
+    async with engine.connect() as conn:
+        await async_workload(conn)
+        held = pool_state(handle.render().decode(), pool)
+        second, third = await engine.connect().start(), await engine.connect().start()
+        with pytest.raises(sa.exc.TimeoutError):
+            await engine.connect().start()
+        full = pool_state(handle.render().decode(), pool)
+        await second.close()
+        await third.close()
+    text = handle.render().decode()
+    assert operations(text, before, db_system_name="postgresql") == expected("ProgrammingError")
+    assert held == {"idle": 0, "used": 1, "pending": 0, "timeouts": 0, "waits": 2}
+    assert full == {"idle": 0, "used": 3, "pending": 0, "timeouts": 1, "waits": 4}
+    assert pool_state(text, pool) == {"idle": 2, "used": 0, "pending": 0, "timeouts": 1, "waits": 4}
+    assert value(text, MAX, pool_name=pool) == 3
+    assert PASSWORD not in text
+    await engine.dispose()
+    assert series(handle.render().decode(), "db_client_connection_count") == []

@@ -1,0 +1,375 @@
+"""SQLAlchemy statement and pool metrics against real SQLite databases (sqlite3 and aiosqlite).
+
+The workload helpers here are shared with tests/integration/test_sqlalchemy_postgres.py.
+"""
+
+from __future__ import annotations
+
+import gc
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, StaticPool
+
+from otel_kit import MetricsHandle, setup_metrics
+from otel_kit.instrumentation.sqlalchemy import OPERATIONS, OTHER, operation_name
+from tests.conftest import samples, series, value
+
+DURATION = "db_client_operation_duration_seconds"
+COUNT = "db_client_connection_count"
+MAX = "db_client_connection_max"
+PENDING = "db_client_connection_pending_requests"
+TIMEOUTS = "db_client_connection_timeouts_total"
+WAIT = "db_client_connection_wait_time_seconds"
+
+metadata = sa.MetaData()
+items = sa.Table(
+    "items",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(50)),
+)
+missing = sa.Table("no_such_table", sa.MetaData(), sa.Column("id", sa.Integer))
+
+# (operation, error.type) -> observations one workload run produces
+WORKLOAD = {
+    ("SELECT", None): 4,
+    ("INSERT", None): 4,  # 3 single rows + 1 executemany of 5 rows
+    ("UPDATE", None): 2,
+    ("DELETE", None): 1,
+    ("INSERT", "IntegrityError"): 1,
+}
+
+
+def sync_workload(conn: Connection) -> None:
+    """The statements of WORKLOAD (plus one failing SELECT on a missing table)."""
+    for i in range(3):
+        conn.execute(items.insert().values(id=i, name=f"item {i}"))
+    rows = [{"id": i, "name": f"bulk {i}"} for i in range(100, 105)]
+    # RETURNING + insertmanyvalues_page_size=2 sends the 5 rows in 3 cursor batches.
+    assert len(conn.execute(items.insert().returning(items.c.id), rows).all()) == 5
+    for i in range(4):
+        conn.execute(sa.select(items).where(items.c.id == i)).all()
+    for i in range(2):
+        conn.execute(items.update().where(items.c.id == i).values(name="changed"))
+    conn.execute(items.delete().where(items.c.id == 2))
+    conn.commit()
+    with pytest.raises(sa.exc.IntegrityError):
+        conn.execute(items.insert().values(id=1, name="duplicate"))
+    conn.rollback()
+    with pytest.raises(sa.exc.DBAPIError):
+        conn.execute(sa.select(missing))
+    conn.rollback()
+
+
+async def async_workload(conn: AsyncConnection) -> None:
+    await conn.run_sync(lambda sync: sync_workload(sync))
+
+
+def operations(text: str, before: str = "", **labels: str) -> dict[Any, float]:
+    """(operation, error.type) -> observations between `before` and `text`, where `labels`."""
+    out: dict[Any, float] = {}
+    for sign, exposition in ((1, text), (-1, before)):
+        for (name, found), count in samples(exposition).items():
+            attributes = dict(found)
+            if name == DURATION + "_count" and labels.items() <= attributes.items():
+                key = (attributes["db_operation_name"], attributes.get("error_type"))
+                out[key] = out.get(key, 0) + sign * count
+    return {key: count for key, count in out.items() if count}
+
+
+def expected(missing_table_error: str) -> dict[Any, float]:
+    return {**WORKLOAD, ("SELECT", missing_table_error): 1}
+
+
+def pool_state(text: str, pool: str) -> dict[str, float]:
+    return {
+        "idle": value(text, COUNT, pool_name=pool, db_client_connection_state="idle"),
+        "used": value(text, COUNT, pool_name=pool, db_client_connection_state="used"),
+        "pending": value(text, PENDING, pool_name=pool),
+        "timeouts": value(text, TIMEOUTS, pool_name=pool),
+        "waits": value(text, WAIT + "_count", pool_name=pool),
+    }
+
+
+def start() -> MetricsHandle:
+    return setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50))")
+    yield path
+
+
+def test_sync_statements_engine_created_before_setup(db: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{db}", insertmanyvalues_page_size=2)
+    handle = start()
+    with engine.connect() as conn:
+        sync_workload(conn)
+    text = handle.render().decode()
+    assert operations(text) == expected("OperationalError")
+    for labels in series(text, DURATION + "_count"):
+        assert labels["db_system_name"] == "sqlite"
+        assert labels["db_namespace"] == "app.db"
+    assert "no_such_table" not in text and "bulk" not in text
+    engine.dispose()
+
+
+def test_statement_duration_lands_in_its_bucket(db: Path) -> None:
+    handle = start()
+    engine = sa.create_engine(f"sqlite:///{db}")
+
+    @event.listens_for(engine, "connect")
+    def add_sleep(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.create_function("pause", 1, lambda s: time.sleep(s) or s)
+
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT pause(0.3)")).all()
+    text = handle.render().decode()
+    bucket = DURATION + "_bucket"
+    assert value(text, bucket, db_operation_name="SELECT", le="0.25") == 0
+    assert value(text, bucket, db_operation_name="SELECT", le="2.5") == 1
+    assert value(text, DURATION + "_sum", db_operation_name="SELECT") >= 0.3
+    engine.dispose()
+
+
+async def test_async_statements_and_pool(db: Path) -> None:
+    engine = create_async_engine(
+        f"sqlite+aiosqlite:///{db}",
+        insertmanyvalues_page_size=2,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=0.2,
+    )
+    handle = start()
+    pool = "sqlite+aiosqlite:///app.db"
+    async with engine.connect() as conn:
+        await async_workload(conn)
+        held = pool_state(handle.render().decode(), pool)
+        with pytest.raises(sa.exc.TimeoutError):
+            await engine.connect().start()
+    text = handle.render().decode()
+    assert operations(text, db_system_name="sqlite") == expected("OperationalError")
+    assert held == {"idle": 0, "used": 1, "pending": 0, "timeouts": 0, "waits": 1}
+    assert pool_state(text, pool) == {"idle": 1, "used": 0, "pending": 0, "timeouts": 1, "waits": 1}
+    assert value(text, MAX, pool_name=pool) == 1
+    await engine.dispose()
+
+
+def test_pool_used_idle_timeouts(db: Path) -> None:
+    handle = start()
+    engine = sa.create_engine(f"sqlite:///{db}", pool_size=1, max_overflow=0, pool_timeout=0.2)
+    assert isinstance(engine.pool, QueuePool)
+    pool = "sqlite:///app.db"
+    assert series(handle.render().decode(), COUNT) == []  # a pool appears once it is used
+
+    with engine.connect():
+        text = handle.render().decode()
+        assert pool_state(text, pool) == {
+            "idle": 0, "used": 1, "pending": 0, "timeouts": 0, "waits": 1,
+        }  # fmt: skip
+        assert value(text, MAX, pool_name=pool) == 1
+        with pytest.raises(sa.exc.TimeoutError):
+            engine.connect()
+    text = handle.render().decode()
+    assert pool_state(text, pool) == {"idle": 1, "used": 0, "pending": 0, "timeouts": 1, "waits": 1}
+
+    with engine.connect() as conn:
+        conn.invalidate()  # closed, so neither used nor idle afterwards
+    assert pool_state(handle.render().decode(), pool)["idle"] == 0
+
+    engine.dispose()  # the engine's old pool leaves the gauges at once; counters stay
+    text = handle.render().decode()
+    assert series(text, COUNT) == [] and series(text, MAX) == []
+    assert value(text, TIMEOUTS, pool_name=pool) == 1
+
+
+def test_pool_pending_request(db: Path) -> None:
+    handle = start()
+    engine = sa.create_engine(f"sqlite:///{db}", pool_size=1, max_overflow=0, pool_timeout=10)
+    pool = "sqlite:///app.db"
+    got: list[Connection] = []
+    with engine.connect():
+        # A second caller waits for the only connection: one pending request until it is free.
+        waiter = threading.Thread(target=lambda: got.append(engine.connect()))
+        waiter.start()
+        deadline = time.monotonic() + 10
+        while pool_state(handle.render().decode(), pool)["pending"] != 1:
+            assert time.monotonic() < deadline, "the waiting checkout never showed as pending"
+            time.sleep(0.01)
+    waiter.join(timeout=10)
+    assert pool_state(handle.render().decode(), pool) == {
+        "idle": 0, "used": 1, "pending": 0, "timeouts": 0, "waits": 2,
+    }  # fmt: skip
+    got[0].close()
+    assert pool_state(handle.render().decode(), pool)["used"] == 0
+    engine.dispose()
+
+
+def test_pool_name_prefers_logging_name_and_memory_namespace() -> None:
+    handle = start()
+    engine = sa.create_engine("sqlite://", logging_name="orders-db")
+    assert isinstance(engine.pool, SingletonThreadPool)
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+        inside = handle.render().decode()
+    text = handle.render().decode()
+    assert value(inside, COUNT, pool_name="orders-db", db_client_connection_state="used") == 1
+    assert value(text, COUNT, pool_name="orders-db", db_client_connection_state="used") == 0
+    assert value(text, COUNT, pool_name="orders-db", db_client_connection_state="idle") == 1
+    assert series(text, MAX) == []  # SingletonThreadPool has no hard limit
+    assert value(text, DURATION + "_count", db_namespace=":memory:") == 1
+    del engine, conn
+    gc.collect()
+    assert series(handle.render().decode(), COUNT) == []
+
+
+@pytest.mark.parametrize(
+    ("poolclass", "idle_after", "max_"), [(NullPool, 0, None), (StaticPool, 1, 1)]
+)
+def test_other_pool_classes(
+    db: Path, poolclass: type[Pool], idle_after: int, max_: int | None
+) -> None:
+    handle = start()
+    engine = sa.create_engine(f"sqlite:///{db}", poolclass=poolclass)
+    pool = "sqlite:///app.db"
+    for _ in range(3):
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+            assert pool_state(handle.render().decode(), pool)["used"] == 1
+    text = handle.render().decode()
+    assert pool_state(text, pool) == {
+        "idle": idle_after, "used": 0, "pending": 0, "timeouts": 0, "waits": 3,
+    }  # fmt: skip
+    maxima = {labels["pool_name"]: value(text, MAX, **labels) for labels in series(text, MAX)}
+    assert maxima == ({pool: max_} if max_ else {})
+    engine.dispose()
+
+
+def test_disabled_records_nothing(db: Path) -> None:
+    original = Engine.raw_connection
+    handle = setup_metrics(
+        prometheus_host="127.0.0.1", prometheus_port=0, disabled_instrumentations="sqlalchemy"
+    )
+    assert Engine.raw_connection is original
+    engine = sa.create_engine(f"sqlite:///{db}", insertmanyvalues_page_size=2)
+    with engine.connect() as conn:
+        sync_workload(conn)
+    text = handle.render().decode()
+    assert series(text, DURATION + "_count") == []
+    assert series(text, COUNT) == [] and series(text, WAIT + "_count") == []
+    engine.dispose()
+
+
+def listener_counts() -> tuple[int, ...]:
+    # SQLAlchemy keeps class-level listeners per class in `_clslevel` (no public count);
+    # handle_error is a Dialect event, which listening on Engine places on Dialect.
+    return tuple(
+        len(getattr(cls.dispatch, name)._clslevel.get(cls, ()))
+        for cls, name in [
+            (Engine, "before_cursor_execute"),
+            (Engine, "after_execute"),
+            (Dialect, "handle_error"),
+            (Pool, "checkin"),
+            (Pool, "close"),
+            (Pool, "detach"),
+        ]
+    )
+
+
+def test_shutdown_removes_every_listener_and_wrapper(db: Path) -> None:
+    original, before = Engine.raw_connection, listener_counts()
+    handle = start()
+    assert Engine.raw_connection is not original
+    assert listener_counts() == tuple(n + 1 for n in before)
+    handle.shutdown()
+    assert Engine.raw_connection is original
+    assert listener_counts() == before
+
+    # A second setup measures each statement once.
+    handle = start()
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+    assert value(handle.render().decode(), DURATION + "_count") == 1
+    engine.dispose()
+
+
+# Operation names.
+
+
+@pytest.mark.parametrize(
+    ("statement", "name"),
+    [
+        ("SELECT 1", "SELECT"),
+        ("  \n\tselect * from t", "SELECT"),
+        ("-- note\n/* a\n comment */ ((SELECT 1)) UNION (SELECT 2)", "SELECT"),
+        ("insert into t values (1)", "INSERT"),
+        ("WITH a AS (SELECT 1), b(x) AS (SELECT 2) UPDATE t SET x = 1", "UPDATE"),
+        ("with recursive r as (select 1 union all select 1 from r) select * from r", "SELECT"),
+        ("WITH d AS (DELETE FROM t RETURNING *) INSERT INTO log SELECT * FROM d", "INSERT"),
+        ("WITH a AS (SELECT ')') DELETE FROM t", "DELETE"),
+        ("(WITH a AS (SELECT 1) SELECT * FROM a)", "SELECT"),
+        ("PRAGMA table_info(t)", "PRAGMA"),
+        ("SAVEPOINT sa_1", "SAVEPOINT"),
+        ("users_table_dump", OTHER),
+        ("'SELECT'", OTHER),
+        ("SELECT1", OTHER),
+        ("WITH a AS (SELECT 1)", OTHER),
+        ("", OTHER),
+    ],
+)
+def test_operation_name(statement: str, name: str) -> None:
+    assert operation_name(statement) == name
+
+
+BOUNDED = OPERATIONS | {OTHER}
+noise = st.sampled_from([" ", "\n", "\t", "(", "-- c\n", "/* x */", "/* (SELECT */"])
+verbs = st.sampled_from(sorted(OPERATIONS - {"WITH"}))
+
+
+@given(st.text())
+def test_operation_name_is_always_bounded(statement: str) -> None:
+    assert operation_name(statement) in BOUNDED
+
+
+@given(st.lists(noise), verbs, st.text(), st.booleans())
+def test_operation_name_finds_the_verb(prefix: list[str], verb: str, tail: str, low: bool) -> None:
+    statement = "".join(prefix) + (verb.lower() if low else verb) + " " + tail
+    assert operation_name(statement) == verb
+
+
+@given(
+    st.lists(
+        st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullmatch=True).filter(
+            lambda name: name.upper() not in OPERATIONS
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    st.lists(st.text(), min_size=1, max_size=3),
+    st.sampled_from(["SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"]),
+)
+def test_operation_name_of_cte_is_the_main_verb(
+    names: list[str], bodies: list[str], verb: str
+) -> None:
+    # CTE bodies hold arbitrary user text, quoted, beside decoy verbs.
+    ctes = ", ".join(
+        f"{name} AS (DELETE FROM t WHERE x = '{body.replace(chr(39), chr(39) * 2)}' RETURNING 1)"
+        for name, body in zip(names, bodies, strict=False)
+    )
+    assert operation_name(f"WITH {ctes} {verb} 1") == verb
