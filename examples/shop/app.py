@@ -1,25 +1,33 @@
-"""The shop: orders in SQLite, users behind an in-process cache, business metrics via OTel.
+"""The shop: orders in SQLite, users behind a cache, a payment call, business metrics via OTel.
 
 Run: `python -m examples.shop` (or `uvicorn examples.shop.app:app`), then GET /metrics.
+Embedded defaults: SQLite (`SHOP_DATABASE_URL`), an in-process user cache (set `SHOP_REDIS_URL`
+to use Redis instead), and a payment provider that is this app's own `/payments/authorize`
+(set `SHOP_PAYMENTS_URL` to call another service).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import Any, Literal
 
-from fastapi import FastAPI, HTTPException
+import httpx
+from fastapi import FastAPI, HTTPException, Request
 from opentelemetry import metrics
 from pydantic import BaseModel, Field
 from sqlalchemy import ForeignKey, String, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from otel_kit import setup_metrics
+from otel_kit import cache_metrics, setup_metrics
 
 DATABASE_URL = os.environ.get("SHOP_DATABASE_URL", "sqlite:///shop.db")
+REDIS_URL = os.environ.get("SHOP_REDIS_URL")
+PAYMENTS_URL = os.environ.get("SHOP_PAYMENTS_URL")
 engine = create_engine(DATABASE_URL)
+payments = httpx.Client(timeout=5)
 
 
 class Base(DeclarativeBase):
@@ -70,7 +78,27 @@ active_users = meter.create_up_down_counter(
     "active.users", unit="{user}", description="Currently active users"
 )
 
-_user_cache: dict[int, dict[str, object]] = {}
+
+class LocalCache:
+    """An in-process cache; its lookups are counted as cache_requests_total{cache_name="local"}."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, str] = {}
+
+    @cache_metrics("local")
+    def get(self, key: str) -> str | None:
+        return self._values.get(key)
+
+    def set(self, key: str, value: str) -> None:
+        self._values[key] = value
+
+
+# With Redis, the Redis integration counts hits and misses itself (cache_name="redis").
+cache: Any = LocalCache()
+if REDIS_URL:
+    import redis
+
+    cache = redis.Redis.from_url(REDIS_URL, decode_responses=True)
 
 
 class OrderIn(BaseModel):
@@ -80,10 +108,15 @@ class OrderIn(BaseModel):
 
 
 @app.post("/orders", status_code=201)
-def create_order(order: OrderIn) -> dict[str, object]:
+def create_order(order: OrderIn, request: Request) -> dict[str, object]:
     with Session(engine) as session:
         if session.get(User, order.user_id) is None:
             raise HTTPException(404, "unknown user")
+        # The outbound call: http_client_request_duration_seconds{server_address, ...}
+        url = PAYMENTS_URL or f"{request.base_url}payments/authorize"
+        authorization = payments.post(url, json={"amount": order.total})
+        if authorization.status_code != 200:
+            raise HTTPException(502, "payment declined")
         row = Order(user_id=order.user_id, total=order.total, payment_method=order.payment_method)
         session.add(row)
         session.commit()
@@ -102,17 +135,22 @@ def get_order(order_id: int) -> dict[str, object]:
         return {"id": row.id, "user_id": row.user_id, "total": row.total}
 
 
+@app.post("/payments/authorize")
+async def authorize_payment(payment: dict[str, float]) -> dict[str, object]:
+    return {"authorized": True, "amount": payment.get("amount")}
+
+
 @app.get("/users/{user_id}")
 def get_user(user_id: int) -> dict[str, object]:
-    cached = _user_cache.get(user_id)
+    cached = cache.get(f"user:{user_id}")
     if cached is not None:
-        return cached
+        return dict(json.loads(cached))
     with Session(engine) as session:
         user = session.get(User, user_id)
         if user is None:
             raise HTTPException(404, "no such user")
         value: dict[str, object] = {"id": user.id, "name": user.name, "tier": user.tier}
-    _user_cache[user_id] = value
+    cache.set(f"user:{user_id}", json.dumps(value))
     return value
 
 
