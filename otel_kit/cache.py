@@ -23,6 +23,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 from otel_kit import _setup
 from otel_kit._fast import FastSum
 from otel_kit.catalogue import CACHE_REQUESTS
+from otel_kit.instrumentation import report_failure
 
 __all__ = ["cache_metrics", "record_cache_lookup"]
 
@@ -49,20 +50,14 @@ def _counter() -> FastSum | None:
     return counter
 
 
-_failure_logged = False
-
-
 def record_cache_lookup(cache_name: str, hit: bool) -> None:
     """Count one lookup in cache `cache_name` (a fixed, bounded name) as a hit or a miss."""
-    global _failure_logged
     try:
         counter = _counter()
         if counter is not None:
             counter.add(1, (cache_name, "hit" if hit else "miss"))
     except Exception:
-        if not _failure_logged:  # once: a bad call site would otherwise log on every lookup
-            _failure_logged = True
-            _log.exception("otel-kit: recording a cache lookup failed; the lookup is unaffected")
+        report_failure("cache")
 
 
 def _found(result: Any) -> bool:

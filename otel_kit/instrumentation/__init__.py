@@ -18,7 +18,7 @@ from otel_kit._fast import FastHistogram, FastMetrics, FastSum
 from otel_kit.catalogue import MetricSpec
 from otel_kit.config import Settings
 
-__all__ = ["INTEGRATIONS", "Context", "instrument_all"]
+__all__ = ["INTEGRATIONS", "Context", "error_type", "instrument_all", "report_failure"]
 
 _log = logging.getLogger("otel_kit")
 
@@ -47,6 +47,25 @@ class Context:
 
     def sum(self, spec: MetricSpec) -> FastSum:
         return self.fast.sum(spec, self.settings.cardinality_limit)
+
+
+def error_type(exc: BaseException) -> str:
+    """`error.type` for an exception: its class name (`ValueError`, `ConnectError`), bounded
+    and the same rule in every integration."""
+    return type(exc).__qualname__
+
+
+_reported: set[str] = set()
+
+
+def report_failure(integration: str) -> None:
+    """Log, once per integration, a failure inside otel-kit's own recording (call it from an
+    `except` block). The application's request, query or call goes on unaffected."""
+    if integration not in _reported:
+        _reported.add(integration)
+        _log.exception(
+            "otel-kit: recording %s metrics failed; the application is unaffected", integration
+        )
 
 
 def instrument_all(context: Context) -> list[Callable[[], None]]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from otel_kit._fast import FastHistogram, FastSum
 from otel_kit.catalogue import KNOWN_HTTP_METHODS
+from otel_kit.instrumentation import error_type, report_failure
 
 __all__ = ["MetricsMiddleware", "disable_fastapi_metrics"]
 
@@ -63,23 +64,6 @@ def disable_fastapi_metrics(app: Any) -> None:
     config = getattr(app, "_telemetry", None)
     if isinstance(config, dict) and "metrics" in config:
         config["metrics"] = False
-
-
-_failure_logged = False
-
-
-def _log_failure_once() -> None:
-    global _failure_logged
-    if not _failure_logged:
-        _failure_logged = True
-        _log.exception("otel-kit: recording HTTP server metrics failed; the request is unaffected")
-
-
-def _error_type(exc: BaseException) -> str:
-    cls = type(exc)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
 
 
 def _find_template(routes: Any, target: Any, prefix: str = "", depth: int = 0) -> str | None:
@@ -186,16 +170,16 @@ class MetricsMiddleware:
         done = False
         start = perf_counter()
 
-        def finish(error_type: str | None) -> None:
+        def finish(error: str | None) -> None:
             nonlocal done
             done = True
             elapsed = perf_counter() - start
             try:
                 route = getattr(record, "route", None) or _generic_route(scope, self._templates)
-                self._duration.record(elapsed, (method, route, status, error_type))
+                self._duration.record(elapsed, (method, route, status, error))
                 self._active.add(-1, active_key)
             except Exception:  # a metrics failure must never reach the application
-                _log_failure_once()
+                report_failure("HTTP server")
 
         async def send_with_metrics(message: Message) -> None:
             nonlocal status
@@ -215,7 +199,7 @@ class MetricsMiddleware:
             if not done:
                 if status is None:
                     status = 500
-                finish(_error_type(exc))
+                finish(error_type(exc))
             raise
         else:
             if not done:  # the app returned without completing its response

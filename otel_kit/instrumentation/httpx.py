@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from otel_kit.catalogue import HTTP_CLIENT_REQUEST_DURATION, KNOWN_HTTP_METHODS
-from otel_kit.instrumentation import Context
+from otel_kit.instrumentation import Context, error_type, report_failure
 
 __all__ = ["instrument"]
 
@@ -48,7 +48,6 @@ class _Recorder:
         self.active = True
         self._duration = context.histogram(HTTP_CLIENT_REQUEST_DURATION)
         self._peers: Mapping[str, str] = dict(context.settings.peer_services)
-        self._failure_logged = False
 
     def record(
         self, request: httpx.Request, start: float, status: int | None, error: str | None
@@ -68,9 +67,7 @@ class _Recorder:
                 error = str(status)
             self._duration.record(elapsed, (method, host, port, status, error, peer))
         except Exception:  # a metrics failure must never reach the application
-            if not self._failure_logged:
-                self._failure_logged = True
-                _log.exception("otel-kit: recording httpx metrics failed; the call is unaffected")
+            report_failure("httpx")
 
 
 def instrument(context: Context) -> Callable[[], None]:
@@ -87,7 +84,7 @@ def instrument(context: Context) -> Callable[[], None]:
         try:
             response = original_sync(self, request)
         except BaseException as exc:
-            recorder.record(request, start, None, type(exc).__qualname__)
+            recorder.record(request, start, None, error_type(exc))
             raise
         recorder.record(request, start, response.status_code, None)
         return response
@@ -102,7 +99,7 @@ def instrument(context: Context) -> Callable[[], None]:
         try:
             response = await original_async(self, request)
         except BaseException as exc:  # CancelledError too: the call did not complete
-            recorder.record(request, start, None, type(exc).__qualname__)
+            recorder.record(request, start, None, error_type(exc))
             raise
         recorder.record(request, start, response.status_code, None)
         return response

@@ -40,7 +40,7 @@ import redis.client
 
 from otel_kit._fast import FastHistogram, FastSum
 from otel_kit.catalogue import CACHE_REQUESTS, DB_CLIENT_OPERATION_DURATION
-from otel_kit.instrumentation import Context
+from otel_kit.instrumentation import Context, error_type, report_failure
 
 __all__ = ["instrument"]
 
@@ -125,12 +125,9 @@ class _Recorder:
         self._duration = duration
         self._requests = requests
         self.enabled = True
-        self._failure_logged = False
 
     def _failed(self) -> None:
-        if not self._failure_logged:
-            self._failure_logged = True
-            _log.exception("otel-kit: recording Redis metrics failed; the command is unaffected")
+        report_failure("Redis")
 
     def _lookup(self, operation: str, reply: Any) -> None:
         count = _LOOKUPS.get(operation)
@@ -197,7 +194,7 @@ def _sync_command(original: Method, recorder: _Recorder) -> Method:
         try:
             reply = original(self, *args, **options)
         except BaseException as exc:
-            recorder.command(self, args, perf_counter() - start, None, type(exc).__name__)
+            recorder.command(self, args, perf_counter() - start, None, error_type(exc))
             raise
         recorder.command(self, args, perf_counter() - start, reply, None)
         return reply
@@ -212,7 +209,7 @@ def _async_command(original: Method, recorder: _Recorder) -> Method:
         try:
             reply = await original(self, *args, **options)
         except BaseException as exc:
-            recorder.command(self, args, perf_counter() - start, None, type(exc).__name__)
+            recorder.command(self, args, perf_counter() - start, None, error_type(exc))
             raise
         recorder.command(self, args, perf_counter() - start, reply, None)
         return reply
@@ -230,7 +227,7 @@ def _sync_execute(original: Method, recorder: _Recorder, flag: str) -> Method:
         try:
             replies = original(self, *args, **kwargs)
         except BaseException as exc:
-            recorder.pipeline(self, *state, perf_counter() - start, None, type(exc).__name__)
+            recorder.pipeline(self, *state, perf_counter() - start, None, error_type(exc))
             raise
         recorder.pipeline(self, *state, perf_counter() - start, replies, None)
         return replies
@@ -248,7 +245,7 @@ def _async_execute(original: Method, recorder: _Recorder, flag: str) -> Method:
         try:
             replies = await original(self, *args, **kwargs)
         except BaseException as exc:
-            recorder.pipeline(self, *state, perf_counter() - start, None, type(exc).__name__)
+            recorder.pipeline(self, *state, perf_counter() - start, None, error_type(exc))
             raise
         recorder.pipeline(self, *state, perf_counter() - start, replies, None)
         return replies

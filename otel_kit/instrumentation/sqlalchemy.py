@@ -37,7 +37,7 @@ from sqlalchemy.pool import AssertionPool, Pool, PoolProxiedConnection, QueuePoo
 
 from otel_kit import catalogue
 from otel_kit._fast import FastHistogram, FastSum
-from otel_kit.instrumentation import Context
+from otel_kit.instrumentation import Context, error_type, report_failure
 
 __all__ = ["OPERATIONS", "instrument", "operation_name"]
 
@@ -122,13 +122,10 @@ def _pool_name(engine: Engine) -> str:
 
 def _error_type(error: BaseException | None, original: BaseException) -> str:
     """SQLAlchemy's DB-API class name (`IntegrityError`, ...: the same for every driver), else
-    the qualified class name of what was raised."""
+    the class name of what was raised."""
     if isinstance(error, exc.DBAPIError):
         return type(error).__name__
-    cls = type(original)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
+    return error_type(original)
 
 
 class _PoolState:
@@ -169,7 +166,6 @@ class _Instrumentation:
             weakref.WeakKeyDictionary()
         )
         self.enabled = True
-        self._failed = False
         meter = context.meter_provider.get_meter("otel_kit")
         for spec, callback in (
             (catalogue.DB_CLIENT_CONNECTION_COUNT, self._observe_count),
@@ -181,9 +177,7 @@ class _Instrumentation:
             )
 
     def failed(self) -> None:
-        if not self._failed:
-            self._failed = True
-            _log.exception("otel-kit: recording SQLAlchemy metrics failed; the app is unaffected")
+        report_failure("SQLAlchemy")
 
     # Statements.
 

@@ -190,7 +190,11 @@ import os
 from otel_kit import setup_metrics
 from tests.conftest import value
 
+import threading
 handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
+stop = threading.Event()
+for _ in range(5):  # the parent: main thread, metrics port and these 5
+    threading.Thread(target=stop.wait, daemon=True).start()
 handle.render()  # the parent has read its own process before the fork
 pid = os.fork()
 if pid == 0:
@@ -210,8 +214,10 @@ def test_forked_worker_reports_itself() -> None:
     )
     assert result.returncode == 0, result.stderr
     child, parent = result.stdout.split()
-    assert float(child) == 1  # only the forking thread exists in the child
-    assert float(parent) >= 2  # main thread + metrics port
+    # The child has only the forking thread (a runtime helper thread may appear): it reports
+    # itself, not the parent it was forked from.
+    assert float(child) <= 2
+    assert float(parent) >= 7
 
 
 def test_disabled_runtime_has_no_series() -> None:
