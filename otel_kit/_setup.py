@@ -111,6 +111,19 @@ class MetricsHandle:
         self._apps.add(app)
         return app
 
+    def instrument_engine(self, engine: Any) -> Any:
+        """Measure one SQLAlchemy engine (sync or async) and return it.
+
+        Only needed with `disabled_instrumentations` containing "sqlalchemy": otherwise every
+        engine, created before or after setup, is measured already and this changes nothing.
+        """
+        from otel_kit.instrumentation import sqlalchemy
+
+        undo = sqlalchemy.instrument_engine(self._context, engine)
+        if undo is not None:
+            self._undo.append(undo)
+        return engine
+
     def render(self, *, openmetrics: bool = False) -> bytes:
         """The current exposition, as a scrape of the metrics endpoint would return it."""
         if self.registry is None:

@@ -39,7 +39,7 @@ from otel_kit import catalogue
 from otel_kit._fast import FastHistogram, FastSum
 from otel_kit.instrumentation import Context, error_type, report_failure
 
-__all__ = ["OPERATIONS", "instrument", "operation_name"]
+__all__ = ["OPERATIONS", "instrument", "instrument_engine", "operation_name"]
 
 _log = logging.getLogger("otel_kit")
 
@@ -324,17 +324,35 @@ class _Instrumentation:
         ]
 
 
+def _listeners(
+    instrumentation: _Instrumentation, engines: Any, pools: Any
+) -> list[tuple[Any, str, Callable[..., Any]]]:
+    return [
+        (engines, "before_cursor_execute", instrumentation.before_cursor_execute),
+        (engines, "after_execute", instrumentation.after_execute),
+        (engines, "handle_error", instrumentation.handle_error),
+        (pools, "checkin", instrumentation.on_checkin),
+        (pools, "close", instrumentation.on_close),
+        (pools, "detach", instrumentation.on_detach),
+    ]
+
+
+def _remove(listeners: list[tuple[Any, str, Callable[..., Any]]]) -> None:
+    for target, name, listener in listeners:
+        if event.contains(target, name, listener):
+            event.remove(target, name, listener)
+
+
+# Per setup (keyed by its FastMetrics): the automatic instrumentation, or the one that explicitly
+# instrumented engines share (observable pool gauges can be registered once per provider).
+_automatic: weakref.WeakKeyDictionary[Any, _Instrumentation] = weakref.WeakKeyDictionary()
+_explicit: weakref.WeakKeyDictionary[Any, _Instrumentation] = weakref.WeakKeyDictionary()
+
+
 def instrument(context: Context) -> Callable[[], None]:
     """Measure every SQLAlchemy engine and pool; returns the function that stops it."""
-    instrumentation = _Instrumentation(context)
-    listeners: list[tuple[type, str, Callable[..., Any]]] = [
-        (Engine, "before_cursor_execute", instrumentation.before_cursor_execute),
-        (Engine, "after_execute", instrumentation.after_execute),
-        (Engine, "handle_error", instrumentation.handle_error),
-        (Pool, "checkin", instrumentation.on_checkin),
-        (Pool, "close", instrumentation.on_close),
-        (Pool, "detach", instrumentation.on_detach),
-    ]
+    instrumentation = _automatic[context.fast] = _Instrumentation(context)
+    listeners = _listeners(instrumentation, Engine, Pool)
     for target, name, listener in listeners:
         event.listen(target, name, listener)
     original = Engine.raw_connection
@@ -343,11 +361,37 @@ def instrument(context: Context) -> Callable[[], None]:
 
     def undo() -> None:
         instrumentation.enabled = False  # the wrapper stays inert if someone wrapped it since
+        _automatic.pop(context.fast, None)
         if Engine.__dict__.get("raw_connection") is wrapper:
             Engine.raw_connection = original  # type: ignore[method-assign]
-        for target, name, listener in listeners:
-            if event.contains(target, name, listener):
-                event.remove(target, name, listener)
+        _remove(listeners)
         instrumentation.pools.clear()
+
+    return undo
+
+
+def instrument_engine(context: Context, engine: Any) -> Callable[[], None] | None:
+    """Measure one engine (sync or async) when the automatic instrumentation is off.
+
+    With it on, every engine is measured already: returns None and changes nothing. Otherwise
+    returns the function that stops measuring this engine.
+    """
+    if context.fast in _automatic:
+        return None
+    engine = getattr(engine, "sync_engine", engine)  # AsyncEngine
+    instrumentation = _explicit.get(context.fast)
+    if instrumentation is None:
+        instrumentation = _explicit[context.fast] = _Instrumentation(context)
+    # Pool events listened for on an engine follow it to the new pool after dispose().
+    listeners = _listeners(instrumentation, engine, engine)
+    for target, name, listener in listeners:
+        event.listen(target, name, listener)
+    wrapper = instrumentation.wrap_raw_connection(type(engine).raw_connection)
+    engine.raw_connection = functools.partial(wrapper, engine)
+
+    def undo() -> None:
+        if engine.__dict__.get("raw_connection") is not None:
+            del engine.raw_connection
+        _remove(listeners)
 
     return undo

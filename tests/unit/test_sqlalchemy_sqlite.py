@@ -373,3 +373,51 @@ def test_operation_name_of_cte_is_the_main_verb(
         for name, body in zip(names, bodies, strict=False)
     )
     assert operation_name(f"WITH {ctes} {verb} 1") == verb
+
+
+async def test_instrument_engine_measures_only_the_engines_it_is_given(
+    db: Path, tmp_path: Path
+) -> None:
+    handle = setup_metrics(
+        prometheus_host="127.0.0.1", prometheus_port=0, disabled_instrumentations="sqlalchemy"
+    )
+    chosen = handle.instrument_engine(
+        sa.create_engine(f"sqlite:///{db}", insertmanyvalues_page_size=2)
+    )
+    other_db = tmp_path / "other.db"
+    sqlite3.connect(other_db).close()
+    other = sa.create_engine(f"sqlite:///{other_db}")
+    async_db = tmp_path / "async.db"
+    with sqlite3.connect(async_db) as raw:
+        raw.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50))")
+    chosen_async = handle.instrument_engine(
+        create_async_engine(f"sqlite+aiosqlite:///{async_db}", insertmanyvalues_page_size=2)
+    )
+    with chosen.connect() as conn:
+        sync_workload(conn)
+        in_use = handle.render().decode()
+    with other.connect() as conn:
+        conn.execute(sa.text("SELECT 1")).all()
+    async with chosen_async.connect() as conn:
+        await async_workload(conn)
+    text = handle.render().decode()
+    assert operations(text, db_namespace="app.db") == expected("OperationalError")
+    assert operations(text, db_namespace="async.db") == expected("OperationalError")
+    assert operations(text, db_namespace="other.db") == {}
+    assert pool_state(in_use, f"sqlite:///{db.name}")["used"] == 1
+    assert pool_state(text, f"sqlite:///{db.name}")["used"] == 0
+    handle.shutdown()
+    assert "raw_connection" not in chosen.__dict__
+    chosen.dispose()
+    other.dispose()
+    await chosen_async.dispose()
+
+
+def test_instrument_engine_with_automatic_instrumentation_changes_nothing(db: Path) -> None:
+    handle = start()
+    engine = sa.create_engine(f"sqlite:///{db}", insertmanyvalues_page_size=2)
+    assert handle.instrument_engine(engine) is engine
+    with engine.connect() as conn:
+        sync_workload(conn)
+    assert operations(handle.render().decode()) == expected("OperationalError")  # once, not twice
+    engine.dispose()
