@@ -16,8 +16,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
-from otel_kit import setup_metrics
-from otel_kit import instrumentation
+from otel_kit import instrumentation, setup_metrics
 from tests.conftest import series, value
 
 COUNT = "http_server_request_duration_seconds_count"
