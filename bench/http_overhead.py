@@ -42,6 +42,10 @@ PATH = "/items/1"
 CONNECTIONS = 16
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
+# The server must get (nearly) all of its pinned core while wrk measures; a lower share means
+# another process ran on it, and the run is repeated (up to ATTEMPTS times in all).
+MIN_CPU_SHARE = 0.95
+ATTEMPTS = 4
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,9 @@ class Run:
     p50_us: float
     p99_us: float
     wrk_requests: int  # warm-up + measurement
+    server_cpu_share: float | None  # server CPU time / wall time while wrk measured
+    server_cpu_us: float | None  # server CPU time per request while wrk measured
+    attempt: int  # 1, or more if earlier attempts were disturbed (see MIN_CPU_SHARE)
     counted: float | None  # requests the variant's own metrics counted for ROUTE
     metrics_bytes: int | None
     metrics_samples: int | None
@@ -204,10 +211,32 @@ def server_env(variant: Variant) -> dict[str, str]:
     return env
 
 
+def snapshot_otel_kit(workdir: Path) -> None:
+    """Copy the otel_kit package into `workdir`, the servers' working directory (first on their
+    sys.path), so every round measures the code as it was when the benchmark started."""
+    spec = find_spec("otel_kit")
+    if spec is None or spec.origin is None:
+        raise BenchError("otel_kit is not importable; install the project first")
+    shutil.copytree(
+        Path(spec.origin).parent,
+        workdir / "otel_kit",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux), or None where /proc is not available."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """`uvicorn <module>:app` on a free loopback port, pinned to SERVER_CPU."""
 
-    def __init__(self, variant: Variant, flavour: Flavour, *, pin: bool) -> None:
+    def __init__(self, variant: Variant, flavour: Flavour, *, pin: bool, workdir: Path) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         cmd = [
@@ -229,7 +258,9 @@ class Server:
         if pin:
             cmd = ["taskset", "-c", SERVER_CPU, *cmd]  # taskset execs: the PID is uvicorn's
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, env=server_env(variant))
+        self.proc = subprocess.Popen(
+            cmd, stdout=self.log, stderr=self.log, env=server_env(variant), cwd=workdir
+        )
 
     def output(self) -> str:
         self.log.seek(0)
@@ -272,14 +303,28 @@ def counted_requests(text: str, sample_name: str, route_label: str) -> float:
 
 
 def run_one(
-    variant: Variant, flavour: Flavour, round_: int, *, duration: int, warmup: int, pin: bool
+    variant: Variant,
+    flavour: Flavour,
+    round_: int,
+    *,
+    duration: int,
+    warmup: int,
+    pin: bool,
+    workdir: Path,
+    attempt: int,
 ) -> Run:
-    server = Server(variant, flavour, pin=pin)
+    server = Server(variant, flavour, pin=pin, workdir=workdir)
     try:
         server.wait_ready()
         url = server.base + PATH
         warm = run_wrk(url, warmup, pin=pin, latency=False)
+        cpu_start, wall_start = cpu_seconds(server.proc.pid), time.monotonic()
         measured = run_wrk(url, duration, pin=pin, latency=True)
+        cpu_end, wall_end = cpu_seconds(server.proc.pid), time.monotonic()
+        share = cpu_us = None
+        if cpu_start is not None and cpu_end is not None:
+            share = (cpu_end - cpu_start) / (wall_end - wall_start)
+            cpu_us = (cpu_end - cpu_start) * 1e6 / measured.requests
         total = warm.requests + measured.requests
         counted = metrics_bytes = metrics_samples = None
         if variant.counter is not None:
@@ -313,6 +358,9 @@ def run_one(
         p50_us=measured.p50_us,
         p99_us=measured.p99_us,
         wrk_requests=total,
+        server_cpu_share=share,
+        server_cpu_us=cpu_us,
+        attempt=attempt,
         counted=counted,
         metrics_bytes=metrics_bytes,
         metrics_samples=metrics_samples,
@@ -325,6 +373,7 @@ def run_one(
 def summarise(runs: list[Run], flavour: str, variants: list[Variant]) -> list[dict[str, Any]]:
     bare_by_round = {r.round: r.rps for r in runs if r.flavour == flavour and r.variant == "bare"}
     bare_median = statistics.median(bare_by_round.values()) if bare_by_round else None
+    bare_cpu = _median_cpu_us([r for r in runs if r.flavour == flavour and r.variant == "bare"])
     rows: list[dict[str, Any]] = []
     for variant in variants:
         mine = [r for r in runs if r.flavour == flavour and r.variant == variant.name]
@@ -333,6 +382,7 @@ def summarise(runs: list[Run], flavour: str, variants: list[Variant]) -> list[di
         rps = [r.rps for r in mine]
         median_rps = statistics.median(rps)
         ratios = [r.rps / bare_by_round[r.round] for r in mine if r.round in bare_by_round]
+        cpu_us = _median_cpu_us(mine)
         rows.append(
             {
                 "variant": variant.name,
@@ -345,6 +395,10 @@ def summarise(runs: list[Run], flavour: str, variants: list[Variant]) -> list[di
                 "us_added_per_request": (
                     1e6 / median_rps - 1e6 / bare_median if bare_median else None
                 ),
+                "server_cpu_us_per_request": cpu_us,
+                "server_cpu_us_added": (
+                    cpu_us - bare_cpu if cpu_us is not None and bare_cpu is not None else None
+                ),
                 "p50_us": statistics.median(r.p50_us for r in mine),
                 "p99_us": statistics.median(r.p99_us for r in mine),
                 "metrics_bytes": mine[-1].metrics_bytes,
@@ -354,26 +408,35 @@ def summarise(runs: list[Run], flavour: str, variants: list[Variant]) -> list[di
     return rows
 
 
+def _median_cpu_us(runs: list[Run]) -> float | None:
+    values = [r.server_cpu_us for r in runs if r.server_cpu_us is not None]
+    return statistics.median(values) if values else None
+
+
 def _ms(us: float) -> str:
     return f"{us / 1000:.2f} ms"
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| variant | req/s (median) | spread (min-max) | x bare | µs added / req | p50 | p99 "
-        "| /metrics |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | req/s (median) | spread (min-max) | x bare | µs added / req "
+        "| server CPU µs / req (added) | p50 | p99 | /metrics |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         ratio = row["ratio_to_bare"]
         added = row["us_added_per_request"]
+        cpu, cpu_added = row["server_cpu_us_per_request"], row["server_cpu_us_added"]
+        cpu_cell = "-" if cpu is None else f"{cpu:.0f}"
+        if cpu_added is not None:
+            cpu_cell += f" ({cpu_added:+.0f})"
         size = row["metrics_bytes"]
         scrape = "-" if size is None else f"{size:,} B, {row['metrics_samples']} samples"
         lines.append(
             f"| {row['variant']} | {row['rps_median']:,.0f} "
             f"| {row['rps_min']:,.0f}-{row['rps_max']:,.0f} "
             f"| {'-' if ratio is None else f'{ratio:.2f}'} "
-            f"| {'-' if added is None else f'{added:+.0f}'} "
+            f"| {'-' if added is None else f'{added:+.0f}'} | {cpu_cell} "
             f"| {_ms(row['p50_us'])} | {_ms(row['p99_us'])} "
             f"| {scrape} |"
         )
@@ -448,7 +511,12 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"after a {cfg['warmup']} s warm-up; {pinning}.",
         f"- {cfg['rounds']} interleaved round(s); req/s, p50 and p99 are medians over rounds; "
         "x bare is the median of per-round ratios to that round's bare; "
-        "µs added / req = 1e6/rps - 1e6/rps(bare), the extra server CPU time per request.",
+        "µs added / req = 1e6/rps - 1e6/rps(bare), the extra server time per request.",
+        "- server CPU µs / req: the uvicorn process's CPU time (from /proc) over the requests "
+        "wrk completed, median over rounds, and in brackets its difference to bare. Unlike "
+        "req/s, it barely moves when other processes share the machine.",
+        f"- A run is repeated (up to {ATTEMPTS} attempts) when the server got less than "
+        f"{MIN_CPU_SHARE:.0%} of its core while wrk measured.",
         "- Every instrumented run's own /metrics counted at least the requests wrk completed "
         "for `/items/{item_id}` (checked per run); /metrics is its size after the last round.",
         f"- {env['date']}, commit {env['git_commit']}, Python {env['python']}, "
@@ -516,28 +584,55 @@ def main(argv: list[str] | None = None) -> int:
         flavours = [f for f in flavours if f.name != "standard"]
         notes.append("uvicorn[standard] skipped: uvloop/httptools not importable.")
 
+    env = environment(pin)  # the git state of the otel_kit snapshot taken next
     runs: list[Run] = []
+    repeated = 0
     total = args.rounds * len(flavours) * len(args.variant_list)
-    for round_ in range(1, args.rounds + 1):
-        for flavour in flavours:
-            for variant in args.variant_list:
-                run = run_one(
-                    variant,
-                    flavour,
-                    round_,
-                    duration=args.duration,
-                    warmup=args.warmup,
-                    pin=pin,
-                )
-                runs.append(run)
-                counted = "" if run.counted is None else f", counted {run.counted:,.0f}"
-                print(
-                    f"[{len(runs)}/{total}] round {round_} {flavour.name:8} {variant.name:18} "
-                    f"{run.rps:9,.0f} req/s  p50 {_ms(run.p50_us)}  p99 {_ms(run.p99_us)}"
-                    f"  (wrk {run.wrk_requests:,}{counted})",
-                    file=sys.stderr,
-                    flush=True,
-                )
+    with tempfile.TemporaryDirectory(prefix="otel-kit-bench-") as tmp:
+        workdir = Path(tmp)
+        snapshot_otel_kit(workdir)
+        for round_ in range(1, args.rounds + 1):
+            for flavour in flavours:
+                for variant in args.variant_list:
+                    attempts: list[Run] = []
+                    for attempt in range(1, ATTEMPTS + 1):
+                        run = run_one(
+                            variant,
+                            flavour,
+                            round_,
+                            duration=args.duration,
+                            warmup=args.warmup,
+                            pin=pin,
+                            workdir=workdir,
+                            attempt=attempt,
+                        )
+                        attempts.append(run)
+                        share = run.server_cpu_share
+                        counted = "" if run.counted is None else f", counted {run.counted:,.0f}"
+                        print(
+                            f"[{len(runs) + 1}/{total}] round {round_} {flavour.name:8} "
+                            f"{variant.name:18} {run.rps:9,.0f} req/s  p50 {_ms(run.p50_us)}  "
+                            f"p99 {_ms(run.p99_us)}  (wrk {run.wrk_requests:,}{counted}"
+                            f"{'' if share is None else f', server CPU {share:.0%}'})",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        if not pin or share is None or share >= MIN_CPU_SHARE:
+                            break
+                        if attempt < ATTEMPTS:
+                            print("  another process took CPU: run repeated", file=sys.stderr)
+                    # The undisturbed attempt, or if none, the one that got the most CPU.
+                    runs.append(max(attempts, key=lambda r: r.server_cpu_share or 0.0))
+                    repeated += len(attempts) - 1
+    low = [r for r in runs if r.server_cpu_share is not None and r.server_cpu_share < MIN_CPU_SHARE]
+    if pin and low:
+        notes.append(
+            f"{len(low)} run(s) kept although the server got < {MIN_CPU_SHARE:.0%} of its core "
+            f"after {ATTEMPTS} attempts (machine busy): "
+            + ", ".join(f"{r.flavour}/{r.variant} round {r.round}" for r in low)
+        )
+    if repeated:
+        notes.append(f"{repeated} run(s) repeated because another process took the server's CPU.")
 
     result: dict[str, Any] = {
         "config": {
@@ -549,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
             "variants": [v.name for v in args.variant_list],
             "flavours": {f.name: " ".join(f.uvicorn_args) for f in flavours},
         },
-        "environment": environment(pin),
+        "environment": env,
         "notes": notes,
         "summary": {f.name: summarise(runs, f.name, args.variant_list) for f in flavours},
         "runs": [asdict(r) for r in runs],
