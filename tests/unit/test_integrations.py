@@ -1,0 +1,46 @@
+"""The integration registry: on by default, off on request, one log line for a missing library."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import httpx
+import pytest
+
+from otel_kit import setup_metrics
+from otel_kit.instrumentation import INTEGRATIONS
+from tests.conftest import series
+
+HTTPX_SEND = httpx.HTTPTransport.handle_request
+
+
+def test_every_integration_is_on_by_default() -> None:
+    setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
+    assert httpx.HTTPTransport.handle_request is not HTTPX_SEND
+    assert set(INTEGRATIONS) == {"sqlalchemy", "redis", "httpx", "runtime"}
+
+
+def test_missing_library_logs_one_line_and_the_rest_still_works(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `import redis` now raises ImportError(name="redis"), as when redis-py is not installed.
+    monkeypatch.setitem(sys.modules, "redis", None)
+    monkeypatch.delitem(sys.modules, "otel_kit.instrumentation.redis", raising=False)
+    with caplog.at_level(logging.INFO, logger="otel_kit"):
+        handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
+    lines = [r for r in caplog.records if "redis" in r.getMessage()]
+    assert [r.getMessage() for r in lines] == [
+        "otel-kit: redis not installed, not instrumented (pip install 'otel-kit[redis]')"
+    ]
+    assert lines[0].levelno == logging.INFO
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert httpx.HTTPTransport.handle_request is not HTTPX_SEND  # the others are on
+    assert series(handle.render().decode(), "process_memory_usage_bytes")
+
+
+def test_disabled_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "httpx,runtime")
+    handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
+    assert httpx.HTTPTransport.handle_request is HTTPX_SEND
+    assert series(handle.render().decode(), "process_memory_usage_bytes") == []
