@@ -55,6 +55,7 @@ class Variant:
     description: str
     # The sample that counts requests and the label holding the route template; None: bare.
     counter: tuple[str, str] | None
+    baseline: str = "bare"  # the uninstrumented variant it is compared with
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,21 @@ VARIANTS = (
         "handwritten",
         "hand-written pure-ASGI prometheus_client middleware (Histogram + Gauge)",
         ("http_server_request_duration_seconds_count", "http_route"),
+    ),
+    # The realistic route: one SQLite query through SQLAlchemy and one cache lookup.
+    Variant(
+        "bare-db",
+        "bare_db",
+        "realistic route (1 SQLite query + 1 cache lookup), no metrics",
+        None,
+        "bare-db",
+    ),
+    Variant(
+        "otel-kit-db",
+        "otel_kit_db",
+        "realistic route with `setup_metrics(app)` and `@cache_metrics`: HTTP, DB, cache metrics",
+        ("http_server_request_duration_seconds_count", "http_route"),
+        "bare-db",
     ),
 )
 
@@ -371,11 +387,12 @@ def run_one(
 
 
 def summarise(runs: list[Run], flavour: str, variants: list[Variant]) -> list[dict[str, Any]]:
-    bare_by_round = {r.round: r.rps for r in runs if r.flavour == flavour and r.variant == "bare"}
-    bare_median = statistics.median(bare_by_round.values()) if bare_by_round else None
-    bare_cpu = _median_cpu_us([r for r in runs if r.flavour == flavour and r.variant == "bare"])
     rows: list[dict[str, Any]] = []
     for variant in variants:
+        base = [r for r in runs if r.flavour == flavour and r.variant == variant.baseline]
+        bare_by_round = {r.round: r.rps for r in base}
+        bare_median = statistics.median(bare_by_round.values()) if bare_by_round else None
+        bare_cpu = _median_cpu_us(base)
         mine = [r for r in runs if r.flavour == flavour and r.variant == variant.name]
         if not mine:
             continue
@@ -386,6 +403,7 @@ def summarise(runs: list[Run], flavour: str, variants: list[Variant]) -> list[di
         rows.append(
             {
                 "variant": variant.name,
+                "baseline": variant.baseline,
                 "description": variant.description,
                 "rounds": len(mine),
                 "rps_median": median_rps,
@@ -419,7 +437,7 @@ def _ms(us: float) -> str:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| variant | req/s (median) | spread (min-max) | x bare | µs added / req "
+        "| variant | req/s (median) | spread (min-max) | x baseline | µs added / req "
         "| server CPU µs / req (added) | p50 | p99 | /metrics |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -510,8 +528,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"- Load: `GET {PATH}` with `wrk -t1 -c{CONNECTIONS} -d{cfg['duration']}s --latency` "
         f"after a {cfg['warmup']} s warm-up; {pinning}.",
         f"- {cfg['rounds']} interleaved round(s); req/s, p50 and p99 are medians over rounds; "
-        "x bare is the median of per-round ratios to that round's bare; "
-        "µs added / req = 1e6/rps - 1e6/rps(bare), the extra server time per request.",
+        "x baseline is the median of per-round ratios to that round's baseline (`bare`, or "
+        "`bare-db` for the realistic route); µs added / req = 1e6/rps - 1e6/rps(baseline), "
+        "the extra server time per request.",
         "- server CPU µs / req: the uvicorn process's CPU time (from /proc) over the requests "
         "wrk completed, median over rounds, and in brackets its difference to bare. Unlike "
         "req/s, it barely moves when other processes share the machine.",
