@@ -38,7 +38,7 @@ def cases() -> dict[str, Callable[[], None]]:
     sdk_histogram = meter.create_histogram("http.server.request.duration", unit="s")
     sdk_counter = meter.create_counter("requests")
     sdk_updown = meter.create_up_down_counter("http.server.active_requests")
-    attributes = {
+    attributes: dict[str, str | int] = {
         "http.request.method": "GET",
         "http.route": "/items/{item_id}",
         "http.response.status_code": 200,
