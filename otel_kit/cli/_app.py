@@ -10,9 +10,14 @@ from rich.console import Console
 from rich.table import Table
 
 from otel_kit import __version__
+from otel_kit.cli import check, top
 from otel_kit.config import ConfigError, Settings, load_settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="otel-kit: OpenTelemetry metrics inside, Prometheus outside.",
+)
 
 
 def _version(show: bool) -> None:
@@ -44,3 +49,7 @@ def config() -> None:
         names = alias.choices[1:] if isinstance(alias, AliasChoices) else []
         table.add_row(name, "\n".join(map(str, names)), repr(getattr(settings, name)))
     Console().print(table)
+
+
+check.register(app)
+top.register(app)

@@ -1,0 +1,526 @@
+"""`otel-kit check`: every rule on crafted expositions, clean ones pass, exit codes, JSON schema;
+and the real outputs of plain prometheus_client, of otel-kit itself and of the example shop."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+import pytest
+import typer
+from fastapi import FastAPI, HTTPException
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from sqlalchemy import create_engine, text
+from typer.testing import CliRunner, Result
+
+from otel_kit import record_cache_lookup, setup_metrics
+from otel_kit.cli import check
+from otel_kit.cli._exposition import PROMETHEUS_ACCEPT
+from otel_kit.cli._lint import RULES
+from tests.integration.conftest import free_port, server
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "expositions"
+
+
+def cli() -> typer.Typer:
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    check.register(app)
+    return app
+
+
+def run(*args: str, stdin: str | None = None) -> Result:
+    return CliRunner().invoke(cli(), ["check", *args], input=stdin, env={"COLUMNS": "200"})
+
+
+def findings(*args: str, stdin: str | None = None) -> list[tuple[Any, ...]]:
+    result = run(*args, "--json", stdin=stdin)
+    assert result.exit_code in (0, 1), result.output
+    return [
+        (f["severity"], f["rule"], f["family"], f["label"], f["example"], f["message"])
+        for f in json.loads(result.output)["findings"]
+    ]
+
+
+# --- one crafted exposition per rule: that rule fires, and nothing else -------------------
+
+EXPECTED: dict[str, list[tuple[Any, ...]]] = {
+    "label-looks-like-id": [
+        ("error", "label-looks-like-id", "cart_items_total", "cart",
+         "7c9e6679-7425-40de-944b-e07fc1f90ae7", "2 of 3 values look like IDs"),
+    ],
+    "label-looks-like-path": [
+        ("error", "label-looks-like-path", "http_requests_total", "endpoint", "/users/42",
+         "3 of 4 values look like raw URL paths"),
+    ],
+    "label-looks-like-email": [
+        ("error", "label-looks-like-email", "logins_total", "user", "ann.lee@example.com",
+         "2 of 3 values look like email addresses"),
+    ],
+    "label-looks-like-timestamp": [
+        ("error", "label-looks-like-timestamp", "batch_jobs_total", "started",
+         "2024-05-01T10:00:00Z", "3 of 3 values look like times"),
+    ],
+    "high-cardinality-label": [
+        ("error", "high-cardinality-label", "orders_total", "product", "sku-0001",
+         "120 distinct values, over the threshold of 100"),
+    ],
+    "counter-without-total": [
+        ("warning", "counter-without-total", "http_requests", None, None,
+         "counter name lacks _total"),
+    ],
+    "counter-named-like-gauge": [
+        ("warning", "counter-named-like-gauge", "current_users_total", None, None,
+         "named like a current value"),
+    ],
+    "gauge-named-like-counter": [  # and process_thread_count, an OTel semconv name: not reported
+        ("warning", "gauge-named-like-counter", "jobs_processed_total", None, None,
+         "gauge ends in _total"),
+        ("warning", "gauge-named-like-counter", "queue_count", None, None, "gauge ends in _count"),
+    ],
+    "unit-suffix-mismatch": [
+        ("warning", "unit-suffix-mismatch", "request_duration_milliseconds", None, None,
+         "_milliseconds is not a base unit (Prometheus uses seconds and bytes)"),
+        ("warning", "unit-suffix-mismatch", "bytes_received_total", None, None,
+         "unit _bytes is not the last word"),
+        ("warning", "unit-suffix-mismatch", "payload_bytes_total", None, None,
+         "a histogram named _total (a counter suffix)"),
+    ],
+    "missing-unit": [
+        ("warning", "missing-unit", "http_request_duration", None, None,
+         "'duration' with no unit in the name"),
+    ],
+    "missing-help": [
+        ("warning", "missing-help", "queue_depth", None, None, "no HELP text"),
+        ("warning", "missing-help", "workers", None, None, "no HELP text"),
+    ],
+    "histogram-buckets": [
+        ("warning", "histogram-buckets", "db_query_duration_seconds", "le",
+         "0, 5, 10, 25, 50, 75, 100, 250, 500, 10…",
+         "bounds look like milliseconds in a _seconds histogram"),
+        ("warning", "histogram-buckets", "job_duration_seconds", "le", "1, 10",
+         "2 different bucket layouts: sums over `le` are wrong"),
+        ("warning", "histogram-buckets", "job_duration_seconds", "le", "1, 10", "no +Inf bucket"),
+        ("warning", "histogram-buckets", "job_duration_seconds", "le", "1, 10",
+         "only 2 buckets: percentiles will be coarse"),
+        ("warning", "histogram-buckets", "job_duration_seconds", "le", "1, 10",
+         "bucket counts decrease as le grows"),
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("rule", sorted(EXPECTED))
+def test_each_rule_on_its_crafted_exposition(rule: str) -> None:
+    assert findings(str(DATA / f"{rule}.prom")) == EXPECTED[rule]
+
+
+def test_every_rule_is_documented_and_tested() -> None:
+    assert set(EXPECTED) | {"too-many-series"} == set(RULES)
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "check-and-top.md").read_text()
+    for rule, (severity, _) in RULES.items():
+        assert f"| `{rule}` | {severity} |" in doc, rule
+
+
+@pytest.mark.parametrize("name", ["clean.prom", "clean.om"])
+def test_clean_expositions_pass_even_on_warnings(name: str) -> None:
+    result = run(str(DATA / name), "--fail-on", "warning")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == "no problems found"
+
+
+def test_openmetrics_identity_labels_are_not_ids() -> None:
+    # target_info's instance UUID, build_info's commit hash and build time: one series per
+    # process, so not findings; the same values on an ordinary metric are.
+    document = json.loads(run(str(DATA / "clean.om"), "--json").output)
+    assert document["format"] == "openmetrics"
+    names = [f["name"] for f in document["families"]]
+    assert names == [
+        "http_request_duration_seconds", "http_requests_total", "build_info", "target_info",
+    ]  # fmt: skip
+    leaked = (DATA / "clean.om").read_text().replace("build_info{", "builds_total{")
+    leaked = leaked.replace("# TYPE build info", "# TYPE builds counter")
+    leaked = leaked.replace("# HELP build ", "# HELP builds ")
+    assert [f[1:4] for f in findings("-", stdin=leaked)] == [
+        ("label-looks-like-id", "builds_total", "commit"),
+        ("label-looks-like-timestamp", "builds_total", "built"),
+    ]
+
+
+def test_label_value_heuristics() -> None:
+    lines = [
+        "# HELP t_total T.",
+        "# TYPE t_total counter",
+        *(
+            f't_total{{{label}="{value}"}} 1'
+            for label, value in [
+                ("status", "200"), ("port", "65535"), ("generation", "2"), ("version", "3.11.7"),
+                ("route", "/users/{user_id}"), ("route", "/files/*path"), ("route", "/a/:id"),
+                ("pool", "sqlite:////tmp/pytest-of-root/pytest-3/test0/shop.db"),
+                ("pool", "postgresql://127.0.0.1:5432/shop"), ("pool", "redis://cache:6379/0"),
+                ("node", "shop-7d9f8b6c5-x2kqz"), ("le_quoted", "0.25"),
+                ("user_id", "42"), ("order", "1234567"), ("sha", "3f9a8c7d2e1b4a6c"),
+                ("token", "dGhpcyBpcyBhIHNlY3JldCB0b2tlbjEyMw=="),
+                ("ulid", "01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+                ("url", "https://api.example.com/v1/charges"),
+                ("url2", "https://api.example.com/v1/charges/ch_9f8e7d6c5b4a"),
+                ("day", "2024-05-01"), ("epoch_ns", "1714557600123456789"),
+                ("mail", "Ann <ann@example.com>"),
+            ]
+        ),
+    ]  # fmt: skip
+    flagged = {label: rule for _, rule, _, label, _, _ in findings("-", stdin="\n".join(lines))}
+    assert flagged == {
+        "user_id": "label-looks-like-id",
+        "order": "label-looks-like-id",
+        "sha": "label-looks-like-id",
+        "token": "label-looks-like-id",
+        "ulid": "label-looks-like-id",
+        "url2": "label-looks-like-path",
+        "day": "label-looks-like-timestamp",
+        "epoch_ns": "label-looks-like-timestamp",
+        "mail": "label-looks-like-email",
+    }
+    assert ("error", "label-looks-like-id", "t_total", "user_id", "42",
+            "1 of 1 values look like IDs (the label name says so)") in findings(
+        "-", stdin="\n".join(lines)
+    )  # fmt: skip
+
+
+# --- exit codes and options ----------------------------------------------------------------
+
+
+def test_exit_codes_follow_fail_on() -> None:
+    errors, warnings = str(DATA / "label-looks-like-path.prom"), str(DATA / "missing-help.prom")
+    assert run(errors).exit_code == 1
+    assert run(warnings).exit_code == 0
+    assert run(warnings, "--fail-on", "warning").exit_code == 1
+    assert run(errors, "--fail-on", "warning").exit_code == 1
+    result = run(warnings)
+    assert result.output.splitlines()[-1] == "0 errors, 2 warnings: passes"
+
+
+def test_max_series_and_cardinality_threshold() -> None:
+    clean = str(DATA / "clean.prom")  # 19 series; status has 3 values
+    assert run(clean, "--max-series", "19").exit_code == 0
+    assert findings(clean, "--max-series", "18") == [
+        ("error", "too-many-series", None, None,
+         "http_request_duration_seconds: 11 series",
+         "19 series in total, over --max-series 18"),
+    ]  # fmt: skip
+    assert run(clean, "--max-series", "18").exit_code == 1
+    assert findings(clean, "--cardinality-threshold", "2") == [
+        ("error", "high-cardinality-label", "http_requests_total", "status", "200",
+         "3 distinct values, over the threshold of 2"),
+    ]  # fmt: skip
+
+
+def test_human_output() -> None:
+    result = run(str(DATA / "label-looks-like-path.prom"))
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"{DATA / 'label-looks-like-path.prom'}: prometheus, 1 family, 4 series",
+        "series  type       family: labels (distinct values)",
+        "     4  counter    http_requests_total",
+        "                   endpoint=4  method=1",
+        "error   label-looks-like-path  http_requests_total{endpoint}",
+        '        3 of 4 values look like raw URL paths, e.g. endpoint="/users/42"',
+        "        hint: record the route template (/users/{user_id}), never the raw path or "
+        "query string",
+        "1 error, 0 warnings: fails --fail-on error",
+    ]
+
+
+def test_json_document_is_stable() -> None:
+    result = run(str(DATA / "label-looks-like-path.prom"), "--json", "--max-series", "500")
+    assert result.exit_code == 1
+    assert json.loads(result.output) == {
+        "version": 1,
+        "source": str(DATA / "label-looks-like-path.prom"),
+        "format": "prometheus",
+        "settings": {"cardinality_threshold": 100, "max_series": 500, "fail_on": "error"},
+        "summary": {"families": 1, "series": 4, "errors": 1, "warnings": 0, "failed": True},
+        "families": [
+            {
+                "name": "http_requests_total",
+                "type": "counter",
+                "help": True,
+                "series": 4,
+                "labels": [{"name": "endpoint", "values": 4}, {"name": "method", "values": 1}],
+            }
+        ],
+        "findings": [
+            {
+                "rule": "label-looks-like-path",
+                "severity": "error",
+                "family": "http_requests_total",
+                "label": "endpoint",
+                "example": "/users/42",
+                "message": "3 of 4 values look like raw URL paths",
+                "hint": RULES["label-looks-like-path"][1],
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["/no/such/file"], None, "cannot read /no/such/file: No such file or directory"),
+        ([str(DATA)], None, f"cannot read {DATA}: Is a directory"),
+        (["-"], "", "stdin holds no metrics"),
+        (["-"], "<html><body>Not metrics</body></html>", "stdin is not valid Prometheus text"),
+        (["-"], "# TYPE x counter\nx_total 1\n# EOF\nmore", "stdin is not valid Prometheus"),
+        (["ftp://127.0.0.1/m"], None, "ftp://127.0.0.1/m: only http:// and https:// URLs"),
+    ],
+)
+def test_unusable_input_exits_2_with_a_message(
+    args: list[str], stdin: str | None, message: str
+) -> None:
+    result = run(*args, stdin=stdin)
+    assert result.exit_code == 2
+    assert result.output.startswith(f"otel-kit check: {message}"), result.output
+    assert "Traceback" not in result.output
+
+
+def test_usage_errors_exit_2() -> None:
+    assert run(str(DATA / "clean.prom"), "--fail-on", "fatal").exit_code == 2
+    assert run(str(DATA / "clean.prom"), "--max-series", "0").exit_code == 2
+
+
+# --- URLs: a real HTTP server on loopback ---------------------------------------------------
+
+
+class Handler(BaseHTTPRequestHandler):
+    """/text (Prometheus text), /om (OpenMetrics), /html, /missing (404), /slow (1 s)."""
+
+    accepts: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.accepts.append(self.headers.get("Accept", ""))
+        if self.path == "/slow":
+            time.sleep(1)
+        body, content_type, status = {
+            "/text": ((DATA / "label-looks-like-id.prom").read_text(), "text/plain", 200),
+            "/om": ((DATA / "clean.om").read_text(), "application/openmetrics-text", 200),
+            "/html": ("<html>sign in</html>", "text/html", 200),
+        }.get(self.path, ("not found", "text/plain", 404))
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type + "; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = False  # server_close() waits for every handler: no thread outlives a test
+
+
+@pytest.fixture
+def web() -> Iterator[str]:
+    httpd = Server(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+def test_urls_are_fetched_like_prometheus_scrapes(web: str) -> None:
+    Handler.accepts.clear()
+    assert [f[1] for f in findings(f"{web}/text")] == ["label-looks-like-id"]
+    document = json.loads(run(f"{web}/om", "--json").output)
+    assert (document["format"], document["findings"]) == ("openmetrics", [])
+    assert Handler.accepts == [PROMETHEUS_ACCEPT, PROMETHEUS_ACCEPT]
+
+
+@pytest.mark.parametrize(
+    ("path", "options", "message"),
+    [
+        ("/missing", [], "{url} answered HTTP 404, expected 200"),
+        ("/html", [], "{url} is not valid Prometheus text exposition: invalid metric name"),
+        ("/slow", ["--timeout", "0.3"], "{url}: no answer within 0.3 s"),
+    ],
+)
+def test_unusable_urls_exit_2(web: str, path: str, options: list[str], message: str) -> None:
+    url = web + path
+    result = run(url, *options)
+    assert result.exit_code == 2
+    assert result.output.startswith("otel-kit check: " + message.format(url=url)), result.output
+
+
+def test_unreachable_url_exits_2() -> None:
+    url = f"http://127.0.0.1:{free_port()}/metrics"
+    result = run(url)
+    assert result.exit_code == 2
+    assert result.output.startswith(f"otel-kit check: cannot reach {url}: ")
+    assert "Traceback" not in result.output
+
+
+# --- real outputs: plain prometheus_client, otel-kit itself, the shop ---------------------
+
+
+def plain_prometheus_client() -> CollectorRegistry:
+    """A prometheus_client app done right, with the default process/platform/GC collectors."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    labels = ["method", "route", "status"]
+    requests = Counter("http_requests_total", "HTTP requests.", labels, registry=registry)
+    latency = Histogram("http_request_duration_seconds", "Latency.", ["route"], registry=registry)
+    progress = Gauge("http_requests_in_progress", "In progress.", ["method"], registry=registry)
+    for user in range(500):
+        requests.labels("GET", "/users/{user_id}", "200" if user % 10 else "404").inc()
+        latency.labels("/users/{user_id}").observe(user / 1000)
+    progress.labels("GET").set(2)
+    return registry
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_plain_prometheus_client_app_is_clean(openmetrics: bool) -> None:
+    registry = plain_prometheus_client()
+    exposition = (generate_openmetrics if openmetrics else generate_latest)(registry).decode()
+    result = run("-", "--json", "--fail-on", "warning", stdin=exposition)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["findings"] == []
+    assert document["format"] == ("openmetrics" if openmetrics else "prometheus")
+    families = {f["name"]: f for f in document["families"]}
+    assert families["http_requests_total"]["labels"] == [
+        {"name": "status", "values": 2}, {"name": "method", "values": 1},
+        {"name": "route", "values": 1},
+    ]  # fmt: skip
+
+
+def test_the_briefs_seed_app_is_caught() -> None:
+    """The product brief's own prometheus_client code: raw paths and full URLs in labels."""
+    registry = CollectorRegistry()
+    request_count = Counter(
+        "http_requests_total", "Total HTTP requests", ["method", "endpoint", "status"],
+        registry=registry,
+    )  # fmt: skip
+    request_latency = Histogram(
+        "http_request_duration_seconds", "HTTP request latency", ["endpoint"],
+        buckets=[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registry=registry,
+    )  # fmt: skip
+    active_requests = Gauge(
+        "http_requests_in_progress", "HTTP requests currently in progress", ["endpoint"],
+        registry=registry,
+    )  # fmt: skip
+    external = Counter(
+        "external_api_requests_total", "External API requests", ["service", "endpoint", "status"],
+        registry=registry,
+    )  # fmt: skip
+    Gauge("active_users", "Currently active users", registry=registry).set(3)
+    Histogram(
+        "order_total_dollars", "Order total in dollars",
+        buckets=[10, 25, 50, 100, 250, 500, 1000], registry=registry,
+    ).observe(60)  # fmt: skip
+    for user_id in range(1, 151):  # the middleware's endpoint = request.url.path
+        endpoint = f"/users/{user_id}"
+        request_count.labels("GET", endpoint, "200").inc()
+        request_latency.labels(endpoint).observe(0.01)
+        active_requests.labels(endpoint).set(0)
+    for order in (17, 18):
+        url = f"https://payments.example.com/v1/charges?order={order}"
+        external.labels("payments", url, "200").inc()
+    got = findings("-", stdin=generate_latest(registry).decode())
+    path, cardinality = "label-looks-like-path", "high-cardinality-label"
+    assert [f[:5] for f in got] == [
+        ("error", cardinality, "http_requests_total", "endpoint", "/users/1"),
+        ("error", path, "http_requests_total", "endpoint", "/users/1"),
+        ("error", cardinality, "http_request_duration_seconds", "endpoint", "/users/1"),
+        ("error", path, "http_request_duration_seconds", "endpoint", "/users/1"),
+        ("error", cardinality, "http_requests_in_progress", "endpoint", "/users/1"),
+        ("error", path, "http_requests_in_progress", "endpoint", "/users/1"),
+        ("error", path, "external_api_requests_total", "endpoint",
+         "https://payments.example.com/v1/charges…"),
+    ]  # fmt: skip
+    assert got[1][5] == "150 of 150 values look like raw URL paths"
+
+
+async def test_otel_kits_own_exposition_is_clean() -> None:
+    app = FastAPI()
+
+    # async: no worker threads left behind to disturb other tests' thread counts
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        record_cache_lookup("local", hit=item_id % 2 == 0)
+        if item_id > 900:
+            raise HTTPException(503)
+        with engine.connect() as connection:
+            return {"id": connection.execute(text("SELECT :id"), {"id": item_id}).scalar_one()}
+
+    handle = setup_metrics(app, prometheus_host="127.0.0.1", prometheus_port=0)
+    engine = create_engine("sqlite://")
+    url = f"http://127.0.0.1:{handle.prometheus_port}/metrics"
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://shop") as client:
+        for item_id in [*range(1, 301), 901, 902]:  # 300 distinct ids: one route template
+            await client.get(f"/items/{item_id}")
+        for i in range(20):
+            await client.get(f"/no/such/path/{i}")
+    httpx.get(url, timeout=10)  # an outbound call: http_client_request_duration_seconds
+    result = run(url, "--json", "--fail-on", "warning")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["findings"] == []
+    families = {f["name"]: f for f in document["families"]}
+    assert families["http_server_request_duration_seconds"]["labels"] == [
+        {"name": "http_response_status_code", "values": 3},
+        {"name": "http_request_method", "values": 1},
+        {"name": "http_route", "values": 1},
+        {"name": "error_type", "values": 1},
+    ]
+    for name in (
+        "cache_requests_total", "db_client_operation_duration_seconds",
+        "http_client_request_duration_seconds", "process_thread_count", "target_info",
+    ):  # fmt: skip
+        assert families[name]["series"] > 0, name
+
+
+@pytest.mark.integration
+def test_the_example_shop_is_clean(tmp_path: Path) -> None:
+    port = free_port()
+    env = {"SHOP_DATABASE_URL": f"sqlite:///{tmp_path / 'shop.db'}"}
+    args = ["-m", "uvicorn", "examples.shop.app:app", "--port", str(port), "--no-access-log"]
+    with server(args, port, env) as base, httpx.Client(base_url=base, timeout=10) as client:
+        for i in range(1, 301):  # 100 users exist, 200 do not: ids never become labels
+            client.get(f"/users/{i}")
+        order = {"user_id": 1, "total": 60, "payment_method": "card"}
+        assert client.post("/orders", json=order).status_code == 201
+        assert client.get("/error", headers={"Connection": "close"}).status_code == 500
+        for i in range(20):
+            client.get(f"/no/such/path/{i}")
+        result = run(f"{base}/metrics", "--json", "--fail-on", "warning")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["format"] == "openmetrics"  # negotiated as Prometheus does
+    assert document["findings"] == []
+    names = {f["name"] for f in document["families"]}
+    # the semantic-conventions `*_count` gauges are there, and deliberately not findings
+    assert {"db_client_connection_count", "process_thread_count"} <= names
+    assert "process_unix_file_descriptor_count" in names
