@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from otel_kit import __version__
-from otel_kit.cli import check, top
+from otel_kit.cli import check, collector_config, dashboard, rules, top
 from otel_kit.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(
@@ -53,3 +53,6 @@ def config() -> None:
 
 check.register(app)
 top.register(app)
+collector_config.register(app)
+dashboard.register(app)
+rules.register(app)

@@ -1,0 +1,26 @@
+"""`otel-kit dashboard`: write the Grafana dashboards (JSON) generated from the metric catalogue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from otel_kit import dashboards
+
+__all__ = ["register"]
+
+
+def dashboard(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Directory to write the *.json files to.")
+    ] = Path(),
+) -> None:
+    """Write the Grafana dashboards: service overview, database, cache, outbound, runtime."""
+    for path in dashboards.write(output):
+        typer.echo(str(path))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(dashboard)

@@ -1,0 +1,243 @@
+"""Every dashboard query and every rule, evaluated by a real Prometheus scraping the shop.
+
+The test drives known traffic through the shop (SQLite orders, users cached in a real Redis, an
+outbound payment call): 20% of requests fail, 80% of user lookups hit the cache. Prometheus
+(scrape and rule evaluation every second) loads the committed rule files; then each panel
+expression of each committed dashboard, each variable query and each rule is evaluated through
+the HTTP API: each must return finite data, and the key ratios must match what was injected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from otel_kit import rules
+from tests.integration.conftest import ROOT, free_port, server
+from tests.integration.prometheus_server import prometheus, query, wait_for, wait_for_rules
+
+pytest_plugins = ["tests.integration.redis_server"]  # the redis_server fixture
+pytestmark = pytest.mark.integration
+
+DASHBOARDS = sorted((ROOT / "collector" / "grafana" / "dashboards").glob("*.json"))
+RULE_FILES = sorted((ROOT / "collector" / "rules").glob("otel-kit-*.yml"))
+CYCLES = 60  # per cycle: 10 server requests, 2 of them 5xx; 5 user lookups, 4 of them hits
+WARM_UP = 6  # server requests made before the measured traffic
+# Longer than the whole test: rates then cover all the injected traffic.
+RATE_INTERVAL = "5m"
+
+CONFIG = """
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+rule_files: {rule_files}
+scrape_configs:
+  - job_name: shop
+    static_configs:
+      - targets: ["127.0.0.1:{port}"]
+"""
+
+
+def values(result: list[dict[str, Any]]) -> list[float]:
+    return [float(sample["value"][1]) for sample in result]
+
+
+def one(result: list[dict[str, Any]], **labels: str) -> float:
+    matching = [s for s in result if labels.items() <= s["metric"].items()]
+    assert len(matching) == 1, (labels, result)
+    return float(matching[0]["value"][1])
+
+
+def drive(client: httpx.Client) -> None:
+    """The measured traffic, after the warm-up made every series exist."""
+    rng = random.Random(6)
+    close = {"Connection": "close"}  # uvicorn drops the connection after an unhandled exception
+    for cycle in range(CYCLES):
+        new_id = cycle + 2  # users 2..61 exist; user 1 was cached in the warm-up
+        assert client.get(f"/users/{new_id}").status_code == 200  # miss
+        for _ in range(4):
+            assert client.get(f"/users/{rng.randint(1, new_id)}").status_code == 200  # hits
+        for _ in range(2):
+            assert client.get("/error", headers=close).status_code == 500
+        order = {"user_id": 1, "total": 10 + cycle, "payment_method": "card"}
+        created = client.post("/orders", json=order)  # + the shop's own /payments/authorize
+        assert created.status_code == 201
+        assert client.get(f"/orders/{created.json()['id']}").status_code == 200
+
+
+def test_every_panel_and_rule_against_prometheus(tmp_path: Path, redis_server: int) -> None:
+    assert len(DASHBOARDS) == 5 and len(RULE_FILES) == 2
+    redis.Redis(port=redis_server, db=5).flushdb()  # the user cache starts empty
+    port = free_port()
+    env = {
+        "SHOP_DATABASE_URL": f"sqlite:///{tmp_path / 'shop.db'}",
+        "SHOP_REDIS_URL": f"redis://127.0.0.1:{redis_server}/5",
+    }
+    # server() pipes the output without reading it: 120 tracebacks of /error would fill the pipe
+    # and block the shop, so only critical messages are logged
+    args = ["-m", "uvicorn", "examples.shop.app:app", "--port", str(port)]
+    args += ["--log-level", "critical"]
+    config = CONFIG.format(rule_files=json.dumps([str(p) for p in RULE_FILES]), port=port)
+    (tmp_path / "prometheus").mkdir()
+    with (
+        server(args, port, env) as base,
+        httpx.Client(base_url=base, timeout=10) as client,
+        prometheus(config, tmp_path / "prometheus") as prom,
+    ):
+        # Warm-up: one of each kind, so every counter exists before the measured traffic
+        # (a rate cannot see the increments made before a series' first scrape).
+        assert [client.get("/users/1").status_code for _ in range(2)] == [200, 200]
+        assert client.get("/error", headers={"Connection": "close"}).status_code == 500
+        order = {"user_id": 1, "total": 5, "payment_method": "card"}
+        assert client.post("/orders", json=order).status_code == 201
+        assert client.get("/orders/1").status_code == 200
+        total = 'sum(http_server_request_duration_seconds_count{job="shop"})'
+        wait_for(prom, f"{total} == {WARM_UP}")
+        drive(client)
+        wait_for(prom, f"{total} == {WARM_UP + CYCLES * 10}")
+        counts = 'http_server_request_duration_seconds_count{job="shop"}'
+        (last_scrape,) = values(query(prom, f"max(timestamp({counts}))"))
+        # groups run concurrently: two more evaluations (1 s apart) and the alerts have read
+        # recordings of the last scrape
+        wait_for_rules(prom, after=last_scrape + 2)
+        at = time.time()
+        instance = f"127.0.0.1:{port}"
+        check_dashboards(prom, at, instance)
+        check_rules(prom, at)
+
+
+def substitute(expr: str, instance: str) -> str:
+    """Grafana's variables as Grafana would expand them with one service and every route."""
+    for name, value in (
+        ("$__rate_interval", RATE_INTERVAL),
+        ("$job", "shop"),
+        ("$instance", instance),
+        ("$route", ".*"),
+    ):
+        expr = expr.replace(name, value)
+    assert "$" not in expr, expr
+    return expr
+
+
+def check_dashboards(prom: str, at: float, instance: str) -> None:
+    results: dict[str, list[dict[str, Any]]] = {}
+    for path in DASHBOARDS:
+        dashboard = json.loads(path.read_text())
+        for variable in dashboard["templating"]["list"]:
+            if variable["type"] == "query":
+                check_variable(prom, variable["query"], instance)
+        for panel in dashboard["panels"]:
+            for target in panel["targets"]:
+                result = query(prom, substitute(target["expr"], instance), at)
+                finite = [v for v in values(result) if math.isfinite(v)]
+                assert finite, f"{path.name} / {panel['title']}: no data for {target['expr']}"
+                results[f"{dashboard['uid']}/{panel['title']}/{target['refId']}"] = result
+
+    def stat(key: str) -> float:
+        (value,) = values(results[key])
+        return value
+
+    # 20% of the requests failed; all of /error, none of /users/{user_id}
+    assert stat("otel-kit-service/Error ratio/A") == pytest.approx(0.2, abs=0.02)
+    by_route = results["otel-kit-service/Error ratio by route/A"]
+    assert one(by_route, http_route="/error") == 1
+    assert one(by_route, http_route="/users/{user_id}") == 0
+    assert one(results["otel-kit-service/Errors by type/A"], error_type="RuntimeError") > 0
+    # each cycle makes 10 requests, one of them POST /orders (rates, not counts: a rate over a
+    # burst of a few scrapes is extrapolated by up to a scrape interval, alike for every series)
+    orders = one(results["otel-kit-service/Request rate by route/A"], http_route="/orders")
+    assert stat("otel-kit-service/Requests/s/A") == pytest.approx(10 * orders, rel=0.05)
+    assert stat("otel-kit-service/Targets up/A") == 1
+    assert stat("otel-kit-service/p95 latency/A") < 0.25
+    # 4 of 5 user lookups hit the cache (Redis)
+    assert stat("otel-kit-cache/Hit ratio/A") == pytest.approx(0.8, abs=0.03)
+    assert one(results["otel-kit-cache/Hit ratio by cache/A"], cache_name="redis") == (
+        pytest.approx(0.8, abs=0.03)
+    )
+    redis_commands = results["otel-kit-cache/Redis commands/s by command/A"]
+    # one SET per miss, one GET per lookup
+    assert one(redis_commands, db_operation_name="SET") / one(
+        redis_commands, db_operation_name="GET"
+    ) == pytest.approx(0.2, abs=0.03)
+    # one INSERT and one outbound call per order
+    queries = results["otel-kit-database/Queries/s by operation/A"]
+    assert one(queries, db_system_name="sqlite", db_operation_name="INSERT") == pytest.approx(
+        orders, rel=0.1
+    )
+    assert stat("otel-kit-outbound/Calls/s/A") == pytest.approx(orders, rel=0.1)
+    assert stat("otel-kit-outbound/Failed calls/A") == 0
+    assert stat("otel-kit-database/Failed queries/A") == 0
+    assert stat("otel-kit-database/Checkout timeouts/s/A") == 0  # the 0 of `or 0 * ...`
+    assert stat("otel-kit-database/Pool saturation/A") == 0  # nothing checked out between calls
+    pool_max = results["otel-kit-database/Pool connections/B"]
+    assert values(pool_max) == [15]  # QueuePool: pool_size 5 + max_overflow 10
+
+
+def check_variable(prom: str, definition: str, instance: str) -> None:
+    """`label_values(selector, label)` is what Grafana sends as /api/v1/label/<label>/values."""
+    assert definition.startswith("label_values(") and definition.endswith(")"), definition
+    selector, label = definition[len("label_values(") : -1].rsplit(", ", 1)
+    params = {"match[]": substitute(selector, instance)}
+    response = httpx.get(f"{prom}/api/v1/label/{label}/values", params=params, timeout=10)
+    found = set(response.json()["data"])
+    expected = {
+        "job": {"shop"},
+        "instance": {instance},
+        "http_route": {"/users/{user_id}", "/error", "/orders", "/orders/{order_id}"},
+    }[label]
+    assert expected <= found, (definition, found)
+
+
+def check_rules(prom: str, at: float) -> None:
+    groups = rules.generate(rules.SLO(), rules.Thresholds())
+    loaded = httpx.get(f"{prom}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    states: dict[tuple[str, str], str] = {}
+    for group in loaded:
+        for rule in group["rules"]:
+            assert rule["health"] == "ok", rule  # Prometheus evaluated it without error
+            if rule["type"] == "alerting":
+                states[(rule["name"], rule["labels"].get("long_window", ""))] = rule["state"]
+    defined = [rule for file in groups.values() for group in file for rule in group.rules]
+    assert len(defined) == sum(len(group["rules"]) for group in loaded)
+
+    for rule in defined:
+        if isinstance(rule, rules.Recording):
+            assert [v for v in values(query(prom, rule.expr, at)) if math.isfinite(v)], rule
+            assert query(prom, f'{rule.record}{{job="shop"}}', at), f"{rule.record} not recorded"
+        else:
+            for expr in rule.inputs:
+                assert query(prom, expr, at), f"{rule.name}: no data for {expr}"
+            # the condition holds exactly when Prometheus' own evaluation made the alert active
+            state = states[(rule.name, rule.labels.get("long_window", ""))]
+            assert bool(query(prom, rule.expr, at)) == (state != "inactive"), (rule.expr, state)
+
+    def ratio(record: str) -> float:
+        return one(query(prom, record, at), job="shop")
+
+    for window in rules.SLO_WINDOWS:
+        assert ratio(f"job:http_server_request_error:ratio_rate{window}") == pytest.approx(
+            0.2, abs=0.02
+        )
+        assert ratio(f"job:http_server_request_slow:ratio_rate{window}") < 0.01
+    cache = query(prom, "job_cache:cache_requests_hit:ratio_rate5m", at)
+    assert one(cache, cache_name="redis") == pytest.approx(0.8, abs=0.03)
+    assert ratio("job_server:http_client_request_failed:ratio_rate5m") == 0
+    assert ratio("instance_pool:db_client_connection_used:ratio") == 0
+
+    # 20% errors burn a 0.1% budget 200 times too fast: every availability window fires;
+    # the high-error-ratio ticket waits out its 5 minutes; nothing else is wrong
+    active = {key: state for key, state in states.items() if state != "inactive"}
+    burn = "OtelKitAvailabilityBudgetBurn"
+    assert active == {
+        **{(burn, window.long): "firing" for window in rules.BURN_WINDOWS},
+        ("OtelKitHighErrorRatio", ""): "pending",
+    }
