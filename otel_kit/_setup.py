@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
@@ -24,6 +25,9 @@ from otel_kit.exporters.push import push_reader
 from otel_kit.instrumentation import Context, instrument_all
 from otel_kit.instrumentation.asgi import ASGIApp, MetricsMiddleware, disable_fastapi_metrics
 from otel_kit.provider import build_provider, build_resource
+
+if TYPE_CHECKING:
+    from otel_kit.exporters.multiprocess import Multiprocess
 
 __all__ = ["MetricsHandle", "setup_metrics"]
 
@@ -47,6 +51,7 @@ class MetricsHandle:
 
         readers: list[MetricReader] = []
         self.registry: CollectorRegistry | None = None
+        pull: PullReader | None = None
         if "prometheus" in settings.metrics_exporter:
             pull = PullReader(self._fast, self.resource, limit)
             readers.append(pull)
@@ -57,14 +62,30 @@ class MetricsHandle:
             if name in ("otlp", "console")
         )
         self.meter_provider: MeterProvider = build_provider(settings, self.resource, readers)
+        # Several processes (OTEL_KIT_MULTIPROC_DIR): the registry shows all of them.
+        self._multiprocess: Multiprocess | None = None
+        if pull is not None and settings.multiproc_dir is not None:
+            from otel_kit.exporters.multiprocess import Multiprocess  # POSIX only (fcntl)
+
+            self._multiprocess = Multiprocess(
+                settings.multiproc_dir,
+                pull,
+                self.resource,
+                keep_instance_id="service.instance.id" in settings.resource_attributes,
+            )
+            self.registry = self._multiprocess.registry
 
         self._metrics_app: ASGIApp | None = None
         self._server: Any = None
         self.prometheus_port: int | None = None
         if self.registry is not None:
             if serve_on_app:
-                self._metrics_app = make_asgi_app(self.registry)
-            else:
+                self._metrics_app = (
+                    make_asgi_app(self.registry)
+                    if self._multiprocess is None
+                    else self._multiprocess.asgi_app()
+                )
+            elif self._multiprocess is None or self._multiprocess.claim_port():
                 port = settings.prometheus_port
                 self._server, _thread = start_http_server(
                     _DEFAULT_PROMETHEUS_PORT if port is None else port,
@@ -72,6 +93,9 @@ class MetricsHandle:
                     registry=self.registry,
                 )
                 self.prometheus_port = self._server.server_address[1]
+                if hasattr(os, "register_at_fork"):  # POSIX
+                    ref = weakref.ref(self)
+                    os.register_at_fork(after_in_child=lambda: _forget_server(ref))
         self._apps: weakref.WeakSet[Any] = weakref.WeakSet()
         self._closed = False
         self._context = Context(settings, self.meter_provider, self._fast)
@@ -88,9 +112,34 @@ class MetricsHandle:
                 return app
         except TypeError:  # not weak-referenceable: cannot be remembered, wrap it
             pass
+        options = self._middleware_options(app)
+        if options is None:
+            return app
+        if not hasattr(app, "add_middleware"):
+            return MetricsMiddleware(app, **options)
+        if getattr(app, "middleware_stack", None) is None:
+            app.add_middleware(MetricsMiddleware, **options)
+        else:  # already started (e.g. called from a lifespan handler): wrap the built stack
+            app.middleware_stack = MetricsMiddleware(app.middleware_stack, **options)
+        self._apps.add(app)
+        return app
+
+    def _wrap_middleware_stack(self, app: Any, stack: ASGIApp) -> ASGIApp:
+        """For `otel-kit run`: measure a Starlette app whose middleware stack was just built,
+        unless it is measured already (it called `setup_metrics(app)` itself)."""
+        if isinstance(stack, MetricsMiddleware) or app in self._apps:
+            return stack
+        options = self._middleware_options(app)
+        if options is None:
+            return stack
+        self._apps.add(app)
+        return MetricsMiddleware(stack, **options)
+
+    def _middleware_options(self, app: Any) -> dict[str, Any] | None:
+        """MetricsMiddleware's arguments for `app`; None when there is nothing to add."""
         measure = "fastapi" not in self.settings.disabled_instrumentations
         if not measure and self._metrics_app is None:
-            return app
+            return None
         options: dict[str, Any] = {
             "measure": measure,
             "duration": self._http_duration,
@@ -98,18 +147,13 @@ class MetricsHandle:
             "metrics_path": self.settings.metrics_path,
             "metrics_app": self._metrics_app,
             "excluded_urls": self.settings.excluded_urls,
+            "on_shutdown": self.meter_provider.force_flush,
         }
-        if not hasattr(app, "add_middleware"):
-            return MetricsMiddleware(app, **options)
-        if measure:
-            disable_fastapi_metrics(app)
-        options["fastapi_routes"] = hasattr(app, "_telemetry")
-        if getattr(app, "middleware_stack", None) is None:
-            app.add_middleware(MetricsMiddleware, **options)
-        else:  # already started (e.g. called from a lifespan handler): wrap the built stack
-            app.middleware_stack = MetricsMiddleware(app.middleware_stack, **options)
-        self._apps.add(app)
-        return app
+        if hasattr(app, "add_middleware"):  # Starlette/FastAPI
+            if measure:
+                disable_fastapi_metrics(app)
+            options["fastapi_routes"] = hasattr(app, "_telemetry")
+        return options
 
     def instrument_engine(self, engine: Any) -> Any:
         """Measure one SQLAlchemy engine (sync or async) and return it.
@@ -145,6 +189,8 @@ class MetricsHandle:
                 undo()
             except Exception:
                 _log.exception("otel-kit: removing instrumentation failed")
+        if self._multiprocess is not None:
+            self._multiprocess.close()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -155,6 +201,29 @@ _lock = threading.Lock()
 _current: MetricsHandle | None = None
 
 
+def _forget_server(ref: weakref.ref[MetricsHandle]) -> None:
+    """In a child forked from the process serving the metrics port: the serving thread did not
+    survive the fork; close this copy of its socket (the parent keeps serving)."""
+    handle = ref()
+    if handle is not None and handle._server is not None:
+        handle._server.socket.close()
+        handle._server = None
+        handle.prometheus_port = None
+
+
+def _install(config: Settings, *, serve_on_app: bool) -> MetricsHandle:
+    """Build the handle and set the global MeterProvider; call with `_lock` held."""
+    global _current
+    handle = _current = MetricsHandle(config, serve_on_app=serve_on_app)
+    metrics.set_meter_provider(handle.meter_provider)
+    if metrics.get_meter_provider() is not handle.meter_provider:
+        _log.warning(
+            "otel-kit: another MeterProvider was already set globally; metrics created "
+            "with opentelemetry.metrics.get_meter() go there, not to otel-kit's exporters"
+        )
+    return handle
+
+
 def setup_metrics(app: Any = None, **settings: Any) -> MetricsHandle:
     """Configure OTel metrics with Prometheus export and instrument `app` (FastAPI/Starlette).
 
@@ -162,7 +231,6 @@ def setup_metrics(app: Any = None, **settings: Any) -> MetricsHandle:
     from OTEL_KIT_* / OTEL_* environment variables, then defaults. Idempotent: later calls
     return the same handle (and instrument a new `app` passed to them).
     """
-    global _current
     with _lock:
         handle = _current
         if handle is None:
@@ -173,15 +241,26 @@ def setup_metrics(app: Any = None, **settings: Any) -> MetricsHandle:
                     "ASGI app use: handle = setup_metrics(); app = handle.instrument_app(app)"
                 )
             serve_on_app = app is not None and config.prometheus_port is None
-            handle = _current = MetricsHandle(config, serve_on_app=serve_on_app)
-            metrics.set_meter_provider(handle.meter_provider)
-            if metrics.get_meter_provider() is not handle.meter_provider:
-                _log.warning(
-                    "otel-kit: another MeterProvider was already set globally; metrics created "
-                    "with opentelemetry.metrics.get_meter() go there, not to otel-kit's exporters"
-                )
+            handle = _install(config, serve_on_app=serve_on_app)
         elif settings:
             _log.warning("otel-kit: setup_metrics() already ran; new settings ignored")
     if app is not None:
         handle.instrument_app(app)
     return handle
+
+
+def setup_for_run() -> MetricsHandle | None:
+    """The handle `otel-kit run` creates in a process before the application exists: metrics
+    are served on every Starlette app built later, or on the configured port.
+
+    None while a setup is under way: this may be called from inside one (an import it makes).
+    """
+    if not _lock.acquire(blocking=False):
+        return _current
+    try:
+        if _current is not None:
+            return _current
+        config = load_settings()
+        return _install(config, serve_on_app=config.prometheus_port is None)
+    finally:
+        _lock.release()

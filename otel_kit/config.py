@@ -11,8 +11,9 @@ import math
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any
+from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from otel_kit.catalogue import DEFAULT_DURATION_BUCKETS
@@ -64,6 +65,8 @@ class Settings(BaseSettings):
         None, validation_alias=_env("prometheus_port", "OTEL_EXPORTER_PROMETHEUS_PORT")
     )
     metrics_path: str = Field("/metrics", validation_alias=_env("metrics_path"))
+    # Several processes, one Prometheus view (`otel-kit run` sets it; docs/multiprocess.md).
+    multiproc_dir: str | None = Field(None, validation_alias=_env("multiproc_dir"))
     excluded_urls: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
         validation_alias=_env(
@@ -178,6 +181,88 @@ class Settings(BaseSettings):
     def _check_non_empty(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
             raise ValueError("expected a non-empty string")
+        return value
+
+    # OTLP push (OTEL_METRICS_EXPORTER=otlp). Signal-specific spec names win over generic ones;
+    # otel-kit reads them here (not in the SDK exporter) so bad values fail at startup.
+    otlp_endpoint: str | None = Field(
+        None, validation_alias=_env("otlp_endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    otlp_metrics_endpoint: str | None = Field(
+        None,
+        validation_alias=_env("otlp_metrics_endpoint", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"),
+    )
+    otlp_protocol: str = Field(
+        "http/protobuf",
+        validation_alias=_env(
+            "otlp_protocol", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"
+        ),
+    )
+    # SecretStr: `otel-kit config` and reprs must not print credentials.
+    otlp_headers: Annotated[dict[str, SecretStr], NoDecode] = Field(
+        default_factory=dict,
+        validation_alias=_env(
+            "otlp_headers", "OTEL_EXPORTER_OTLP_METRICS_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"
+        ),
+    )
+    # Milliseconds, as the OTel spec says (the Python SDK alone reads seconds).
+    otlp_timeout_ms: int = Field(
+        10000,
+        validation_alias=_env(
+            "otlp_timeout_ms", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"
+        ),
+    )
+
+    @field_validator("otlp_endpoint", "otlp_metrics_endpoint", mode="before")
+    @classmethod
+    def _check_url(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return None  # an empty spec variable means "not set", as in the SDK
+        rule = "expected an http:// or https:// URL with a host, e.g. http://localhost:4318"
+        try:
+            url = urlsplit(value.strip())
+            port_ok = url.port is None or url.port > 0
+        except ValueError:
+            raise ValueError(rule) from None
+        if url.scheme not in ("http", "https") or not url.hostname or not port_ok:
+            raise ValueError(rule)
+        return value.strip()
+
+    @field_validator("otlp_protocol", mode="before")
+    @classmethod
+    def _check_protocol(cls, value: Any) -> Any:
+        protocol = value.strip().lower() if isinstance(value, str) else value
+        if protocol not in ("http/protobuf", "grpc"):
+            raise ValueError(
+                "allowed: http/protobuf, grpc (the OTel Python exporters have no http/json)"
+            )
+        return protocol
+
+    @field_validator("otlp_headers", mode="before")
+    @classmethod
+    def _parse_headers(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        headers: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            name, sep, val = item.partition("=")
+            if not sep or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name.strip()):
+                raise ValueError(
+                    "expected name1=value1,name2=value2 (HTTP header names, percent-encoded values)"
+                )
+            headers[name.strip().lower()] = unquote(val.strip())
+        return headers
+
+    @field_validator("otlp_timeout_ms")
+    @classmethod
+    def _check_timeout(cls, value: int) -> int:
+        if value < 100:
+            raise ValueError(
+                "expected an integer number of milliseconds >= 100 (the OTel spec unit: "
+                "10 s is 10000)"
+            )
         return value
 
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from otel_kit import __version__
-from otel_kit.cli import check, collector_config, dashboard, rules, top
+from otel_kit.cli import check, collector_config, dashboard, rules, run, top
 from otel_kit.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(
@@ -51,6 +51,7 @@ def config() -> None:
     Console().print(table)
 
 
+run.register(app)
 check.register(app)
 top.register(app)
 collector_config.register(app)

@@ -13,6 +13,7 @@ from the route (or endpoint) Starlette's router stored in the scope.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -34,6 +35,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _TELEMETRY_KEY = "fastapi.telemetry"
+# Set by the outermost MetricsMiddleware of a request: inner ones (a mounted sub-app that is
+# instrumented too, an app instrumented twice) pass the request through, so it counts once.
+_MEASURED_KEY = "otel_kit.measured"
 
 
 def _fastapi_request_record() -> Callable[[str], Any] | None:
@@ -116,8 +120,10 @@ class MetricsMiddleware:
         excluded_urls: tuple[str, ...] = (),
         fastapi_routes: bool = False,
         measure: bool = True,
+        on_shutdown: Callable[[], object] | None = None,
     ) -> None:
         self.app = app
+        self._on_shutdown = on_shutdown
         self._duration = duration
         self._active = active
         self._metrics_path = metrics_path if metrics_app is not None else None
@@ -129,10 +135,30 @@ class MetricsMiddleware:
         self._measure = measure
         self._templates: dict[int, tuple[Any, str | None]] = {}
 
+    def _flush_at_shutdown(self, send: Send) -> Send:
+        """uvicorn re-raises SIGTERM after its graceful shutdown, so atexit handlers (the SDK's
+        flush) never run: push the last interval when the app's lifespan ends instead."""
+        flush = self._on_shutdown
+        assert flush is not None
+
+        async def send_after_flush(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                try:
+                    await asyncio.to_thread(flush)
+                except Exception:  # the flush must not keep the app from shutting down
+                    report_failure("shutdown flush")
+            await send(message)
+
+        return send_after_flush
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan" and self._on_shutdown is not None:
+            await self.app(scope, receive, self._flush_at_shutdown(send))
+            return
+        if scope["type"] != "http" or _MEASURED_KEY in scope:
             await self.app(scope, receive, send)
             return
+        scope[_MEASURED_KEY] = True
         path: str = scope["path"]
         root_path: str = scope.get("root_path", "")
         if self._metrics_path is not None and (
