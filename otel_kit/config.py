@@ -272,6 +272,9 @@ def _names(field: str) -> str:
     return " / ".join(str(choice) for choice in alias.choices)
 
 
+_SECRET_FIELDS = frozenset({"otlp_headers"})
+
+
 def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     """Settings from keyword arguments (None means 'not given') over the environment."""
     given = {key: value for key, value in (overrides or {}).items() if value is not None}
@@ -289,5 +292,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
             field = str(error["loc"][0]) if error["loc"] else "?"
             message = str(error["msg"]).removeprefix("Value error, ")
             where = _names(field) if field in Settings.model_fields else field
-            lines.append(f"invalid setting {where} = {error.get('input')!r}: {message}")
+            # Header values carry credentials: never echo them into logs.
+            shown = "<redacted>" if field in _SECRET_FIELDS else repr(error.get("input"))
+            lines.append(f"invalid setting {where} = {shown}: {message}")
         raise ConfigError("\n".join(lines)) from None

@@ -112,3 +112,11 @@ def test_bucket_parser_accepts_exactly_increasing_lists(bounds: list[float]) -> 
     else:
         with pytest.raises(ConfigError, match="strictly increasing"):
             load_settings({"duration_buckets": text})
+
+
+def test_bad_otlp_headers_are_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Bearer s3cret,broken")
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    assert "OTEL_EXPORTER_OTLP_HEADERS = <redacted>" in str(error.value)
+    assert "s3cret" not in str(error.value)
