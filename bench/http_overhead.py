@@ -292,7 +292,7 @@ class Server:
             except OSError:
                 time.sleep(0.05)
                 continue
-            if status == 200 and json.loads(body) == {"id": 1}:
+            if status == 200 and json.loads(body).get("id") == 1:
                 return
             raise BenchError(f"GET {PATH} -> {status} {body!r}")
         raise BenchError(f"server not answering after {timeout}s:\n{self.output()}")

@@ -63,6 +63,8 @@ def measure(name: str, command: list[str], env: dict[str, str], workers: int) ->
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     environment.update(env)
+    # gunicorn and uvicorn from this venv, whatever the caller's PATH
+    environment["PATH"] = f"{Path(sys.executable).parent}:{environment.get('PATH', '')}"
     argv = [part.replace("PORT", str(port)) for part in command]
     process = subprocess.Popen(
         argv,
@@ -75,11 +77,15 @@ def measure(name: str, command: list[str], env: dict[str, str], workers: int) ->
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
+            if process.poll() is not None:
+                raise SystemExit(f"{name}: the server exited with {process.returncode}")
             try:
                 get(base + "/metrics")
                 break
             except OSError:
                 time.sleep(0.1)
+        else:
+            raise SystemExit(f"{name}: the server did not answer within 30 s")
         time.sleep(2 + workers)  # every worker up
         for i in range(400):
             with contextlib.suppress(urllib.error.HTTPError):
