@@ -66,7 +66,7 @@ CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
         ),
         (
             {"OTEL_EXPORTER_OTLP_HEADERS": "api-key"},
-            "OTEL_EXPORTER_OTLP_HEADERS = 'api-key': expected name1=value1,name2=value2",
+            "OTEL_EXPORTER_OTLP_HEADERS = <redacted>: expected name1=value1,name2=value2",
         ),
         (
             {"OTEL_EXPORTER_OTLP_TIMEOUT": "10"},  # seconds, as the Python SDK alone reads it
