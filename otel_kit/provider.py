@@ -5,14 +5,23 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    MeterProvider,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics import _Gauge as Gauge
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 
 from otel_kit.config import Settings
 
-__all__ = ["DURATION_HISTOGRAMS", "build_provider", "build_resource"]
+__all__ = ["DURATION_HISTOGRAMS", "build_provider", "build_resource", "cardinality_limits"]
 
 # Second-based histograms recorded through the SDK (contrib instrumentors, users); they get the
 # configured duration buckets. otel-kit's own HTTP server histogram uses them directly.
@@ -24,6 +33,20 @@ DURATION_HISTOGRAMS = (
     "db.client.connection.create_time",
     "db.client.connection.use_time",
 )
+
+
+def cardinality_limits(limit: int) -> dict[type, int]:
+    """The SDK sets cardinality limits per reader: every reader otel-kit builds takes these."""
+    classes = (
+        Counter,
+        UpDownCounter,
+        Histogram,
+        Gauge,
+        ObservableCounter,
+        ObservableUpDownCounter,
+        ObservableGauge,
+    )
+    return dict.fromkeys(classes, limit)
 
 
 def build_resource(settings: Settings) -> Resource:

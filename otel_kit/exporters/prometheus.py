@@ -20,15 +20,6 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from opentelemetry.sdk.metrics import (
-    Counter,
-    Histogram,
-    ObservableCounter,
-    ObservableGauge,
-    ObservableUpDownCounter,
-    UpDownCounter,
-)
-from opentelemetry.sdk.metrics import _Gauge as Gauge
 from opentelemetry.sdk.metrics.export import (
     Gauge as GaugeData,
 )
@@ -49,26 +40,18 @@ from prometheus_client.utils import floatToGoString
 
 from otel_kit._fast import FastMetrics
 from otel_kit.catalogue import prometheus_label, prometheus_name, unit_suffix
+from otel_kit.provider import cardinality_limits
 
 __all__ = ["PrometheusCollector", "PullReader", "make_registry"]
 
 _log = logging.getLogger("otel_kit")
-_INSTRUMENT_CLASSES = (
-    Counter,
-    UpDownCounter,
-    Histogram,
-    Gauge,
-    ObservableCounter,
-    ObservableUpDownCounter,
-    ObservableGauge,
-)
 
 
 class PullReader(MetricReader):
     """Collects on demand (each scrape), SDK metrics plus otel-kit's fast instruments."""
 
     def __init__(self, fast: FastMetrics, resource: Resource, cardinality_limit: int) -> None:
-        super().__init__(cardinality_limits=dict.fromkeys(_INSTRUMENT_CLASSES, cardinality_limit))
+        super().__init__(cardinality_limits=cardinality_limits(cardinality_limit))
         self._fast = fast
         self._resource = resource
         self._lock = threading.Lock()

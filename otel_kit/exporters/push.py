@@ -38,6 +38,7 @@ from opentelemetry.sdk.resources import Resource
 
 from otel_kit._fast import FastMetrics
 from otel_kit.config import ConfigError, Settings
+from otel_kit.provider import cardinality_limits
 
 __all__ = [
     "DEFAULT_GRPC_ENDPOINT",
@@ -248,10 +249,11 @@ class _PushReader(MetricReader):
     nothing, which would drop otel-kit's fast instruments (they live outside the SDK).
     """
 
-    def __init__(self, exporter: _PushExporter, interval_ms: float) -> None:
+    def __init__(self, exporter: _PushExporter, interval_ms: float, cardinality_limit: int) -> None:
         super().__init__(
             preferred_temporality=exporter._preferred_temporality,
             preferred_aggregation=exporter._preferred_aggregation,
+            cardinality_limits=cardinality_limits(cardinality_limit),
         )
         self._exporter = exporter
         self._interval_s = interval_ms / 1000
@@ -320,4 +322,8 @@ def push_reader(
         inner, target = _otlp_exporter(settings), otlp_endpoint(settings)
     else:
         inner, target = ConsoleMetricExporter(), "the console"
-    return _PushReader(_PushExporter(inner, fast, resource, target), settings.export_interval_ms)
+    return _PushReader(
+        _PushExporter(inner, fast, resource, target),
+        settings.export_interval_ms,
+        settings.cardinality_limit,
+    )

@@ -544,3 +544,22 @@ def test_sigterm_flushes_the_last_interval(tmp_path: Path, protocol: str) -> Non
         (request,) = receiver.requests()
     assert total_count(request, DURATION, **ITEMS) == 57  # 56 + the readiness probe
     assert total_count(request, "shop.orders") == 57
+
+
+async def test_the_cardinality_limit_applies_to_pushed_metrics() -> None:
+    with OTLPReceiver() as receiver:
+        handle = setup_metrics(
+            metrics_exporter="otlp",
+            otlp_endpoint=receiver.endpoint,
+            export_interval_ms=60_000,
+            cardinality_limit=3,
+        )
+        tenants = handle.meter_provider.get_meter("t").create_counter("tenant.requests")
+        for i in range(6):
+            tenants.add(1, {"tenant": f"t{i}"})
+        handle.shutdown()
+    (request,) = receiver.requests()
+    sent = points(request, "tenant.requests")
+    assert len(sent) == 4  # 3 attribute sets, then one overflow point
+    assert total_count(request, "tenant.requests", **{"otel.metric.overflow": True}) == 3
+    assert total_count(request, "tenant.requests") == 6
