@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,17 +23,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from http_overhead import free_port  # bench/ is the script's directory
+
 BENCH = Path(__file__).resolve().parent
 APPS = BENCH / "apps"
 OTEL_KIT = str(Path(sys.executable).with_name("otel-kit"))
 SCRAPES = 200
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def group_cpu(pgid: int) -> float:

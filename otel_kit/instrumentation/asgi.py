@@ -196,10 +196,13 @@ class MetricsMiddleware:
         done = False
         start = perf_counter()
 
-        def finish(error: str | None) -> None:
+        def finish(error: str | None = None) -> None:
+            """Record the request; without an exception, a 5xx status is the error type."""
             nonlocal done
             done = True
             elapsed = perf_counter() - start
+            if error is None and status is not None and status >= 500:
+                error = str(status)
             try:
                 route = getattr(record, "route", None) or _generic_route(scope, self._templates)
                 self._duration.record(elapsed, (method, route, status, error))
@@ -217,7 +220,7 @@ class MetricsMiddleware:
                 (kind == "http.response.body" and not message.get("more_body", False))
                 or kind == "http.response.pathsend"
             ):
-                finish(str(status) if status is not None and status >= 500 else None)
+                finish()
 
         try:
             await self.app(scope, receive, send_with_metrics)
@@ -229,7 +232,7 @@ class MetricsMiddleware:
             raise
         else:
             if not done:  # the app returned without completing its response
-                finish(str(status) if status is not None and status >= 500 else None)
+                finish()
         finally:
             if owned:
                 scope.pop(_TELEMETRY_KEY, None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import pytest
 from otel_kit import setup_metrics
 from otel_kit._fast import FastHistogram
 from tests.conftest import series, value
+from tests.integration.conftest import free_port  # nothing listens there: a refused connect
 
 pytestmark = pytest.mark.integration
 COUNT = "http_client_request_duration_seconds_count"
@@ -62,13 +62,6 @@ def base() -> Iterator[str]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=10)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port  # nothing listens: connecting is refused
 
 
 def port_of(base: str) -> str:
@@ -136,7 +129,7 @@ async def test_async_client(base: str) -> None:
 
 
 def test_sync_connect_error_and_timeout(base: str) -> None:
-    refused = closed_port()
+    refused = free_port()
     handle = setup_metrics(
         prometheus_host="127.0.0.1", prometheus_port=0, peer_services="127.0.0.1=loopback"
     )
@@ -160,7 +153,7 @@ def test_sync_connect_error_and_timeout(base: str) -> None:
 
 
 async def test_async_connect_error_and_timeout(base: str) -> None:
-    refused = closed_port()
+    refused = free_port()
     handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
     async with httpx.AsyncClient(timeout=0.1) as client:
         with pytest.raises(httpx.ConnectError):
@@ -214,7 +207,7 @@ def test_metrics_failure_never_reaches_the_caller(
     with httpx.Client(base_url=base, timeout=0.1) as client:
         assert client.get("/status/500").status_code == 500
         with pytest.raises(httpx.ConnectError):
-            client.get(f"http://127.0.0.1:{closed_port()}/")
+            client.get(f"http://127.0.0.1:{free_port()}/")
     assert "recording httpx metrics failed" in caplog.text
 
 
