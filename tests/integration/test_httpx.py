@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
@@ -14,7 +13,9 @@ import pytest
 from otel_kit import setup_metrics
 from otel_kit._fast import FastHistogram
 from tests.conftest import series, value
-from tests.integration.conftest import free_port  # nothing listens there: a refused connect
+
+# free_port(): nothing listens there, so connecting is refused
+from tests.integration.conftest import free_port, http_server
 
 pytestmark = pytest.mark.integration
 COUNT = "http_client_request_duration_seconds_count"
@@ -52,16 +53,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def base() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = False  # server_close() waits for handlers still sleeping
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=10)
+    with http_server(Handler) as url:
+        yield url
 
 
 def port_of(base: str) -> str:

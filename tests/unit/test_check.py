@@ -4,10 +4,9 @@ and the real outputs of plain prometheus_client, of otel-kit itself and of the e
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,7 +32,7 @@ from otel_kit import record_cache_lookup, setup_metrics
 from otel_kit.cli import check
 from otel_kit.cli._exposition import PROMETHEUS_ACCEPT
 from otel_kit.cli._lint import RULES
-from tests.integration.conftest import free_port, server
+from tests.integration.conftest import free_port, http_server, server
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "expositions"
 
@@ -331,21 +330,10 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = False  # server_close() waits for every handler: no thread outlives a test
-
-
 @pytest.fixture
 def web() -> Iterator[str]:
-    httpd = Server(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=10)
+    with http_server(Handler) as url:
+        yield url
 
 
 def test_urls_are_fetched_like_prometheus_scrapes(web: str) -> None:
