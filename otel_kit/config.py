@@ -6,6 +6,7 @@ Every setting is a field below; its env var names are the field's aliases. Bad v
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import math
 import re
@@ -13,7 +14,14 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from otel_kit.catalogue import DEFAULT_DURATION_BUCKETS
@@ -22,6 +30,35 @@ __all__ = ["EXPORTERS", "INSTRUMENTATIONS", "ConfigError", "Settings", "load_set
 
 EXPORTERS = ("prometheus", "otlp", "console", "none")
 INSTRUMENTATIONS = ("fastapi", "sqlalchemy", "redis", "httpx", "runtime")
+
+
+_MS = "an integer number of milliseconds"
+# Integer settings: (lowest, highest, the rule an error shows).
+_INT_RULES: dict[str, tuple[int, int, str]] = {
+    "prometheus_port": (0, 65535, "expected a TCP port from 0 to 65535 (0 picks a free port)"),
+    "cardinality_limit": (
+        1,
+        10_000_000,
+        "expected an integer from 1 to 10000000 (attribute sets per metric before overflow)",
+    ),
+    "export_interval_ms": (100, 86_400_000, f"expected {_MS} from 100 to 86400000 (one day)"),
+    "otlp_timeout_ms": (
+        100,
+        600_000,
+        f"expected {_MS} from 100 to 600000 (the OTel spec unit: 10 s is 10000)",
+    ),
+}
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}\.?$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?"
+)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class ConfigError(ValueError):
@@ -44,6 +81,8 @@ class Settings(BaseSettings):
         extra="forbid", populate_by_name=True, frozen=True, case_sensitive=True
     )
 
+    # OTEL_SDK_DISABLED=true: setup_metrics() measures and serves nothing (the app is untouched).
+    sdk_disabled: bool = Field(False, validation_alias=_env("sdk_disabled", "OTEL_SDK_DISABLED"))
     service_name: str | None = Field(
         None, validation_alias=_env("service_name", "OTEL_SERVICE_NAME")
     )
@@ -148,12 +187,20 @@ class Settings(BaseSettings):
             raise ValueError(f"allowed: comma-separated {', '.join(INSTRUMENTATIONS)}")
         return names
 
-    @field_validator("prometheus_port")
+    @field_validator(*_INT_RULES, mode="before")
     @classmethod
-    def _check_port(cls, value: int | None) -> int | None:
-        if value is not None and not 0 <= value <= 65535:
-            raise ValueError("expected a TCP port from 0 to 65535 (0 picks a free port)")
-        return value
+    def _parse_int(cls, value: Any, info: ValidationInfo) -> Any:
+        """Integers: one message (the rule) for text that is not one and for values out of range."""
+        low, high, rule = _INT_RULES[str(info.field_name)]
+        if value is None:
+            return None
+        try:
+            number = int(value.strip()) if isinstance(value, str) else int(value)
+        except (TypeError, ValueError):
+            raise ValueError(rule) from None
+        if isinstance(value, float | bool) or not low <= number <= high:
+            raise ValueError(rule)
+        return number
 
     @field_validator("metrics_path")
     @classmethod
@@ -162,21 +209,33 @@ class Settings(BaseSettings):
             raise ValueError("expected a URL path starting with '/' (no query, no spaces)")
         return value
 
-    @field_validator("cardinality_limit")
+    @field_validator("sdk_disabled", mode="before")
     @classmethod
-    def _check_limit(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError("expected an integer >= 1 (attribute sets per metric before overflow)")
-        return value
+    def _parse_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return value
+        text = value.strip().lower() if isinstance(value, str) else value
+        if text in ("true", "false", ""):
+            return text == "true"
+        raise ValueError("allowed: true, false (case-insensitive)")
 
-    @field_validator("export_interval_ms")
+    @field_validator("prometheus_host", mode="before")
     @classmethod
-    def _check_interval(cls, value: int) -> int:
-        if value < 100:
-            raise ValueError("expected an integer number of milliseconds >= 100")
-        return value
+    def _check_host(cls, value: Any) -> Any:
+        host = value.strip() if isinstance(value, str) else value
+        if isinstance(host, str) and (_is_ip(host) or _HOSTNAME.fullmatch(host)):
+            return host
+        raise ValueError(
+            "expected a host name or IP address to bind, e.g. localhost, 127.0.0.1, "
+            "0.0.0.0 (all IPv4 interfaces) or :: (all IPv6)"
+        )
 
-    @field_validator("service_name", "prometheus_host")
+    @field_validator("multiproc_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("service_name")
     @classmethod
     def _check_non_empty(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
@@ -255,16 +314,6 @@ class Settings(BaseSettings):
             headers[name.strip().lower()] = unquote(val.strip())
         return headers
 
-    @field_validator("otlp_timeout_ms")
-    @classmethod
-    def _check_timeout(cls, value: int) -> int:
-        if value < 100:
-            raise ValueError(
-                "expected an integer number of milliseconds >= 100 (the OTel spec unit: "
-                "10 s is 10000)"
-            )
-        return value
-
 
 def _names(field: str) -> str:
     alias = Settings.model_fields[field].validation_alias
@@ -285,7 +334,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
             f"allowed: {', '.join(sorted(Settings.model_fields))}"
         )
     try:
-        return Settings(**given)
+        settings = Settings(**given)
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
@@ -296,3 +345,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
             shown = "<redacted>" if field in _SECRET_FIELDS else repr(error.get("input"))
             lines.append(f"invalid setting {where} = {shown}: {message}")
         raise ConfigError("\n".join(lines)) from None
+    if settings.sdk_disabled:  # the OTel spec's switch: no exporter, no instrumentation
+        return settings.model_copy(
+            update={"metrics_exporter": ("none",), "disabled_instrumentations": INSTRUMENTATIONS}
+        )
+    return settings

@@ -5,13 +5,16 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from otel_kit import ConfigError, setup_metrics
 from otel_kit.catalogue import DEFAULT_DURATION_BUCKETS
-from otel_kit.config import load_settings
+from otel_kit.cli._app import app
+from otel_kit.config import Settings, load_settings
 from otel_kit.provider import build_resource
 
 
@@ -69,10 +72,23 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"duration_buckets": "-1,2"}, "OTEL_KIT_DURATION_BUCKETS", ">= 0"),
     ({"duration_buckets": "a,b"}, "OTEL_KIT_DURATION_BUCKETS", "finite numbers"),
     ({"prometheus_port": 70000}, "OTEL_EXPORTER_PROMETHEUS_PORT", "0 to 65535"),
-    ({"prometheus_port": "http"}, "OTEL_EXPORTER_PROMETHEUS_PORT", "valid integer"),
+    ({"prometheus_port": "http"}, "OTEL_EXPORTER_PROMETHEUS_PORT", "0 to 65535"),
+    ({"prometheus_port": "-1"}, "OTEL_EXPORTER_PROMETHEUS_PORT", "0 to 65535"),
+    ({"prometheus_host": "not a host"}, "OTEL_EXPORTER_PROMETHEUS_HOST", "0.0.0.0"),
+    ({"prometheus_host": "-bad.example"}, "OTEL_EXPORTER_PROMETHEUS_HOST", "host name or IP"),
+    ({"prometheus_host": ""}, "OTEL_EXPORTER_PROMETHEUS_HOST", "host name or IP"),
     ({"metrics_path": "metrics"}, "OTEL_KIT_METRICS_PATH", "starting with '/'"),
-    ({"cardinality_limit": 0}, "OTEL_KIT_CARDINALITY_LIMIT", ">= 1"),
-    ({"export_interval_ms": 5}, "OTEL_METRIC_EXPORT_INTERVAL", ">= 100"),
+    ({"metrics_path": "/metrics?x=1"}, "OTEL_KIT_METRICS_PATH", "no query"),
+    ({"cardinality_limit": 0}, "OTEL_KIT_CARDINALITY_LIMIT", "from 1 to 10000000"),
+    ({"cardinality_limit": "2.5"}, "OTEL_KIT_CARDINALITY_LIMIT", "from 1 to 10000000"),
+    ({"export_interval_ms": 5}, "OTEL_METRIC_EXPORT_INTERVAL", "from 100 to 86400000"),
+    ({"export_interval_ms": "1m"}, "OTEL_METRIC_EXPORT_INTERVAL", "milliseconds"),
+    ({"otlp_timeout_ms": "10s"}, "OTEL_EXPORTER_OTLP_TIMEOUT", "from 100 to 600000"),
+    ({"otlp_endpoint": "localhost:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT", "http:// or https://"),
+    ({"otlp_metrics_endpoint": "http://:4318"}, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "host"),
+    ({"otlp_protocol": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf, grpc"),
+    ({"sdk_disabled": "yes"}, "OTEL_SDK_DISABLED", "allowed: true, false"),
+    ({"peer_services": "db.internal"}, "OTEL_KIT_PEER_SERVICES", "key=value"),
     ({"excluded_urls": "(unclosed"}, "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "regular expression"),
     ({"resource_attributes": "novalue"}, "OTEL_RESOURCE_ATTRIBUTES", "key=value"),
     ({"disabled_instrumentations": "mongo"}, "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "redis"),
@@ -90,6 +106,22 @@ def test_bad_values_name_setting_value_and_rule(
     assert setting in message
     assert repr(next(iter(kwargs.values()))) in message
     assert rule in message
+
+
+@pytest.mark.parametrize(("kwargs", "setting", "rule"), BAD)
+def test_otel_kit_run_exits_2_with_the_same_message(
+    kwargs: dict[str, Any], setting: str, rule: str
+) -> None:
+    """`otel-kit run` validates before starting anything and says which option was wrong."""
+    [(field, bad)] = kwargs.items()
+    text = ",".join(map(str, bad)) if isinstance(bad, list) else str(bad)
+    with pytest.raises(ConfigError) as error:
+        load_settings({field: text})
+    flag = "--" + field.replace("_", "-")
+    result = CliRunner().invoke(app, ["run", flag, text, "python", "-c", "pass"])
+    assert result.exit_code == 2
+    assert f"otel-kit run: {error.value} (from {flag})" in result.stderr
+    assert rule in result.stderr
 
 
 def test_bad_env_value_fails_the_same_way(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,3 +152,63 @@ def test_bad_otlp_headers_are_not_echoed(monkeypatch: pytest.MonkeyPatch) -> Non
         load_settings()
     assert "OTEL_EXPORTER_OTLP_HEADERS = <redacted>" in str(error.value)
     assert "s3cret" not in str(error.value)
+
+
+@given(
+    field=st.sampled_from(sorted(Settings.model_fields)),
+    text=st.text(st.characters(blacklist_categories=("Cs",)), max_size=40),
+)
+def test_any_text_for_any_setting_is_accepted_or_named_in_one_clear_error(
+    field: str, text: str
+) -> None:
+    """Environment variables are text: whatever they hold, the parser either gives a value or
+    raises ConfigError naming that setting (never another exception, never a traceback)."""
+    try:
+        load_settings({field: text})
+    except ConfigError as error:
+        assert str(error).startswith(f"invalid setting {field} / OTEL_KIT_{field.upper()}")
+
+
+@given(st.integers(-(10**6), 10**6))
+def test_port_parser_accepts_exactly_the_tcp_range(port: int) -> None:
+    for given_as in (port, f" {port} "):
+        if 0 <= port <= 65535:
+            assert load_settings({"prometheus_port": given_as}).prometheus_port == port
+        else:
+            with pytest.raises(ConfigError, match="from 0 to 65535"):
+                load_settings({"prometheus_port": given_as})
+
+
+@given(
+    st.one_of(
+        st.ip_addresses(),
+        st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z]{2,8}){0,3}", fullmatch=True),
+    )
+)
+def test_host_parser_accepts_ip_addresses_and_host_names(host: object) -> None:
+    assert load_settings({"prometheus_host": str(host)}).prometheus_host == str(host)
+
+
+@given(st.sampled_from(["true", "TRUE", "True", "false", "False", " false ", ""]))
+def test_boolean_parser_follows_the_otel_spec(text: str) -> None:
+    assert load_settings({"sdk_disabled": text}).sdk_disabled is (text.strip().lower() == "true")
+
+
+async def test_sdk_disabled_leaves_the_app_untouched(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi import FastAPI
+
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    app = FastAPI()
+
+    @app.get("/ping")
+    def ping() -> str:
+        return "pong"
+
+    handle = setup_metrics(app)
+    assert handle.settings.metrics_exporter == ("none",)
+    assert handle.registry is None
+    assert app.user_middleware == []
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert (await client.get("/ping")).json() == "pong"
+        assert (await client.get("/metrics")).status_code == 404
