@@ -78,7 +78,11 @@ def _split(value: Any) -> Any:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        extra="forbid", populate_by_name=True, frozen=True, case_sensitive=True
+        extra="forbid",
+        populate_by_name=True,
+        frozen=True,
+        case_sensitive=True,
+        env_ignore_empty=True,  # the OTel spec: an empty variable is an unset one
     )
 
     # OTEL_SDK_DISABLED=true: setup_metrics() measures and serves nothing (the app is untouched).

@@ -49,6 +49,18 @@ def test_env_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.disabled_instrumentations == ("redis", "httpx")
 
 
+def test_empty_env_vars_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_KIT_SERVICE_NAME", "")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-spec")
+    for name in ("OTEL_EXPORTER_PROMETHEUS_PORT", "OTEL_METRICS_EXPORTER", "OTEL_SDK_DISABLED"):
+        monkeypatch.setenv(name, "")
+    settings = load_settings()
+    assert settings.service_name == "from-spec"
+    assert settings.prometheus_port is None
+    assert settings.metrics_exporter == ("prometheus",)
+    assert settings.sdk_disabled is False
+
+
 def test_resource_attributes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
         "OTEL_RESOURCE_ATTRIBUTES", "service.name=env-name,service.version=9,team=payments"
