@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import gc
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -293,12 +295,40 @@ def listener_counts() -> tuple[int, ...]:
 
 def test_shutdown_removes_every_listener_and_wrapper(db: Path) -> None:
     original, before = Engine.raw_connection, listener_counts()
+    insertmany = Connection._exec_insertmany_context
     handle = start()
     assert Engine.raw_connection is not original
-    assert listener_counts() == tuple(n + 1 for n in before)
+    # Statements are timed on the dialect: no statement listener on Engine (see the next test).
+    assert listener_counts() == (before[0], before[1], *(n + 1 for n in before[2:]))
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+    assert "do_execute" in vars(engine.dialect)
+    assert Connection._exec_insertmany_context is not insertmany
     handle.shutdown()
     assert Engine.raw_connection is original
     assert listener_counts() == before
+    assert not {"do_execute", "do_executemany", "do_execute_no_params"} & set(vars(engine.dialect))
+    assert Connection._exec_insertmany_context is insertmany
+    engine.dispose()
+
+
+def test_statements_stay_on_sqlalchemy_fast_path() -> None:
+    """An Engine statement listener (`_has_events`) would put every connection on SQLAlchemy's
+    slower event path; in a fresh process, measuring must not set it."""
+    script = (
+        "import sqlalchemy as sa, otel_kit\n"
+        "otel_kit.setup_metrics(metrics_exporter='prometheus')\n"
+        "engine = sa.create_engine('sqlite://')\n"
+        "with engine.connect() as conn:\n"
+        "    conn.execute(sa.text('SELECT 1'))\n"
+        "    print(conn._has_events, engine._has_events, sa.engine.Engine._has_events)\n"
+        "print(otel_kit.setup_metrics().render().decode().count('db_client_operation_duration_seconds_count{'))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.split() == ["False", "False", "False", "1"]
 
     # A second setup measures each statement once.
     handle = start()
