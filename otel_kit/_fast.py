@@ -195,10 +195,16 @@ class FastMetrics:
     def merge(self, data: MetricsData | None, resource: Resource) -> MetricsData:
         """`data` (SDK metrics, None when the SDK had none) plus this scope's metrics."""
         resource_metrics = list(data.resource_metrics) if data is not None else []
-        if not self._instruments:
-            return MetricsData(resource_metrics=resource_metrics)
         now = time_ns()
-        metrics = [instrument.metric(self._start, now) for instrument in self._instruments]
+        # Instruments without points yet are left out, as the SDK does (an OTLP metric without
+        # data points has no data at all).
+        metrics = [
+            metric
+            for metric in (instrument.metric(self._start, now) for instrument in self._instruments)
+            if metric.data.data_points
+        ]
+        if not metrics:
+            return MetricsData(resource_metrics=resource_metrics)
         scope = ScopeMetrics(scope=self._scope, metrics=metrics, schema_url="")
         if resource_metrics:
             first = resource_metrics[0]

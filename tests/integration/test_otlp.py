@@ -525,8 +525,7 @@ def test_collector_outages(tmp_path: Path, protocol: str) -> None:
 
 
 # uvicorn re-raises SIGTERM after its graceful shutdown, so the SDK's atexit flush never runs;
-# the fix flushes when the app's lifespan ends (MetricsMiddleware, see the report). Remove this
-# marker with that change: strict, so the test fails as soon as it passes.
+# otel-kit flushes when the app's lifespan ends (MetricsMiddleware).
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_sigterm_flushes_the_last_interval(tmp_path: Path, protocol: str) -> None:
     with OTLPReceiver(protocol) as receiver:
