@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 __all__ = [
     "CACHE_REQUESTS",
+    "CPYTHON_GC_COLLECTED_OBJECTS",
+    "CPYTHON_GC_COLLECTIONS",
+    "CPYTHON_GC_UNCOLLECTABLE_OBJECTS",
     "DB_CLIENT_CONNECTION_COUNT",
     "DB_CLIENT_CONNECTION_MAX",
     "DB_CLIENT_CONNECTION_PENDING_REQUESTS",
@@ -22,6 +25,11 @@ __all__ = [
     "HTTP_SERVER_ACTIVE_REQUESTS",
     "HTTP_SERVER_REQUEST_DURATION",
     "KNOWN_HTTP_METHODS",
+    "PROCESS_CPU_TIME",
+    "PROCESS_MEMORY_USAGE",
+    "PROCESS_MEMORY_VIRTUAL",
+    "PROCESS_THREAD_COUNT",
+    "PROCESS_UNIX_FILE_DESCRIPTOR_COUNT",
     "MetricSpec",
     "prometheus_label",
     "prometheus_name",
@@ -129,6 +137,64 @@ HTTP_CLIENT_REQUEST_DURATION = MetricSpec(
         "error.type",
         "peer.service",
     ),
+)
+
+# Runtime (otel_kit/instrumentation/runtime.py): observable instruments read at collection time.
+PROCESS_CPU_TIME = MetricSpec(
+    name="process.cpu.time",
+    kind="counter",
+    unit="s",
+    description="Total CPU seconds broken down by different CPU modes.",
+    attributes=("cpu.mode",),
+)
+PROCESS_MEMORY_USAGE = MetricSpec(
+    name="process.memory.usage",
+    kind="updowncounter",
+    unit="By",
+    description="The amount of physical memory in use.",
+    attributes=(),
+)
+PROCESS_MEMORY_VIRTUAL = MetricSpec(
+    name="process.memory.virtual",
+    kind="updowncounter",
+    unit="By",
+    description="The amount of committed virtual memory.",
+    attributes=(),
+)
+PROCESS_UNIX_FILE_DESCRIPTOR_COUNT = MetricSpec(
+    name="process.unix.file_descriptor.count",
+    kind="updowncounter",
+    unit="{file_descriptor}",
+    description="Number of UNIX file descriptors in use by the process.",
+    attributes=(),
+)
+PROCESS_THREAD_COUNT = MetricSpec(
+    name="process.thread.count",
+    kind="updowncounter",
+    unit="{thread}",
+    description="Process threads count.",
+    attributes=(),
+)
+CPYTHON_GC_COLLECTIONS = MetricSpec(
+    name="cpython.gc.collections",
+    kind="counter",
+    unit="{collection}",
+    description="Times the generation ran, per GC generation, since interpreter start.",
+    attributes=("cpython.gc.generation",),
+)
+CPYTHON_GC_COLLECTED_OBJECTS = MetricSpec(
+    name="cpython.gc.collected_objects",
+    kind="counter",
+    unit="{object}",
+    description="Objects it collected, per GC generation, since interpreter start.",
+    attributes=("cpython.gc.generation",),
+)
+CPYTHON_GC_UNCOLLECTABLE_OBJECTS = MetricSpec(
+    name="cpython.gc.uncollectable_objects",
+    kind="counter",
+    unit="{object}",
+    description="Uncollectable found, per GC generation, since interpreter start.",
+    attributes=("cpython.gc.generation",),
 )
 
 # OTel unit -> Prometheus suffix, as the OTel-to-Prometheus compatibility spec maps them.

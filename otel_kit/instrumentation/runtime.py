@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable
 import psutil
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from otel_kit import catalogue
+from otel_kit.catalogue import MetricSpec
 from otel_kit.instrumentation import Context
 
 __all__ = ["instrument"]
@@ -99,48 +101,28 @@ def instrument(context: Context) -> Callable[[], None]:
     """Register the runtime instruments; returns the undo (callbacks stop reporting)."""
     meter = context.meter_provider.get_meter("otel_kit.runtime")
     reader = _Reader()
-    cb = reader.callback
-    meter.create_observable_counter(
-        "process.cpu.time",
-        [cb("process.cpu.time", reader.cpu_time)],
-        unit="s",
-        description="Total CPU seconds broken down by different CPU modes.",
-    )
-    meter.create_observable_up_down_counter(
-        "process.memory.usage",
-        [cb("process.memory.usage", reader.memory_usage)],
-        unit="By",
-        description="The amount of physical memory in use.",
-    )
-    meter.create_observable_up_down_counter(
-        "process.memory.virtual",
-        [cb("process.memory.virtual", reader.memory_virtual)],
-        unit="By",
-        description="The amount of committed virtual memory.",
-    )
+    instruments: list[tuple[MetricSpec, Callable[[], list[Observation]]]] = [
+        (catalogue.PROCESS_CPU_TIME, reader.cpu_time),
+        (catalogue.PROCESS_MEMORY_USAGE, reader.memory_usage),
+        (catalogue.PROCESS_MEMORY_VIRTUAL, reader.memory_virtual),
+        (catalogue.PROCESS_THREAD_COUNT, reader.threads),
+        (catalogue.CPYTHON_GC_COLLECTIONS, _gc_stat("collections")),
+        (catalogue.CPYTHON_GC_COLLECTED_OBJECTS, _gc_stat("collected")),
+        (catalogue.CPYTHON_GC_UNCOLLECTABLE_OBJECTS, _gc_stat("uncollectable")),
+    ]
     if hasattr(psutil.Process, "num_fds"):  # Unix only
-        meter.create_observable_up_down_counter(
-            "process.unix.file_descriptor.count",
-            [cb("process.unix.file_descriptor.count", reader.file_descriptors)],
-            unit="{file_descriptor}",
-            description="Number of UNIX file descriptors in use by the process.",
+        instruments.append((catalogue.PROCESS_UNIX_FILE_DESCRIPTOR_COUNT, reader.file_descriptors))
+    for spec, read in instruments:
+        create = (
+            meter.create_observable_counter
+            if spec.kind == "counter"
+            else meter.create_observable_up_down_counter
         )
-    meter.create_observable_up_down_counter(
-        "process.thread.count",
-        [cb("process.thread.count", reader.threads)],
-        unit="{thread}",
-        description="Process threads count.",
-    )
-    for name, key, unit, description in (
-        ("cpython.gc.collections", "collections", "{collection}", "Times the generation ran"),
-        ("cpython.gc.collected_objects", "collected", "{object}", "Objects it collected"),
-        ("cpython.gc.uncollectable_objects", "uncollectable", "{object}", "Uncollectable found"),
-    ):
-        meter.create_observable_counter(
-            name,
-            [cb(name, _gc_stat(key))],
-            unit=unit,
-            description=f"{description}, per GC generation, since interpreter start.",
+        create(
+            spec.name,
+            [reader.callback(spec.name, read)],
+            unit=spec.unit,
+            description=spec.description,
         )
 
     def undo() -> None:
