@@ -12,7 +12,7 @@ from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
-from prometheus_client import make_asgi_app, start_http_server
+from prometheus_client import make_asgi_app
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import CollectorRegistry
@@ -20,6 +20,7 @@ from prometheus_client.registry import CollectorRegistry
 from otel_kit import catalogue
 from otel_kit._fast import FastMetrics
 from otel_kit.config import Settings, load_settings
+from otel_kit.exporters.auth import MetricsAuth, start_metrics_server
 from otel_kit.exporters.prometheus import PullReader, make_registry
 from otel_kit.exporters.push import push_reader
 from otel_kit.instrumentation import Context, instrument_all
@@ -79,24 +80,28 @@ class MetricsHandle:
         self._server: Any = None
         self.prometheus_port: int | None = None
         if self.registry is not None:
+            auth = MetricsAuth.from_settings(settings)  # None: no credential, nothing wrapped
             if serve_on_app:
-                self._metrics_app = (
+                metrics_app = (
                     make_asgi_app(self.registry)
                     if self._multiprocess is None
                     else self._multiprocess.asgi_app()
                 )
+                self._metrics_app = metrics_app if auth is None else auth.asgi(metrics_app)
             elif self._multiprocess is None or self._multiprocess.claim_port():
                 port = settings.prometheus_port
-                self._server, _thread = start_http_server(
+                self._server = start_metrics_server(
                     _DEFAULT_PROMETHEUS_PORT if port is None else port,
-                    addr=settings.prometheus_host,
-                    registry=self.registry,
+                    settings.prometheus_host,
+                    self.registry,
+                    auth,
                 )
                 self.prometheus_port = self._server.server_address[1]
                 if hasattr(os, "register_at_fork"):  # POSIX
                     ref = weakref.ref(self)
                     os.register_at_fork(after_in_child=lambda: _forget_server(ref))
         self._apps: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._apps_lock = threading.Lock()  # concurrent calls for one app add one middleware
         self._closed = False
         self._context = Context(settings, self.meter_provider, self._fast)
         self._undo = instrument_all(self._context)
@@ -107,22 +112,23 @@ class MetricsHandle:
         Starlette and FastAPI apps are changed in place and returned; any other ASGI app is
         returned wrapped, so use the return value: `app = handle.instrument_app(app)`.
         """
-        try:
-            if app in self._apps:
+        with self._apps_lock:
+            try:
+                if app in self._apps:
+                    return app
+            except TypeError:  # not weak-referenceable: cannot be remembered, wrap it
+                pass
+            options = self._middleware_options(app)
+            if options is None:
                 return app
-        except TypeError:  # not weak-referenceable: cannot be remembered, wrap it
-            pass
-        options = self._middleware_options(app)
-        if options is None:
+            if not hasattr(app, "add_middleware"):
+                return MetricsMiddleware(app, **options)
+            if getattr(app, "middleware_stack", None) is None:
+                app.add_middleware(MetricsMiddleware, **options)
+            else:  # already started (e.g. from a lifespan handler): wrap the built stack
+                app.middleware_stack = MetricsMiddleware(app.middleware_stack, **options)
+            self._apps.add(app)
             return app
-        if not hasattr(app, "add_middleware"):
-            return MetricsMiddleware(app, **options)
-        if getattr(app, "middleware_stack", None) is None:
-            app.add_middleware(MetricsMiddleware, **options)
-        else:  # already started (e.g. called from a lifespan handler): wrap the built stack
-            app.middleware_stack = MetricsMiddleware(app.middleware_stack, **options)
-        self._apps.add(app)
-        return app
 
     def _wrap_middleware_stack(self, app: Any, stack: ASGIApp) -> ASGIApp:
         """For `otel-kit run`: measure a Starlette app whose middleware stack was just built,

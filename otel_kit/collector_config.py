@@ -240,6 +240,10 @@ def _prometheus(o: CollectorOptions) -> str:
         direct = (
             "  # Direct mode: apps serving GET /metrics. Name each job after the service, so that\n"
             "  # job means the same in both modes and the dashboards and rules work on either.\n"
+            "  # A protected endpoint (OTEL_KIT_METRICS_BEARER_TOKEN or _BASIC_AUTH, see\n"
+            "  # docs/security.md) needs one of these in its job:\n"
+            "  #   authorization: {credentials_file: /etc/prometheus/metrics-token}\n"
+            "  #   basic_auth: {username: prometheus, password_file: /etc/prometheus/metrics-pw}\n"
             + direct
         )
     collector = json.dumps(f"{o.collector_host}:{o.prometheus_port}")

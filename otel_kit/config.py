@@ -108,6 +108,11 @@ class Settings(BaseSettings):
         None, validation_alias=_env("prometheus_port", "OTEL_EXPORTER_PROMETHEUS_PORT")
     )
     metrics_path: str = Field("/metrics", validation_alias=_env("metrics_path"))
+    # Credentials a scrape must present (in-app and separate port; either one when both are set).
+    metrics_bearer_token: SecretStr | None = Field(
+        None, validation_alias=_env("metrics_bearer_token")
+    )
+    metrics_basic_auth: SecretStr | None = Field(None, validation_alias=_env("metrics_basic_auth"))
     # Several processes, one Prometheus view (`otel-kit run` sets it; docs/multiprocess.md).
     multiproc_dir: str | None = Field(None, validation_alias=_env("multiproc_dir"))
     excluded_urls: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -211,6 +216,28 @@ class Settings(BaseSettings):
     def _check_path(cls, value: str) -> str:
         if not value.startswith("/") or any(c in value for c in "?# "):
             raise ValueError("expected a URL path starting with '/' (no query, no spaces)")
+        return value
+
+    # The messages never quote the value: it is a credential.
+    @field_validator("metrics_bearer_token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(r"[!-~]+", value.get_secret_value()):
+            raise ValueError(
+                "expected a non-empty token of visible ASCII characters, no spaces "
+                "(unset it to serve metrics without credentials)"
+            )
+        return value
+
+    @field_validator("metrics_basic_auth")
+    @classmethod
+    def _check_basic_auth(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            user, colon, _ = value.get_secret_value().partition(":")
+            if not colon or not user:
+                raise ValueError(
+                    "expected user:password with a non-empty user name (no ':' in the user name)"
+                )
         return value
 
     @field_validator("sdk_disabled", mode="before")
@@ -325,7 +352,7 @@ def _names(field: str) -> str:
     return " / ".join(str(choice) for choice in alias.choices)
 
 
-_SECRET_FIELDS = frozenset({"otlp_headers"})
+_SECRET_FIELDS = frozenset({"otlp_headers", "metrics_bearer_token", "metrics_basic_auth"})
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:

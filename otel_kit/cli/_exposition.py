@@ -6,14 +6,16 @@ needs and turns every failure into a `SourceError` whose message a CLI can print
 
 from __future__ import annotations
 
+import base64
 import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Annotated, cast
 
 import httpx
+import typer
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,9 +23,12 @@ from prometheus_client.parser import text_string_to_metric_families
 __all__ = [
     "PROMETHEUS_ACCEPT",
     "TEXT_ACCEPT",
+    "BasicAuthOption",
+    "BearerTokenOption",
     "Exposition",
     "Samples",
     "SourceError",
+    "auth_headers",
     "fetch",
     "flatten",
     "parse",
@@ -46,6 +51,25 @@ _parse_openmetrics = cast(
     Callable[[str], Iterable[Metric]], openmetrics_parser.text_string_to_metric_families
 )
 
+# Credentials for a protected endpoint, by default the ones the service itself is given.
+BearerTokenOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="OTEL_KIT_METRICS_BEARER_TOKEN",
+        help="Send 'Authorization: Bearer TOKEN' (wins over --basic-auth).",
+        show_default=False,
+    ),
+]
+BasicAuthOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="OTEL_KIT_METRICS_BASIC_AUTH",
+        metavar="USER:PASSWORD",
+        help="Send HTTP basic auth.",
+        show_default=False,
+    ),
+]
+
 # (sample name, labels) -> value: one entry per series.
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -63,6 +87,15 @@ class Exposition:
     untotalled_counters: frozenset[str]
 
 
+def auth_headers(bearer_token: str | None, basic_auth: str | None) -> dict[str, str]:
+    """The `Authorization` header for the credentials given (none: no header)."""
+    if bearer_token:
+        return {"Authorization": f"Bearer {bearer_token}"}
+    if basic_auth:
+        return {"Authorization": "Basic " + base64.b64encode(basic_auth.encode()).decode()}
+    return {}
+
+
 def fetch(client: httpx.Client, url: str) -> tuple[str, bool]:
     """GET `url`: (body, is OpenMetrics). Raises SourceError."""
     try:
@@ -71,18 +104,27 @@ def fetch(client: httpx.Client, url: str) -> tuple[str, bool]:
         raise SourceError(f"{url}: no answer within {client.timeout.read} s") from None
     except httpx.HTTPError as exc:
         raise SourceError(f"cannot reach {url}: {exc or type(exc).__name__}") from None
+    if response.status_code == 401:
+        given = "authorization" in client.headers
+        why = "credentials refused" if given else "give --bearer-token or --basic-auth"
+        raise SourceError(f"{url} answered HTTP 401 ({why})")
     if response.status_code != 200:
         raise SourceError(f"{url} answered HTTP {response.status_code}, expected 200")
     content_type = response.headers.get("content-type", "")
     return response.text, content_type.startswith(_OPENMETRICS_TYPE)
 
 
-def read(source: str, timeout: float = 10.0, accept: str = PROMETHEUS_ACCEPT) -> Exposition:
+def read(
+    source: str,
+    timeout: float = 10.0,
+    accept: str = PROMETHEUS_ACCEPT,
+    headers: dict[str, str] | None = None,
+) -> Exposition:
     """Read and parse `source`: an http(s) URL, a file path, or `-` for stdin."""
     if "://" in source:
         if not source.startswith(("http://", "https://")):
             raise SourceError(f"{source}: only http:// and https:// URLs can be fetched")
-        with httpx.Client(timeout=timeout, headers={"Accept": accept}) as client:
+        with httpx.Client(timeout=timeout, headers={"Accept": accept, **(headers or {})}) as client:
             text, openmetrics = fetch(client, source)
     else:
         text = _read_text(source)

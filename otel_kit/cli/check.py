@@ -15,7 +15,13 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from otel_kit.cli._exposition import SourceError, read
+from otel_kit.cli._exposition import (
+    BasicAuthOption,
+    BearerTokenOption,
+    SourceError,
+    auth_headers,
+    read,
+)
 from otel_kit.cli._lint import Report, lint
 
 __all__ = ["JSON_VERSION", "register"]
@@ -50,11 +56,13 @@ def check(
         int, typer.Option(min=1, help="Error when a label has more distinct values.")
     ] = 100,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for a URL.")] = 10.0,
+    bearer_token: BearerTokenOption = None,
+    basic_auth: BasicAuthOption = None,
 ) -> None:
     """Lint a metrics exposition: cardinality, label values that look like IDs, paths,
     emails or times, names, units, HELP texts and histogram buckets."""
     try:
-        exposition = read(source, timeout=timeout)
+        exposition = read(source, timeout=timeout, headers=auth_headers(bearer_token, basic_auth))
     except SourceError as exc:
         typer.echo(f"otel-kit check: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -40,6 +40,10 @@ _DOCS = {
     "prometheus_port": "serve metrics on this port (from the command's process) instead of on "
     "the app",
     "metrics_path": "path of the metrics endpoint on each app",
+    "metrics_bearer_token": "token a scrape must send as 'Authorization: Bearer ...' (the env "
+    "var keeps it out of shell history)",
+    "metrics_basic_auth": "user:password a scrape must send with HTTP basic auth (the env var "
+    "keeps it out of shell history)",
     "multiproc_dir": "where processes share their metrics (default: a new temporary directory, "
     "removed at exit)",
     "excluded_urls": "regular expressions of paths not measured (comma-separated)",

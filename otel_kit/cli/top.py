@@ -30,7 +30,17 @@ from otel_kit.catalogue import (
     HTTP_SERVER_REQUEST_DURATION,
     MetricSpec,
 )
-from otel_kit.cli._exposition import TEXT_ACCEPT, Samples, SourceError, fetch, flatten, parse
+from otel_kit.cli._exposition import (
+    TEXT_ACCEPT,
+    BasicAuthOption,
+    BearerTokenOption,
+    Samples,
+    SourceError,
+    auth_headers,
+    fetch,
+    flatten,
+    parse,
+)
 from otel_kit.cli._rates import Labels, counter_windows, histogram_windows
 
 __all__ = ["Frame", "Row", "Sort", "build_frame", "format_seconds", "register", "render"]
@@ -84,10 +94,13 @@ def top(
         bool, typer.Option("--once", help="Print one frame after two scrapes and exit.")
     ] = False,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait per scrape.")] = 5.0,
+    bearer_token: BearerTokenOption = None,
+    basic_auth: BasicAuthOption = None,
 ) -> None:
     """Live view of a service from its /metrics: per route req/s, errors, p50/p95/p99."""
     console = Console()
-    with httpx.Client(timeout=timeout, headers={"Accept": TEXT_ACCEPT}) as client:
+    headers = {"Accept": TEXT_ACCEPT, **auth_headers(bearer_token, basic_auth)}
+    with httpx.Client(timeout=timeout, headers=headers) as client:
         try:
             before = _scrape(client, url)
             if once:

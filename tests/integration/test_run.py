@@ -433,7 +433,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
             ["--cardinality-limit", "-5", "python", "-c", "pass"],
             {},
             "invalid setting cardinality_limit / OTEL_KIT_CARDINALITY_LIMIT = '-5': expected an "
-            "integer >= 1",
+            "integer from 1 to 10000000",
         ),
         (
             ["--metrics-exporter", "prometheus,bogus", "python", "-c", "pass"],

@@ -30,11 +30,13 @@ def test_each_worker_pushes_its_own_stream(tmp_path: Path, form: str) -> None:
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
             "OTEL_METRIC_EXPORT_INTERVAL": "300",
         }
-        with otel_kit_run(tmp_path, command(port), env=env, port=port, ready="/items/0") as run:
-            with httpx.Client(base_url=run.base) as client:
-                for i in range(200):
-                    response = client.get(f"/items/{i}", headers={"Connection": "close"})
-                    assert response.status_code == 200
+        with (
+            otel_kit_run(tmp_path, command(port), env=env, port=port, ready="/items/0") as run,
+            httpx.Client(base_url=run.base) as client,
+        ):
+            for i in range(200):
+                response = client.get(f"/items/{i}", headers={"Connection": "close"})
+                assert response.status_code == 200
         requests = receiver.requests()
     latest: dict[str, float] = {}
     for request in requests:

@@ -318,7 +318,7 @@ def test_statements_stay_on_sqlalchemy_fast_path() -> None:
     slower event path; in a fresh process, measuring must not set it."""
     script = (
         "import sqlalchemy as sa, otel_kit\n"
-        "otel_kit.setup_metrics(metrics_exporter='prometheus')\n"
+        "otel_kit.setup_metrics(prometheus_host='127.0.0.1', prometheus_port=0)\n"
         "engine = sa.create_engine('sqlite://')\n"
         "with engine.connect() as conn:\n"
         "    conn.execute(sa.text('SELECT 1'))\n"
