@@ -80,7 +80,10 @@ def _find_template(routes: Any, target: Any, prefix: str = "", depth: int = 0) -
             return prefix + path_format
         inner = getattr(route, "routes", None)  # Mount and Host
         if inner and depth < 8:
-            found = _find_template(inner, target, prefix + getattr(route, "path", ""), depth + 1)
+            # A Mount's path as a template, convertors dropped like a route's ({id:int} -> {id});
+            # a Host has none.
+            mount = getattr(route, "path_format", "").removesuffix("/{path}")
+            found = _find_template(inner, target, prefix + mount, depth + 1)
             if found is not None:
                 return found
     return None
@@ -204,7 +207,10 @@ class MetricsMiddleware:
             if error is None and status is not None and status >= 500:
                 error = str(status)
             try:
-                route = getattr(record, "route", None) or _generic_route(scope, self._templates)
+                route = getattr(record, "route", None)
+                if route is None or route.endswith("/{path}"):
+                    # FastAPI's hook stops at a mounted app that is not FastAPI ("/sub/{path}")
+                    route = _generic_route(scope, self._templates) or route
                 self._duration.record(elapsed, (method, route, status, error))
                 self._active.add(-1, active_key)
             except Exception:  # a metrics failure must never reach the application

@@ -312,6 +312,14 @@ def test_shutdown_removes_every_listener_and_wrapper(db: Path) -> None:
     assert Connection._exec_insertmany_context is insertmany
     engine.dispose()
 
+    # A second setup measures each statement once.
+    handle = start()
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+    assert value(handle.render().decode(), DURATION + "_count") == 1
+    engine.dispose()
+
 
 def test_statements_stay_on_sqlalchemy_fast_path() -> None:
     """An Engine statement listener (`_has_events`) would put every connection on SQLAlchemy's
@@ -329,14 +337,6 @@ def test_statements_stay_on_sqlalchemy_fast_path() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.split() == ["False", "False", "False", "1"]
-
-    # A second setup measures each statement once.
-    handle = start()
-    engine = sa.create_engine(f"sqlite:///{db}")
-    with engine.connect() as conn:
-        conn.execute(sa.text("SELECT 1"))
-    assert value(handle.render().decode(), DURATION + "_count") == 1
-    engine.dispose()
 
 
 # Operation names.
