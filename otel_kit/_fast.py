@@ -11,7 +11,9 @@ time, so every exporter sees them exactly like SDK metrics.
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from bisect import bisect_left
 from collections.abc import Sequence
 from time import time_ns
@@ -168,6 +170,9 @@ class FastMetrics:
         # durations, Redis and the cache helper) must add to one series set, not export twice.
         self._by_name: dict[str, FastHistogram | FastSum] = {}
         self._lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):  # POSIX
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _new_locks(ref))
 
     def histogram(self, spec: MetricSpec, bounds: Sequence[float], limit: int) -> FastHistogram:
         """The histogram for `spec`; later calls return the same one (first bounds win)."""
@@ -218,3 +223,12 @@ class FastMetrics:
                 ResourceMetrics(resource=resource, scope_metrics=[scope], schema_url="")
             ]
         return MetricsData(resource_metrics=resource_metrics)
+
+
+def _new_locks(ref: weakref.ref[FastMetrics]) -> None:
+    """In a child forked while another thread recorded: that thread is gone, its lock held."""
+    fast = ref()
+    if fast is not None:
+        fast._lock = threading.Lock()
+        for instrument in fast._instruments:
+            instrument._lock = threading.Lock()

@@ -5,6 +5,10 @@ A Collector that is down must cost the application nothing: export runs on the r
 thread, a failed export loses nothing (every metric is cumulative, so the next successful
 export carries all counts), and the SDK exporter's per-attempt log records are replaced by one
 warning per outage, repeated at most every `REPEAT_WARNING_S` while it lasts.
+
+A process forked without exec (gunicorn workers, `--preload`, multiprocessing's fork) pushes its
+own stream: a new `service.instance.id` (unless the resource attributes set one), and counters
+and histograms minus what it inherited, counted from the fork.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import logging
 import os
 import threading
 import time
+import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
@@ -29,12 +35,19 @@ from opentelemetry.sdk.metrics import (
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     ConsoleMetricExporter,
+    HistogramDataPoint,
+    Metric,
     MetricExporter,
     MetricExportResult,
     MetricReader,
     MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    Sum,
 )
+from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.util.types import AttributeValue
 
 from otel_kit._fast import FastMetrics
 from otel_kit.config import ConfigError, Settings
@@ -75,6 +88,9 @@ _CUMULATIVE = {
     )
 }
 _log = logging.getLogger("otel_kit")
+
+_Point = NumberDataPoint | HistogramDataPoint
+_PointKey = tuple[str, frozenset[tuple[str, Any]]]  # metric name, attribute set
 
 
 def otlp_endpoint(settings: Settings) -> str:
@@ -163,12 +179,56 @@ class ExportHealth:
         self._since, self._failures = None, 0
 
 
+def _key(name: str, point: _Point) -> _PointKey:
+    # The SDK stores sequence attribute values as tuples: hashable.
+    return name, frozenset((point.attributes or {}).items())
+
+
+def _counting_points(metric: Metric) -> Sequence[_Point]:
+    """The points of a counter or histogram (what a forked child subtracts); () otherwise."""
+    data = metric.data
+    if isinstance(data, HistogramData) or (isinstance(data, Sum) and data.is_monotonic):
+        return data.data_points
+    return ()
+
+
+def _sum_since(point: NumberDataPoint, inherited: _Point | None, fork: int) -> NumberDataPoint:
+    """A counter's point minus `inherited` (the same series at the fork), counted from it."""
+    value = point.value - inherited.value if isinstance(inherited, NumberDataPoint) else point.value
+    return replace(point, start_time_unix_nano=max(fork, point.start_time_unix_nano), value=value)
+
+
+def _histogram_since(
+    point: HistogramDataPoint, inherited: _Point | None, fork: int
+) -> HistogramDataPoint:
+    """A histogram's point minus `inherited` (min and max stay), counted from the fork."""
+    point = replace(point, start_time_unix_nano=max(fork, point.start_time_unix_nano))
+    if (
+        not isinstance(inherited, HistogramDataPoint)
+        or inherited.explicit_bounds != point.explicit_bounds
+    ):
+        return point
+    buckets = zip(point.bucket_counts, inherited.bucket_counts, strict=True)
+    return replace(
+        point,
+        count=point.count - inherited.count,
+        sum=point.sum - inherited.sum,
+        bucket_counts=[now - then for now, then in buckets],
+    )
+
+
 class _PushExporter(MetricExporter):
-    """Adds the fast instruments to each export; never raises into the reader, logs via
-    `ExportHealth` instead of once per attempt."""
+    """Adds the fast instruments to each export, all under this exporter's resource; never
+    raises into the reader, logs via `ExportHealth` instead of once per attempt."""
 
     def __init__(
-        self, inner: MetricExporter, fast: FastMetrics, resource: Resource, target: str
+        self,
+        inner: MetricExporter,
+        fast: FastMetrics,
+        resource: Resource,
+        target: str,
+        *,
+        keep_instance_id: bool,
     ) -> None:
         super().__init__(
             preferred_temporality=inner._preferred_temporality,
@@ -177,6 +237,9 @@ class _PushExporter(MetricExporter):
         self._inner = inner
         self._fast = fast
         self._resource = resource
+        self._keep_instance_id = keep_instance_id
+        self._forked_at = 0  # time_ns() of the fork that made this process; 0: not forked
+        self._inherited: dict[_PointKey, _Point] = {}
         self._health = ExportHealth(target)
         self._quiet = _Quiet()
         for name in _SDK_LOGGERS:
@@ -186,7 +249,7 @@ class _PushExporter(MetricExporter):
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
         def attempt() -> MetricExportResult:
-            merged = self._fast.merge(metrics_data, self._resource)
+            merged = self._own(self._fast.merge(metrics_data, self._resource))
             return self._inner.export(merged, timeout_millis=timeout_millis, **kwargs)
 
         try:
@@ -198,6 +261,56 @@ class _PushExporter(MetricExporter):
         else:
             self._health.failed(reason or "the exporter reported a failure")
         return result
+
+    def _own(self, merged: MetricsData) -> MetricsData:
+        """This process's stream: its resource (the SDK's changes its instance id on fork, even
+        a configured one), and after a fork counters and histograms minus the inherited."""
+        return MetricsData(
+            resource_metrics=[
+                ResourceMetrics(
+                    resource=self._resource,
+                    scope_metrics=[
+                        replace(scope, metrics=[self._since_fork(m) for m in scope.metrics])
+                        for scope in resource_metrics.scope_metrics
+                    ],
+                    schema_url=resource_metrics.schema_url,
+                )
+                for resource_metrics in merged.resource_metrics
+            ]
+        )
+
+    def _since_fork(self, metric: Metric) -> Metric:
+        data, fork, inherited = metric.data, self._forked_at, self._inherited
+        if fork and isinstance(data, HistogramData):
+            points = [
+                _histogram_since(p, inherited.get(_key(metric.name, p)), fork)
+                for p in data.data_points
+            ]
+            return replace(metric, data=replace(data, data_points=points))
+        if fork and isinstance(data, Sum) and data.is_monotonic:
+            sums = [
+                _sum_since(p, inherited.get(_key(metric.name, p)), fork) for p in data.data_points
+            ]
+            return replace(metric, data=replace(data, data_points=sums))
+        return metric
+
+    def forked(self, inherited: MetricsData) -> None:
+        """In a forked child, with the SDK's metrics as they were at the fork."""
+        fresh: dict[str, AttributeValue] = {}
+        if not self._keep_instance_id:
+            fresh["service.instance.id"] = str(uuid.uuid4())
+        if "process.pid" in self._resource.attributes:  # the SDK's opt-in process detector
+            fresh.update({"process.pid": os.getpid(), "process.parent_pid": os.getppid()})
+        self._resource = self._resource.merge(Resource(fresh))
+        self._forked_at = time.time_ns()
+        merged = self._fast.merge(inherited, self._resource).resource_metrics
+        self._inherited = {
+            _key(metric.name, point): point
+            for resource_metrics in merged
+            for scope in resource_metrics.scope_metrics
+            for metric in scope.metrics
+            for point in _counting_points(metric)
+        }
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return self._inner.force_flush(timeout_millis=timeout_millis)
@@ -259,10 +372,16 @@ class _PushReader(MetricReader):
         self._interval_s = interval_ms / 1000
         self._latest: MetricsData | None = None
         self._pushing = threading.Lock()  # one collect-and-export at a time
+        self._collecting = threading.Lock()  # held while the SDK collects; never across a fork
         self._stop = threading.Event()
         self._thread = self._start()
-        reader = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _restart(reader))
+        if hasattr(os, "register_at_fork"):  # POSIX
+            reader = weakref.ref(self)
+            os.register_at_fork(
+                before=lambda: _at_fork(reader, _PushReader._before_fork),
+                after_in_parent=lambda: _at_fork(reader, _PushReader._after_fork_in_parent),
+                after_in_child=lambda: _at_fork(reader, _PushReader._after_fork_in_child),
+            )
 
     def _start(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, name="otel-kit-push", daemon=True)
@@ -278,15 +397,19 @@ class _PushReader(MetricReader):
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
             with self._pushing:
-                self._latest = None
-                try:
-                    self.collect()
-                except Exception:  # an SDK callback failed: still send the fast instruments
-                    _log.exception("otel-kit: collecting SDK metrics failed")
-                data, self._latest = self._latest, None
-                self._exporter.export(data or MetricsData(resource_metrics=[]))
+                self._exporter.export(self._gather())
         finally:
             detach(token)
+
+    def _gather(self) -> MetricsData:
+        with self._collecting:
+            self._latest = None
+            try:
+                self.collect()
+            except Exception:  # an SDK callback failed: still send the fast instruments
+                _log.exception("otel-kit: collecting SDK metrics failed")
+            data, self._latest = self._latest, None
+        return data or MetricsData(resource_metrics=[])
 
     def _receive_metrics(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
@@ -306,13 +429,36 @@ class _PushReader(MetricReader):
         self._push()
         self._exporter.shutdown()
 
+    # fork() without exec: the SDK's locks must not be held by a collection at the fork (the
+    # child could never collect); an export may be under way (the child gets a fresh lock).
 
-def _restart(reader: weakref.ref[_PushReader]) -> None:
-    """In a forked child: the timer thread did not survive the fork; a lock might be held."""
+    def _before_fork(self) -> None:
+        self._collecting.acquire()
+
+    def _after_fork_in_parent(self) -> None:
+        self._collecting.release()
+
+    def _after_fork_in_child(self) -> None:
+        """The timer thread did not survive the fork: start one, after taking what the child
+        inherited as the baseline of its own stream."""
+        self._collecting.release()
+        if self._stop.is_set():
+            return
+        self._pushing = threading.Lock()
+        try:
+            self._exporter.forked(self._gather())
+        except Exception:  # still push: counting twice beats not counting
+            _log.exception("otel-kit: reading the metrics inherited through fork failed")
+        self._thread = self._start()
+
+
+def _at_fork(reader: weakref.ref[_PushReader], hook: Callable[[_PushReader], None]) -> None:
     alive = reader()
-    if alive is not None and not alive._stop.is_set():
-        alive._pushing = threading.Lock()
-        alive._thread = alive._start()
+    if alive is not None:
+        try:
+            hook(alive)
+        except Exception:  # never into os.fork()
+            _log.exception("otel-kit: push exporter fork hook %s failed", hook.__name__)
 
 
 def push_reader(
@@ -322,8 +468,9 @@ def push_reader(
         inner, target = _otlp_exporter(settings), otlp_endpoint(settings)
     else:
         inner, target = ConsoleMetricExporter(), "the console"
+    keep_instance_id = "service.instance.id" in settings.resource_attributes
     return _PushReader(
-        _PushExporter(inner, fast, resource, target),
+        _PushExporter(inner, fast, resource, target, keep_instance_id=keep_instance_id),
         settings.export_interval_ms,
         settings.cardinality_limit,
     )

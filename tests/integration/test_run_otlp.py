@@ -43,5 +43,7 @@ def test_each_worker_pushes_its_own_stream(tmp_path: Path, form: str) -> None:
         counted = total_count(request, DURATION)
         if counted:
             latest[resource(request)["service.instance.id"]] = counted
-    assert len(latest) == workers
+    # Usually every worker serves some requests; on a busy machine one may serve them all. Two
+    # workers pushing under one id would show as one stream holding only one worker's count.
+    assert 1 <= len(latest) <= workers
     assert sum(latest.values()) == 201  # 200 + the readiness probe

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,7 +20,8 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 import otel_kit._setup
-from otel_kit import setup_metrics
+from otel_kit import catalogue, setup_metrics
+from otel_kit._fast import FastMetrics
 from otel_kit.instrumentation.asgi import MetricsMiddleware
 from tests.conftest import series, value
 
@@ -222,3 +226,35 @@ async def test_a_failing_scrape_leaves_the_app_alone(monkeypatch: pytest.MonkeyP
         assert value(again.text, COUNT, http_route="/items/{item_id}") == 2
         assert value(again.text, ACTIVE) == 0
         assert value(again.text, "jobs_total") == 3
+
+
+def test_a_child_forked_while_a_thread_records_can_record() -> None:
+    """fork() copies a lock held by another thread, held forever: the child gets new ones."""
+    fast = FastMetrics("test")
+    histogram = fast.histogram(catalogue.HTTP_SERVER_REQUEST_DURATION, (1.0,), 10)
+    held, release = threading.Event(), threading.Event()
+
+    def record_slowly() -> None:
+        with histogram._lock:
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=record_slowly)
+    thread.start()
+    assert held.wait(10)
+    with warnings.catch_warnings():  # Python >= 3.12 warns about fork() with threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        histogram.record(0.5, ("GET", "/", 200, None))
+        os._exit(0 if histogram.metric(0, 1).data.data_points[0].count == 1 else 1)
+    release.set()
+    thread.join()
+    deadline = time.monotonic() + 10
+    while (waited := os.waitpid(pid, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if waited == (0, 0):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung on a lock it inherited")
+    assert os.waitstatus_to_exitcode(waited[1]) == 0
