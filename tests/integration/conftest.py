@@ -28,6 +28,17 @@ def free_port() -> int:
         return port
 
 
+def terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM `process` by PID and wait; SIGKILL it if it has not exited within 10 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
 @contextmanager
 def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     """A threaded HTTP server on a free loopback port (its base URL) for the block."""

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, terminate
 
 
 @contextmanager
@@ -45,13 +45,7 @@ def prometheus(config: str, directory: Path) -> Iterator[str]:
             time.sleep(0.1)
         yield base
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        terminate(process)
 
 
 def _ready(base: str) -> bool:

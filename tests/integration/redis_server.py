@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, terminate
 
 
 def _answers_ping(port: int) -> bool:
@@ -22,16 +22,6 @@ def _answers_ping(port: int) -> bool:
             return sock.recv(64).startswith(b"+PONG")
     except OSError:
         return False
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 def _start(binary: str, directory: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -49,7 +39,7 @@ def _start(binary: str, directory: Path) -> tuple[subprocess.Popen[bytes], int]:
             if _answers_ping(port):
                 return process, port
             time.sleep(0.05)
-        _stop(process)
+        terminate(process)
     pytest.fail(f"redis-server did not answer PING within 15 s:\n{log.read_text()}")
 
 
@@ -63,4 +53,4 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     try:
         yield port
     finally:
-        _stop(process)
+        terminate(process)
