@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+from collections.abc import Callable
 
 from fastapi import FastAPI
 from sqlalchemy import create_engine, text
@@ -15,7 +16,6 @@ with engine.begin() as conn:
         [{"id": i, "name": f"item {i}"} for i in range(100)],
     )
 
-app = FastAPI()
 _cache: dict[str, str] = {}
 
 
@@ -23,9 +23,19 @@ def cache_get(key: str) -> str | None:
     return _cache.get(key)
 
 
-@app.get("/items/{item_id}")
-def read_item(item_id: int) -> dict[str, object]:
-    cached = cache_get(f"tier:{item_id}")  # always a miss: the lookup is what is measured
-    with engine.connect() as conn:
-        name = conn.execute(text("SELECT name FROM items WHERE id = :id"), {"id": item_id}).scalar()
-    return {"id": item_id, "name": name, "cached": cached}
+def create_app(lookup: Callable[[str], str | None]) -> FastAPI:
+    """The realistic route with `lookup` as its cache (otel_kit_db.py passes a measured one)."""
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    def read_item(item_id: int) -> dict[str, object]:
+        cached = lookup(f"tier:{item_id}")  # always a miss: the lookup is what is measured
+        with engine.connect() as conn:
+            statement = text("SELECT name FROM items WHERE id = :id")
+            name = conn.execute(statement, {"id": item_id}).scalar()
+        return {"id": item_id, "name": name, "cached": cached}
+
+    return app
+
+
+app = create_app(cache_get)
