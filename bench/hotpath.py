@@ -20,14 +20,14 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from otel_kit import catalogue
-from otel_kit._fast import FastMetrics
+from otel_kit._instruments import FastInstruments
 
 CALLS = 200_000
 REPEATS = 5
 
 
 def cases() -> dict[str, Callable[[], None]]:
-    fast = FastMetrics("bench")
+    fast = FastInstruments("bench")
     histogram = fast.histogram(
         catalogue.HTTP_SERVER_REQUEST_DURATION, catalogue.DEFAULT_DURATION_BUCKETS, 2000
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -17,24 +16,24 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import CollectorRegistry
 
-from otel_kit import catalogue
-from otel_kit._fast import FastMetrics
+from otel_kit import __version__, catalogue
+from otel_kit._exporters.auth import MetricsAuth
+from otel_kit._exporters.prometheus import PullReader, make_registry
+from otel_kit._exporters.push import push_reader
+from otel_kit._exporters.server import DEFAULT_PORT, start_metrics_server
+from otel_kit._instrumentation import IntegrationContext, instrument_all
+from otel_kit._instrumentation.asgi import ASGIApp, MetricsMiddleware, disable_fastapi_metrics
+from otel_kit._instruments import FastInstruments
+from otel_kit._pipeline import build_provider, build_resource
+from otel_kit._support import at_fork
 from otel_kit.config import Settings, load_settings
-from otel_kit.exporters.auth import MetricsAuth, start_metrics_server
-from otel_kit.exporters.prometheus import PullReader, make_registry
-from otel_kit.exporters.push import push_reader
-from otel_kit.instrumentation import Context, instrument_all
-from otel_kit.instrumentation.asgi import ASGIApp, MetricsMiddleware, disable_fastapi_metrics
-from otel_kit.provider import build_provider, build_resource
 
 if TYPE_CHECKING:
-    from otel_kit.exporters.multiprocess import Multiprocess
+    from otel_kit._exporters.multiprocess import Multiprocess
 
 __all__ = ["MetricsHandle", "setup_metrics"]
 
 _log = logging.getLogger("otel_kit")
-_VERSION = "0.1.0"
-_DEFAULT_PROMETHEUS_PORT = 9464  # the OTel spec's default for OTEL_EXPORTER_PROMETHEUS_PORT
 
 
 class MetricsHandle:
@@ -43,7 +42,7 @@ class MetricsHandle:
     def __init__(self, settings: Settings, *, serve_on_app: bool) -> None:
         self.settings = settings
         self.resource: Resource = build_resource(settings)
-        self._fast = FastMetrics(_VERSION)
+        self._fast = FastInstruments(__version__)
         limit = settings.cardinality_limit
         self._http_duration = self._fast.histogram(
             catalogue.HTTP_SERVER_REQUEST_DURATION, settings.duration_buckets, limit
@@ -66,7 +65,7 @@ class MetricsHandle:
         # Several processes (OTEL_KIT_MULTIPROC_DIR): the registry shows all of them.
         self._multiprocess: Multiprocess | None = None
         if pull is not None and settings.multiproc_dir is not None:
-            from otel_kit.exporters.multiprocess import Multiprocess  # POSIX only (fcntl)
+            from otel_kit._exporters.multiprocess import Multiprocess  # POSIX only (fcntl)
 
             self._multiprocess = Multiprocess(
                 settings.multiproc_dir,
@@ -91,20 +90,26 @@ class MetricsHandle:
             elif self._multiprocess is None or self._multiprocess.claim_port():
                 port = settings.prometheus_port
                 self._server = start_metrics_server(
-                    _DEFAULT_PROMETHEUS_PORT if port is None else port,
+                    DEFAULT_PORT if port is None else port,
                     settings.prometheus_host,
                     self.registry,
                     auth,
                 )
                 self.prometheus_port = self._server.server_address[1]
-                if hasattr(os, "register_at_fork"):  # POSIX
-                    ref = weakref.ref(self)
-                    os.register_at_fork(after_in_child=lambda: _forget_server(ref))
+                at_fork(self, after_in_child=MetricsHandle._forget_server)
         self._apps: weakref.WeakSet[Any] = weakref.WeakSet()
         self._apps_lock = threading.Lock()  # concurrent calls for one app add one middleware
         self._closed = False
-        self._context = Context(settings, self.meter_provider, self._fast)
+        self._context = IntegrationContext(settings, self.meter_provider, self._fast)
         self._undo = instrument_all(self._context)
+
+    def _forget_server(self) -> None:
+        """In a child forked from the process serving the metrics port: the serving thread did
+        not survive the fork; close this copy of its socket (the parent keeps serving)."""
+        if self._server is not None:
+            self._server.socket.close()
+            self._server = None
+            self.prometheus_port = None
 
     def instrument_app(self, app: Any) -> Any:
         """Add HTTP server metrics (and the metrics endpoint) to an ASGI app.
@@ -167,7 +172,7 @@ class MetricsHandle:
         Only needed with `disabled_instrumentations` containing "sqlalchemy": otherwise every
         engine, created before or after setup, is measured already and this changes nothing.
         """
-        from otel_kit.instrumentation import sqlalchemy
+        from otel_kit._instrumentation import sqlalchemy
 
         undo = sqlalchemy.instrument_engine(self._context, engine)
         if undo is not None:
@@ -205,16 +210,6 @@ class MetricsHandle:
 
 _lock = threading.Lock()
 _current: MetricsHandle | None = None
-
-
-def _forget_server(ref: weakref.ref[MetricsHandle]) -> None:
-    """In a child forked from the process serving the metrics port: the serving thread did not
-    survive the fork; close this copy of its socket (the parent keeps serving)."""
-    handle = ref()
-    if handle is not None and handle._server is not None:
-        handle._server.socket.close()
-        handle._server = None
-        handle.prometheus_port = None
 
 
 def _install(config: Settings, *, serve_on_app: bool) -> MetricsHandle:

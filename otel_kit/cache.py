@@ -21,9 +21,9 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
 from otel_kit import _setup
-from otel_kit._fast import FastSum
+from otel_kit._instruments import FastSum
+from otel_kit._support import report_failure
 from otel_kit.catalogue import CACHE_REQUESTS
-from otel_kit.instrumentation import report_failure
 
 __all__ = ["cache_metrics", "record_cache_lookup"]
 
@@ -44,7 +44,7 @@ def _counter() -> FastSum | None:
     memo = _memo
     if memo is not None and memo[0] is handle:
         return memo[1]
-    # FastMetrics.sum() returns the Redis integration's counter when it made one first.
+    # FastInstruments.sum() returns the Redis integration's counter when it made one first.
     counter = handle._context.sum(CACHE_REQUESTS)
     _memo = (handle, counter)
     return counter

@@ -139,7 +139,7 @@ HTTP_CLIENT_REQUEST_DURATION = MetricSpec(
     ),
 )
 
-# Runtime (otel_kit/instrumentation/runtime.py): observable instruments read at collection time.
+# Runtime (otel_kit/_instrumentation/runtime.py): observable instruments read at collection time.
 PROCESS_CPU_TIME = MetricSpec(
     name="process.cpu.time",
     kind="counter",

@@ -7,7 +7,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from otel_kit.collector_config import CollectorOptions, generate
+from otel_kit.generate.collector import CollectorOptions, generate
 
 __all__ = ["register"]
 

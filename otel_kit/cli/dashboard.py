@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from otel_kit import dashboards
+from otel_kit.generate import dashboards
 
 __all__ = ["register"]
 

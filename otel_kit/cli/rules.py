@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from otel_kit import rules as generator
 from otel_kit.config import load_settings
+from otel_kit.generate import rules as generator
 
 __all__ = ["register"]
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from pydantic import AliasChoices
 
-from otel_kit import bootstrap
+from otel_kit import autoinstrument
 from otel_kit.config import ConfigError, Settings, load_settings
 
 __all__ = ["register"]
@@ -130,7 +130,7 @@ def _name_flags(message: str, given: dict[str, str]) -> str:
 
 def _data_directory(path: str | None) -> tuple[Path, Path | None]:
     """The multi-process directory and, if this run created it, that same path."""
-    from otel_kit.exporters import multiprocess  # POSIX only: imported when needed
+    from otel_kit._exporters import multiprocess  # POSIX only: imported when needed
 
     if path is None:
         try:
@@ -168,7 +168,7 @@ def _run(command: list[str], values: dict[str, Any]) -> NoReturn:
     env = dict(os.environ)
     for field, value in given.items():
         env[_env_names(field)[0]] = value
-    here = str(Path(bootstrap.__file__).parent)
+    here = str(autoinstrument.PYTHONPATH)
     python_path = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != here]
     env["PYTHONPATH"] = os.pathsep.join([here, *python_path])
     # The process exec'd below keeps this PID: it sets up first, and owns the directory.

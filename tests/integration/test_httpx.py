@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from otel_kit import setup_metrics
-from otel_kit._fast import FastHistogram
+from otel_kit._instruments import FastHistogram
 from tests.conftest import series, value
 
 # free_port(): nothing listens there, so connecting is refused

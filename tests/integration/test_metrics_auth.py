@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from otel_kit.collector_config import generate
+from otel_kit.generate.collector import generate
 from tests.conftest import value
 from tests.integration.conftest import free_port
 from tests.integration.prometheus_server import prometheus, query, wait_for

@@ -28,8 +28,8 @@ from opentelemetry import metrics as otel_metrics
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
 from otel_kit import ConfigError, Settings, setup_metrics
+from otel_kit._exporters.push import ExportHealth
 from otel_kit.config import load_settings
-from otel_kit.exporters.push import ExportHealth
 from tests.conftest import value
 from tests.integration.conftest import ROOT, free_port
 from tests.integration.otlp_receiver import (

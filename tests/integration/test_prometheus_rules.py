@@ -20,7 +20,7 @@ import httpx
 import pytest
 import redis
 
-from otel_kit import rules
+from otel_kit.generate import rules
 from tests.integration.conftest import ROOT, free_port, server
 from tests.integration.prometheus_server import prometheus, query, wait_for, wait_for_rules
 

@@ -520,5 +520,9 @@ def test_options_reach_the_command_and_the_directory_is_removed(tmp_path: Path) 
     assert seen["service"] == "from-flag"
     assert seen["own"] == "ran"
     assert seen["pythonpath"].split(os.pathsep)[1:] == [str(site)]
-    assert seen["pythonpath"].split(os.pathsep)[0].endswith(os.path.join("otel_kit", "bootstrap"))
+    assert (
+        seen["pythonpath"]
+        .split(os.pathsep)[0]
+        .endswith(os.path.join("otel_kit", "autoinstrument", "pythonpath"))
+    )
     assert seen["dir"] and not os.path.exists(seen["dir"])

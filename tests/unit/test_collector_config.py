@@ -21,9 +21,9 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+from otel_kit._exporters.push import DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT
 from otel_kit.cli.collector_config import register
-from otel_kit.collector_config import COLLECTOR_IMAGE, CollectorOptions, generate
-from otel_kit.exporters.push import DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT
+from otel_kit.generate.collector import COLLECTOR_IMAGE, CollectorOptions, generate
 
 COLLECTOR = Path(__file__).resolve().parents[2] / "collector"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from otel_kit import ConfigError, setup_metrics
+from otel_kit._pipeline import build_resource
 from otel_kit.catalogue import DEFAULT_DURATION_BUCKETS
 from otel_kit.cli._app import app
 from otel_kit.config import Settings, load_settings
-from otel_kit.provider import build_resource
 
 
 def test_defaults() -> None:

@@ -15,9 +15,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from otel_kit import catalogue, dashboards, rules, setup_metrics
+from otel_kit import catalogue, setup_metrics
 from otel_kit.cli import dashboard as dashboard_cli
 from otel_kit.cli import rules as rules_cli
+from otel_kit.generate import dashboards, rules
 from tests.conftest import samples
 
 ROOT = Path(__file__).resolve().parents[2]

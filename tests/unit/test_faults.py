@@ -21,8 +21,8 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 import otel_kit._setup
 from otel_kit import catalogue, setup_metrics
-from otel_kit._fast import FastMetrics
-from otel_kit.instrumentation.asgi import MetricsMiddleware
+from otel_kit._instrumentation.asgi import MetricsMiddleware
+from otel_kit._instruments import FastInstruments
 from tests.conftest import series, value
 
 COUNT = "http_server_request_duration_seconds_count"
@@ -230,7 +230,7 @@ async def test_a_failing_scrape_leaves_the_app_alone(monkeypatch: pytest.MonkeyP
 
 def test_a_child_forked_while_a_thread_records_can_record() -> None:
     """fork() copies a lock held by another thread, held forever: the child gets new ones."""
-    fast = FastMetrics("test")
+    fast = FastInstruments("test")
     histogram = fast.histogram(catalogue.HTTP_SERVER_REQUEST_DURATION, (1.0,), 10)
     held, release = threading.Event(), threading.Event()
 

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
-from otel_kit import instrumentation, setup_metrics
+from otel_kit import _support, setup_metrics
 from tests.conftest import series, value
 
 COUNT = "http_server_request_duration_seconds_count"
@@ -365,7 +365,7 @@ async def test_a_failing_metrics_layer_never_reaches_the_app(
         raise RuntimeError("metrics bug")
 
     monkeypatch.setattr(handle._http_duration, "record", broken)
-    monkeypatch.setattr(instrumentation, "_reported", set())
+    monkeypatch.setattr(_support, "_failures", _support.LogOnce())
     async with client(app) as c:
         responses = [await c.get(f"/items/{i}") for i in range(3)]
     assert [r.json() for r in responses] == [{"id": 0}, {"id": 1}, {"id": 2}]

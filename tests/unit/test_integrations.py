@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from otel_kit import setup_metrics
-from otel_kit.instrumentation import INTEGRATIONS
+from otel_kit._instrumentation import INTEGRATIONS
 from tests.conftest import series
 
 HTTPX_SEND = httpx.HTTPTransport.handle_request
@@ -26,7 +26,7 @@ def test_missing_library_logs_one_line_and_the_rest_still_works(
 ) -> None:
     # `import redis` now raises ImportError(name="redis"), as when redis-py is not installed.
     monkeypatch.setitem(sys.modules, "redis", None)
-    monkeypatch.delitem(sys.modules, "otel_kit.instrumentation.redis", raising=False)
+    monkeypatch.delitem(sys.modules, "otel_kit._instrumentation.redis", raising=False)
     with caplog.at_level(logging.INFO, logger="otel_kit"):
         handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
     lines = [r for r in caplog.records if "redis" in r.getMessage()]

@@ -21,10 +21,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 
 from otel_kit import catalogue, setup_metrics
-from otel_kit._fast import FastMetrics
-from otel_kit.config import ConfigError
-from otel_kit.exporters import multiprocess
-from otel_kit.exporters.multiprocess import (
+from otel_kit._exporters import multiprocess
+from otel_kit._exporters.multiprocess import (
     Family,
     HistogramPoint,
     Multiprocess,
@@ -33,7 +31,9 @@ from otel_kit.exporters.multiprocess import (
     merge_into,
     subtract,
 )
-from otel_kit.exporters.prometheus import PullReader, _families
+from otel_kit._exporters.prometheus import PullReader, _families
+from otel_kit._instruments import FastInstruments
+from otel_kit.config import ConfigError
 from tests.conftest import series, value
 
 COUNT = "http_server_request_duration_seconds_count"
@@ -44,7 +44,7 @@ class Participant:
     """One 'process': its own provider, fast instruments and Multiprocess in `directory`."""
 
     def __init__(self, directory: Path) -> None:
-        self.fast = FastMetrics("test")
+        self.fast = FastInstruments("test")
         resource = Resource.create({"service.name": "shop"})
         reader = PullReader(self.fast, resource, 2000)
         self.provider = MeterProvider(metric_readers=[reader], resource=resource)

@@ -17,10 +17,10 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from otel_kit import setup_metrics
-from otel_kit._fast import FastMetrics
+from otel_kit._instrumentation import IntegrationContext, runtime
+from otel_kit._instruments import FastInstruments
 from otel_kit._setup import MetricsHandle
 from otel_kit.config import load_settings
-from otel_kit.instrumentation import Context, runtime
 from tests.conftest import series, value
 
 FDS = "process_unix_file_descriptor_count"
@@ -162,7 +162,9 @@ def test_failing_psutil_read_drops_only_that_series(
 def test_undo_stops_reporting() -> None:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
-    undo = runtime.instrument(Context(load_settings(), provider, FastMetrics("test")))
+    undo = runtime.instrument(
+        IntegrationContext(load_settings(), provider, FastInstruments("test"))
+    )
 
     def points() -> dict[str, int]:
         data = reader.get_metrics_data()

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, StaticPool
 
 from otel_kit import MetricsHandle, setup_metrics
-from otel_kit.instrumentation.sqlalchemy import OPERATIONS, OTHER, operation_name
+from otel_kit._instrumentation.sqlalchemy import OPERATIONS, OTHER, operation_name
 from tests.conftest import samples, series, value
 
 DURATION = "db_client_operation_duration_seconds"

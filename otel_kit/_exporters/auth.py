@@ -14,18 +14,13 @@ import base64
 import binascii
 import hashlib
 import hmac
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
-from wsgiref.simple_server import WSGIServer, make_server
 
-from prometheus_client import make_wsgi_app
-from prometheus_client.registry import CollectorRegistry
-
+from otel_kit._instrumentation.asgi import ASGIApp, Receive, Scope, Send
 from otel_kit.config import Settings
-from otel_kit.instrumentation.asgi import ASGIApp, Receive, Scope, Send
 
-__all__ = ["MetricsAuth", "start_metrics_server"]
+__all__ = ["MetricsAuth", "WSGIApp"]
 
 _BODY = b"401 Unauthorized: this metrics endpoint needs credentials\n"
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -104,30 +99,3 @@ class MetricsAuth:
             return [_BODY]
 
         return protected
-
-
-def start_metrics_server(
-    port: int, addr: str, registry: CollectorRegistry, auth: MetricsAuth | None
-) -> WSGIServer:
-    """prometheus_client's `start_http_server`, with its WSGI app behind `auth` if given.
-
-    `start_http_server` builds its WSGI app itself and offers no way to wrap it, so this is its
-    body. Its server class and quiet handler are reused; the two private names of
-    prometheus_client otel-kit depends on are imported here and nowhere else.
-    """
-    from prometheus_client.exposition import (
-        ThreadingWSGIServer,
-        _get_best_family,
-        _SilentHandler,
-    )
-
-    class Server(ThreadingWSGIServer):
-        """Per call: the address family depends on `addr` (IPv4 or IPv6)."""
-
-    Server.address_family, addr = _get_best_family(addr, port)  # type: ignore[no-untyped-call]
-    app: WSGIApp = make_wsgi_app(registry)
-    if auth is not None:
-        app = auth.wsgi(app)
-    server = make_server(addr, port, app, Server, handler_class=_SilentHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server

@@ -1,7 +1,7 @@
 """Imported by Python at startup when `otel-kit run` put this directory on PYTHONPATH."""
 
 try:
-    from otel_kit._bootstrap import initialize
+    from otel_kit.autoinstrument import initialize
 except ImportError as exc:  # a Python without otel-kit (or its dependencies): run uninstrumented
     import sys
 

@@ -15,7 +15,6 @@ several scopes are merged into one family.
 from __future__ import annotations
 
 import functools
-import logging
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -38,19 +37,20 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from otel_kit._fast import FastMetrics
+from otel_kit._instruments import FastInstruments
+from otel_kit._pipeline import cardinality_limits
+from otel_kit._support import LogOnce
 from otel_kit.catalogue import prometheus_label, prometheus_name, unit_suffix
-from otel_kit.provider import cardinality_limits
 
 __all__ = ["PrometheusCollector", "PullReader", "make_registry"]
 
-_log = logging.getLogger("otel_kit")
+_warn_once = LogOnce().warning
 
 
 class PullReader(MetricReader):
     """Collects on demand (each scrape), SDK metrics plus otel-kit's fast instruments."""
 
-    def __init__(self, fast: FastMetrics, resource: Resource, cardinality_limit: int) -> None:
+    def __init__(self, fast: FastInstruments, resource: Resource, cardinality_limit: int) -> None:
         super().__init__(cardinality_limits=cardinality_limits(cardinality_limit))
         self._fast = fast
         self._resource = resource
@@ -145,15 +145,6 @@ def _add_samples(family: Metric, kind: str, point_data: Any) -> None:
     sample_name = name + "_total" if kind == "counter" else name
     for point in point_data.data_points:
         family.add_sample(sample_name, _labels(point.attributes), point.value)
-
-
-_warned: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    if message not in _warned:
-        _warned.add(message)
-        _log.warning(message)
 
 
 class PrometheusCollector(Collector):

@@ -49,9 +49,9 @@ from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.util.types import AttributeValue
 
-from otel_kit._fast import FastMetrics
+from otel_kit._instruments import FastInstruments
+from otel_kit._pipeline import cardinality_limits
 from otel_kit.config import ConfigError, Settings
-from otel_kit.provider import cardinality_limits
 
 __all__ = [
     "DEFAULT_GRPC_ENDPOINT",
@@ -224,7 +224,7 @@ class _PushExporter(MetricExporter):
     def __init__(
         self,
         inner: MetricExporter,
-        fast: FastMetrics,
+        fast: FastInstruments,
         resource: Resource,
         target: str,
         *,
@@ -462,7 +462,7 @@ def _at_fork(reader: weakref.ref[_PushReader], hook: Callable[[_PushReader], Non
 
 
 def push_reader(
-    name: str, settings: Settings, fast: FastMetrics, resource: Resource
+    name: str, settings: Settings, fast: FastInstruments, resource: Resource
 ) -> MetricReader:
     if name == "otlp":
         inner, target = _otlp_exporter(settings), otlp_endpoint(settings)

@@ -1,7 +1,7 @@
 """`otel-kit run` inside each Python process: set up metrics, measure every Starlette app.
 
-Called by `otel_kit/bootstrap/sitecustomize.py`; never raises (a failure is logged and the
-application runs without otel-kit metrics). Imports only the standard library until needed.
+Called by `pythonpath/sitecustomize.py` beside this file; never raises (a failure is logged
+and the application runs without otel-kit metrics). Imports only the standard library until needed.
 
 - The command's own process (`OTEL_KIT_RUN_PID`) sets up at once: it may serve the metrics
   port, and a forking server (gunicorn) passes the setup on to its workers.
@@ -26,7 +26,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["initialize"]
+__all__ = ["PYTHONPATH", "initialize"]
+
+# The directory `otel-kit run` puts first on PYTHONPATH: its only module is `sitecustomize`.
+PYTHONPATH = Path(__file__).parent / "pythonpath"
 
 _log = logging.getLogger("otel_kit")
 
@@ -54,7 +57,7 @@ def initialize() -> None:
 
 def _run_next_sitecustomize() -> None:
     """Ours shadows any other `sitecustomize` (a distribution's, a virtualenv's): run it too."""
-    ours = os.path.realpath(Path(__file__).parent / "bootstrap")
+    ours = os.path.realpath(PYTHONPATH)
     path = [p for p in sys.path if os.path.realpath(p or ".") != ours]
     spec = importlib.machinery.PathFinder.find_spec("sitecustomize", path)
     if spec is not None and spec.loader is not None:

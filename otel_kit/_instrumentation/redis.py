@@ -30,7 +30,6 @@ RedisCluster and PubSub use other code paths and are not measured.
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import Any
@@ -38,13 +37,13 @@ from typing import Any
 import redis.asyncio.client
 import redis.client
 
-from otel_kit._fast import FastHistogram, FastSum
+from otel_kit._instrumentation import IntegrationContext, error_type
+from otel_kit._instruments import FastHistogram, FastSum
+from otel_kit._support import Patches, report_failure
 from otel_kit.catalogue import CACHE_REQUESTS, DB_CLIENT_OPERATION_DURATION
-from otel_kit.instrumentation import Context, error_type, report_failure
 
 __all__ = ["instrument"]
 
-_log = logging.getLogger("otel_kit")
 
 # Redis 7.0 commands plus later core additions (7.2-8.x) and the JSON/search modules.
 _COMMAND_NAMES = """
@@ -121,10 +120,10 @@ def _namespace(client: Any) -> str:
 
 
 class _Recorder:
-    def __init__(self, duration: FastHistogram, requests: FastSum) -> None:
+    def __init__(self, duration: FastHistogram, requests: FastSum, patches: Patches) -> None:
         self._duration = duration
         self._requests = requests
-        self.enabled = True
+        self._patches = patches  # inactive once undone: a wrapper someone wrapped stays, silent
 
     def _failed(self) -> None:
         report_failure("Redis")
@@ -141,7 +140,7 @@ class _Recorder:
     def command(
         self, client: Any, args: tuple[Any, ...], elapsed: float, reply: Any, error: str | None
     ) -> None:
-        if not self.enabled:
+        if not self._patches.active:
             return
         try:
             operation = _operation(args[0]) if args else "OTHER"
@@ -160,7 +159,7 @@ class _Recorder:
         replies: Any,
         error: str | None,
     ) -> None:
-        if not self.enabled:
+        if not self._patches.active:
             return
         try:
             operation = "MULTI" if transaction else "PIPELINE"
@@ -253,12 +252,15 @@ def _async_execute(original: Method, recorder: _Recorder, flag: str) -> Method:
     return wrapper
 
 
-def instrument(context: Context) -> Callable[[], None]:
+def instrument(integration: IntegrationContext) -> Callable[[], None]:
+    patches = Patches()
     recorder = _Recorder(
-        context.histogram(DB_CLIENT_OPERATION_DURATION), context.sum(CACHE_REQUESTS)
+        integration.histogram(DB_CLIENT_OPERATION_DURATION),
+        integration.sum(CACHE_REQUESTS),
+        patches,
     )
     sync, aio = redis.client, redis.asyncio.client
-    targets: list[tuple[type[Any], str, Callable[[Method, _Recorder], Method]]] = [
+    wrappers: list[tuple[type[Any], str, Callable[[Method, _Recorder], Method]]] = [
         (sync.Redis, "execute_command", _sync_command),
         (sync.Pipeline, "immediate_execute_command", _sync_command),
         (sync.Pipeline, "execute", functools.partial(_sync_execute, flag="transaction")),
@@ -266,18 +268,9 @@ def instrument(context: Context) -> Callable[[], None]:
         (aio.Pipeline, "immediate_execute_command", _async_command),
         (aio.Pipeline, "execute", functools.partial(_async_execute, flag="is_transaction")),
     ]
-    # Build every wrapper before patching any: a redis-py lacking one method gets none.
-    patches = [
-        (cls, name, cls.__dict__[name], wrap(cls.__dict__[name], recorder))
-        for cls, name, wrap in targets
-    ]
-    for cls, name, _, wrapper in patches:
-        setattr(cls, name, wrapper)
 
-    def undo() -> None:
-        recorder.enabled = False  # a wrapper that someone wrapped in turn stays, silent
-        for cls, name, original, wrapper in patches:
-            if cls.__dict__.get(name) is wrapper:
-                setattr(cls, name, original)
+    def bind(wrap: Callable[[Method, _Recorder], Method]) -> Callable[[Method], Method]:
+        return lambda original: wrap(original, recorder)
 
-    return undo
+    patches.apply((cls, name, bind(wrap)) for cls, name, wrap in wrappers)
+    return patches.undo

@@ -22,7 +22,6 @@ weakly; a pool its engine replaced (`engine.dispose()`) leaves the gauges at onc
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import re
 import threading
@@ -37,12 +36,12 @@ from sqlalchemy.engine import Connection, Engine, ExceptionContext, ExecutionCon
 from sqlalchemy.pool import AssertionPool, Pool, PoolProxiedConnection, QueuePool, StaticPool
 
 from otel_kit import catalogue
-from otel_kit._fast import FastHistogram, FastSum
-from otel_kit.instrumentation import Context, error_type, report_failure
+from otel_kit._instrumentation import IntegrationContext, error_type
+from otel_kit._instruments import FastHistogram, FastSum
+from otel_kit._support import Patches, report_failure
 
 __all__ = ["OPERATIONS", "instrument", "instrument_engine", "operation_name"]
 
-_log = logging.getLogger("otel_kit")
 
 # The verbs `db.operation.name` may take; anything else is recorded as "OTHER".
 OPERATIONS = frozenset(
@@ -169,17 +168,19 @@ _INSERTMANY = "_exec_insertmany_context"
 
 
 class _Instrumentation:
-    def __init__(self, context: Context) -> None:
-        self.duration: FastHistogram = context.histogram(catalogue.DB_CLIENT_OPERATION_DURATION)
-        self.wait_time: FastHistogram = context.histogram(catalogue.DB_CLIENT_CONNECTION_WAIT_TIME)
-        self.timeouts: FastSum = context.sum(catalogue.DB_CLIENT_CONNECTION_TIMEOUTS)
+    def __init__(self, integration: IntegrationContext) -> None:
+        self.duration: FastHistogram = integration.histogram(catalogue.DB_CLIENT_OPERATION_DURATION)
+        self.wait_time: FastHistogram = integration.histogram(
+            catalogue.DB_CLIENT_CONNECTION_WAIT_TIME
+        )
+        self.timeouts: FastSum = integration.sum(catalogue.DB_CLIENT_CONNECTION_TIMEOUTS)
         self.pools: weakref.WeakKeyDictionary[Pool, _PoolState] = weakref.WeakKeyDictionary()
         self.dialects: weakref.WeakSet[Any] = weakref.WeakSet()
         self.lock = threading.Lock()
         # (our wrapper, the original) of Connection's insertmanyvalues method, once installed
         self._insertmany: tuple[Callable[..., Any], Callable[..., Any]] | None = None
         self.enabled = True
-        meter = context.meter_provider.get_meter("otel_kit")
+        meter = integration.meter_provider.get_meter("otel_kit")
         for spec, callback in (
             (catalogue.DB_CLIENT_CONNECTION_COUNT, self._observe_count),
             (catalogue.DB_CLIENT_CONNECTION_MAX, self._observe_max),
@@ -436,27 +437,26 @@ def _remove(listeners: list[tuple[Any, str, Callable[..., Any]]]) -> None:
             event.remove(target, name, listener)
 
 
-# Per setup (keyed by its FastMetrics): the automatic instrumentation, or the one that explicitly
-# instrumented engines share (observable pool gauges can be registered once per provider).
+# Per setup (keyed by its FastInstruments): the automatic instrumentation, or the one that
+# explicitly instrumented engines share (observable pool gauges can be registered once per
+# provider).
 _automatic: weakref.WeakKeyDictionary[Any, _Instrumentation] = weakref.WeakKeyDictionary()
 _explicit: weakref.WeakKeyDictionary[Any, _Instrumentation] = weakref.WeakKeyDictionary()
 
 
-def instrument(context: Context) -> Callable[[], None]:
+def instrument(integration: IntegrationContext) -> Callable[[], None]:
     """Measure every SQLAlchemy engine and pool; returns the function that stops it."""
-    instrumentation = _automatic[context.fast] = _Instrumentation(context)
+    instrumentation = _automatic[integration.fast] = _Instrumentation(integration)
     listeners = _listeners(instrumentation, Engine, Pool)
     for target, name, listener in listeners:
         event.listen(target, name, listener)
-    original = Engine.raw_connection
-    wrapper = instrumentation.wrap_raw_connection(original)
-    Engine.raw_connection = wrapper  # type: ignore[method-assign,assignment]
+    patches = Patches()
+    patches.apply([(Engine, "raw_connection", instrumentation.wrap_raw_connection)])
 
     def undo() -> None:
         instrumentation.enabled = False  # the wrapper stays inert if someone wrapped it since
-        _automatic.pop(context.fast, None)
-        if Engine.__dict__.get("raw_connection") is wrapper:
-            Engine.raw_connection = original  # type: ignore[method-assign]
+        _automatic.pop(integration.fast, None)
+        patches.undo()
         _remove(listeners)
         instrumentation.unwrap_dialects(instrumentation.dialects)
         instrumentation.pools.clear()
@@ -464,18 +464,18 @@ def instrument(context: Context) -> Callable[[], None]:
     return undo
 
 
-def instrument_engine(context: Context, engine: Any) -> Callable[[], None] | None:
+def instrument_engine(integration: IntegrationContext, engine: Any) -> Callable[[], None] | None:
     """Measure one engine (sync or async) when the automatic instrumentation is off.
 
     With it on, every engine is measured already: returns None and changes nothing. Otherwise
     returns the function that stops measuring this engine.
     """
-    if context.fast in _automatic:
+    if integration.fast in _automatic:
         return None
     engine = getattr(engine, "sync_engine", engine)  # AsyncEngine
-    instrumentation = _explicit.get(context.fast)
+    instrumentation = _explicit.get(integration.fast)
     if instrumentation is None:
-        instrumentation = _explicit[context.fast] = _Instrumentation(context)
+        instrumentation = _explicit[integration.fast] = _Instrumentation(integration)
     # Pool events listened for on an engine follow it to the new pool after dispose().
     listeners = _listeners(instrumentation, engine, engine)
     for target, name, listener in listeners:

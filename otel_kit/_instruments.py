@@ -5,41 +5,36 @@ exemplar filter, frozenset keys, one lock per view). A request records three mea
 the SDK alone would cost ~13 µs per request. These instruments keep the same data model
 (cumulative explicit-bucket histograms and sums, cardinality limit with an
 `otel.metric.overflow` series) at ~0.5 µs per measurement, keyed by a tuple of attribute values
-in a fixed order. `FastMetrics.merge()` turns them into SDK data points at collection
+in a fixed order. `FastInstruments.merge()` turns them into SDK data points at collection
 time, so every exporter sees them exactly like SDK metrics.
 """
 
 from __future__ import annotations
 
-import os
 import threading
-import weakref
 from bisect import bisect_left
 from collections.abc import Sequence
 from time import time_ns
 from typing import Any
 
-from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
-    Histogram,
-    HistogramDataPoint,
-    Metric,
-    MetricsData,
-    NumberDataPoint,
-    ResourceMetrics,
-    ScopeMetrics,
-    Sum,
-)
+from opentelemetry.sdk.metrics.export import Metric, MetricsData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from otel_kit._otel_data import (
+    histogram_metric,
+    histogram_point,
+    number_metric,
+    number_point,
+    with_scope,
+)
+from otel_kit._support import at_fork
 from otel_kit.catalogue import MetricSpec
 
-__all__ = ["FastHistogram", "FastMetrics", "FastSum"]
+__all__ = ["FastHistogram", "FastInstruments", "FastSum"]
 
 Key = tuple[Any, ...]
 _OVERFLOW: Key = ("__otel_kit_overflow__",)
-_CUMULATIVE = AggregationTemporality.CUMULATIVE
 
 
 def _admit(store: dict[Key, Any], key: Key, limit: int) -> Key:
@@ -96,25 +91,20 @@ class FastHistogram:
     def metric(self, start: int, now: int) -> Metric:
         with self._lock:
             points = [
-                HistogramDataPoint(
-                    attributes=_attributes(self.spec.attributes, key),
-                    start_time_unix_nano=start,
-                    time_unix_nano=now,
-                    count=sum(series.counts),
-                    sum=series.sum,
-                    bucket_counts=list(series.counts),
-                    explicit_bounds=self.bounds,
-                    min=series.min,
-                    max=series.max,
+                histogram_point(
+                    _attributes(self.spec.attributes, key),
+                    start,
+                    now,
+                    bounds=self.bounds,
+                    counts=series.counts,
+                    total=series.sum,
+                    low=series.min,
+                    high=series.max,
                 )
                 for key, series in self._series.items()
             ]
-        return Metric(
-            name=self.spec.name,
-            description=self.spec.description,
-            unit=self.spec.unit,
-            data=Histogram(data_points=points, aggregation_temporality=_CUMULATIVE),
-        )
+        spec = self.spec
+        return histogram_metric(spec.name, spec.description, spec.unit, points)
 
 
 class FastSum:
@@ -139,27 +129,14 @@ class FastSum:
     def metric(self, start: int, now: int) -> Metric:
         with self._lock:
             points = [
-                NumberDataPoint(
-                    attributes=_attributes(self.spec.attributes, key),
-                    start_time_unix_nano=start,
-                    time_unix_nano=now,
-                    value=value,
-                )
+                number_point(_attributes(self.spec.attributes, key), start, now, value)
                 for key, value in self._values.items()
             ]
-        return Metric(
-            name=self.spec.name,
-            description=self.spec.description,
-            unit=self.spec.unit,
-            data=Sum(
-                data_points=points,
-                aggregation_temporality=_CUMULATIVE,
-                is_monotonic=self._monotonic,
-            ),
-        )
+        kind = "counter" if self._monotonic else "updown"
+        return number_metric(self.spec.name, self.spec.description, self.spec.unit, points, kind)
 
 
-class FastMetrics:
+class FastInstruments:
     """The fast instruments of one otel-kit setup, exported as one instrumentation scope."""
 
     def __init__(self, version: str) -> None:
@@ -170,9 +147,7 @@ class FastMetrics:
         # durations, Redis and the cache helper) must add to one series set, not export twice.
         self._by_name: dict[str, FastHistogram | FastSum] = {}
         self._lock = threading.Lock()
-        if hasattr(os, "register_at_fork"):  # POSIX
-            ref = weakref.ref(self)
-            os.register_at_fork(after_in_child=lambda: _new_locks(ref))
+        at_fork(self, after_in_child=FastInstruments._new_locks)
 
     def histogram(self, spec: MetricSpec, bounds: Sequence[float], limit: int) -> FastHistogram:
         """The histogram for `spec`; later calls return the same one (first bounds win)."""
@@ -199,7 +174,6 @@ class FastMetrics:
 
     def merge(self, data: MetricsData | None, resource: Resource) -> MetricsData:
         """`data` (SDK metrics, None when the SDK had none) plus this scope's metrics."""
-        resource_metrics = list(data.resource_metrics) if data is not None else []
         now = time_ns()
         # Instruments without points yet are left out, as the SDK does (an OTLP metric without
         # data points has no data at all).
@@ -208,27 +182,10 @@ class FastMetrics:
             for metric in (instrument.metric(self._start, now) for instrument in self._instruments)
             if metric.data.data_points
         ]
-        if not metrics:
-            return MetricsData(resource_metrics=resource_metrics)
-        scope = ScopeMetrics(scope=self._scope, metrics=metrics, schema_url="")
-        if resource_metrics:
-            first = resource_metrics[0]
-            resource_metrics[0] = ResourceMetrics(
-                resource=first.resource,
-                scope_metrics=[*first.scope_metrics, scope],
-                schema_url=first.schema_url,
-            )
-        else:
-            resource_metrics = [
-                ResourceMetrics(resource=resource, scope_metrics=[scope], schema_url="")
-            ]
-        return MetricsData(resource_metrics=resource_metrics)
+        return with_scope(data, resource, self._scope, metrics)
 
-
-def _new_locks(ref: weakref.ref[FastMetrics]) -> None:
-    """In a child forked while another thread recorded: that thread is gone, its lock held."""
-    fast = ref()
-    if fast is not None:
-        fast._lock = threading.Lock()
-        for instrument in fast._instruments:
+    def _new_locks(self) -> None:
+        """In a child forked while another thread recorded: that thread is gone, its lock held."""
+        self._lock = threading.Lock()
+        for instrument in self._instruments:
             instrument._lock = threading.Lock()

@@ -22,19 +22,18 @@ distinct hosts is bounded by the cardinality limit: further series go to the ove
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable, Coroutine, Mapping
 from time import perf_counter
 from typing import Any
 
 import httpx
 
+from otel_kit._instrumentation import IntegrationContext, error_type
+from otel_kit._support import Patches, report_failure
 from otel_kit.catalogue import HTTP_CLIENT_REQUEST_DURATION, KNOWN_HTTP_METHODS
-from otel_kit.instrumentation import Context, error_type, report_failure
 
 __all__ = ["instrument"]
 
-_log = logging.getLogger("otel_kit")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 SyncHandle = Callable[[httpx.HTTPTransport, httpx.Request], httpx.Response]
@@ -44,10 +43,14 @@ AsyncHandle = Callable[
 
 
 class _Recorder:
-    def __init__(self, context: Context) -> None:
-        self.active = True
-        self._duration = context.histogram(HTTP_CLIENT_REQUEST_DURATION)
-        self._peers: Mapping[str, str] = dict(context.settings.peer_services)
+    def __init__(self, integration: IntegrationContext, patches: Patches) -> None:
+        self._patches = patches
+        self._duration = integration.histogram(HTTP_CLIENT_REQUEST_DURATION)
+        self._peers: Mapping[str, str] = dict(integration.settings.peer_services)
+
+    @property
+    def active(self) -> bool:
+        return self._patches.active
 
     def record(
         self, request: httpx.Request, start: float, status: int | None, error: str | None
@@ -70,52 +73,50 @@ class _Recorder:
             report_failure("httpx")
 
 
-def instrument(context: Context) -> Callable[[], None]:
-    """Measure every request sent through httpx's HTTP transports; returns the undo."""
-    recorder = _Recorder(context)
-    original_sync: SyncHandle = httpx.HTTPTransport.handle_request
-    original_async: AsyncHandle = httpx.AsyncHTTPTransport.handle_async_request
-
-    @functools.wraps(original_sync)
+def _sync(original: SyncHandle, recorder: _Recorder) -> SyncHandle:
+    @functools.wraps(original)
     def handle_request(self: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
         if not recorder.active:
-            return original_sync(self, request)
+            return original(self, request)
         start = perf_counter()
         try:
-            response = original_sync(self, request)
+            response = original(self, request)
         except BaseException as exc:
             recorder.record(request, start, None, error_type(exc))
             raise
         recorder.record(request, start, response.status_code, None)
         return response
 
-    @functools.wraps(original_async)
+    return handle_request
+
+
+def _async(original: AsyncHandle, recorder: _Recorder) -> AsyncHandle:
+    @functools.wraps(original)
     async def handle_async_request(
         self: httpx.AsyncHTTPTransport, request: httpx.Request
     ) -> httpx.Response:
         if not recorder.active:
-            return await original_async(self, request)
+            return await original(self, request)
         start = perf_counter()
         try:
-            response = await original_async(self, request)
+            response = await original(self, request)
         except BaseException as exc:  # CancelledError too: the call did not complete
             recorder.record(request, start, None, error_type(exc))
             raise
         recorder.record(request, start, response.status_code, None)
         return response
 
-    patches: list[tuple[type, str, object, object]] = [
-        (httpx.HTTPTransport, "handle_request", handle_request, original_sync),
-        (httpx.AsyncHTTPTransport, "handle_async_request", handle_async_request, original_async),
-    ]
-    for cls, name, wrapper, _ in patches:
-        setattr(cls, name, wrapper)
+    return handle_async_request
 
-    def undo() -> None:
-        # If something wrapped ours since, leave it in place: the flag makes ours a pass-through.
-        recorder.active = False
-        for cls, name, wrapper, original in patches:
-            if cls.__dict__.get(name) is wrapper:
-                setattr(cls, name, original)
 
-    return undo
+def instrument(integration: IntegrationContext) -> Callable[[], None]:
+    """Measure every request sent through httpx's HTTP transports; returns the undo."""
+    patches = Patches()
+    recorder = _Recorder(integration, patches)
+    patches.apply(
+        [
+            (httpx.HTTPTransport, "handle_request", lambda f: _sync(f, recorder)),
+            (httpx.AsyncHTTPTransport, "handle_async_request", lambda f: _async(f, recorder)),
+        ]
+    )
+    return patches.undo

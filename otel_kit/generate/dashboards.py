@@ -73,7 +73,7 @@ def histogram_quantile(
     return f"histogram_quantile({q}, {rates})"
 
 
-# Runtime series (otel_kit/instrumentation/runtime.py): named by the same translation.
+# Runtime series (otel_kit/_instrumentation/runtime.py): named by the same translation.
 PROCESS_CPU_TIME = prometheus_name("process.cpu.time", "s", monotonic_sum=True)
 PROCESS_MEMORY_USAGE = prometheus_name("process.memory.usage", "By")
 PROCESS_MEMORY_VIRTUAL = prometheus_name("process.memory.virtual", "By")

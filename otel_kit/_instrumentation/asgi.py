@@ -2,8 +2,8 @@
 
 Why not contrib's OpenTelemetryMiddleware: it builds spans and SDK measurements on every request
 (~134 µs measured here, 0.51 of a bare app's throughput). This middleware only measures, through
-the pre-aggregating instruments of `otel_kit._fast`, and serves the metrics endpoint itself so
-the scrape is never counted and never reaches the app's router.
+the pre-aggregating instruments of `otel_kit._instruments`, and serves the metrics endpoint
+itself so the scrape is never counted and never reaches the app's router.
 
 `http.route` is the route TEMPLATE. FastAPI >= 0.165 resolves it exactly (router prefixes,
 nested routers, mounts) through its telemetry hook; otel-kit gives that hook a request record
@@ -20,9 +20,10 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
 from typing import Any
 
-from otel_kit._fast import FastHistogram, FastSum
+from otel_kit._instrumentation import error_type
+from otel_kit._instruments import FastHistogram, FastSum
+from otel_kit._support import report_failure
 from otel_kit.catalogue import KNOWN_HTTP_METHODS
-from otel_kit.instrumentation import error_type, report_failure
 
 __all__ = ["MetricsMiddleware", "disable_fastapi_metrics"]
 

@@ -30,22 +30,22 @@ import psutil
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_kit import catalogue
+from otel_kit._instrumentation import IntegrationContext
+from otel_kit._support import LogOnce
 from otel_kit.catalogue import MetricSpec
-from otel_kit.instrumentation import Context
 
 __all__ = ["instrument"]
 
-_log = logging.getLogger("otel_kit")
 
 Callback = Callable[[CallbackOptions], Iterable[Observation]]
 
 
-class _Reader:
+class _ProcessStats:
     def __init__(self) -> None:
         self.active = True
         self._pid = os.getpid()
         self._process = psutil.Process(self._pid)
-        self._failed: set[str] = set()
+        self._failed = LogOnce()  # one warning per series, not one per scrape
 
     def process(self) -> psutil.Process:
         pid = os.getpid()
@@ -60,9 +60,8 @@ class _Reader:
             try:
                 return read()
             except Exception:  # one failing read must not cost the other series or the scrape
-                if name not in self._failed:
-                    self._failed.add(name)
-                    _log.warning("otel-kit: reading %s failed; it is left out", name, exc_info=True)
+                message = "otel-kit: reading %s failed; it is left out"
+                self._failed(name, logging.WARNING, message, name, exc_info=True)
                 return []
 
         return observe
@@ -97,21 +96,21 @@ def _gc_stat(key: str) -> Callable[[], list[Observation]]:
     return read
 
 
-def instrument(context: Context) -> Callable[[], None]:
+def instrument(integration: IntegrationContext) -> Callable[[], None]:
     """Register the runtime instruments; returns the undo (callbacks stop reporting)."""
-    meter = context.meter_provider.get_meter("otel_kit.runtime")
-    reader = _Reader()
+    meter = integration.meter_provider.get_meter("otel_kit.runtime")
+    stats = _ProcessStats()
     instruments: list[tuple[MetricSpec, Callable[[], list[Observation]]]] = [
-        (catalogue.PROCESS_CPU_TIME, reader.cpu_time),
-        (catalogue.PROCESS_MEMORY_USAGE, reader.memory_usage),
-        (catalogue.PROCESS_MEMORY_VIRTUAL, reader.memory_virtual),
-        (catalogue.PROCESS_THREAD_COUNT, reader.threads),
+        (catalogue.PROCESS_CPU_TIME, stats.cpu_time),
+        (catalogue.PROCESS_MEMORY_USAGE, stats.memory_usage),
+        (catalogue.PROCESS_MEMORY_VIRTUAL, stats.memory_virtual),
+        (catalogue.PROCESS_THREAD_COUNT, stats.threads),
         (catalogue.CPYTHON_GC_COLLECTIONS, _gc_stat("collections")),
         (catalogue.CPYTHON_GC_COLLECTED_OBJECTS, _gc_stat("collected")),
         (catalogue.CPYTHON_GC_UNCOLLECTABLE_OBJECTS, _gc_stat("uncollectable")),
     ]
     if hasattr(psutil.Process, "num_fds"):  # Unix only
-        instruments.append((catalogue.PROCESS_UNIX_FILE_DESCRIPTOR_COUNT, reader.file_descriptors))
+        instruments.append((catalogue.PROCESS_UNIX_FILE_DESCRIPTOR_COUNT, stats.file_descriptors))
     for spec, read in instruments:
         create = (
             meter.create_observable_counter
@@ -120,12 +119,12 @@ def instrument(context: Context) -> Callable[[], None]:
         )
         create(
             spec.name,
-            [reader.callback(spec.name, read)],
+            [stats.callback(spec.name, read)],
             unit=spec.unit,
             description=spec.description,
         )
 
     def undo() -> None:
-        reader.active = False
+        stats.active = False
 
     return undo

@@ -61,8 +61,8 @@ from prometheus_client import make_asgi_app
 from prometheus_client.core import Metric as PrometheusMetric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from otel_kit._exporters.prometheus import PullReader, _families
 from otel_kit.config import ConfigError
-from otel_kit.exporters.prometheus import PullReader, _families
 
 __all__ = ["Families", "Family", "Multiprocess", "check_directory", "live_processes", "reset"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from otel_kit.catalogue import DEFAULT_DURATION_BUCKETS
-from otel_kit.dashboards import (
+from otel_kit.generate.dashboards import (
     CACHE,
     CLIENT_COUNT,
     CLIENT_FAILURES,
