@@ -103,6 +103,17 @@ class MetricsHandle:
         self._context = IntegrationContext(settings, self.meter_provider, self._fast)
         self._undo = instrument_all(self._context)
 
+    @classmethod
+    def create(cls, app: Any = None, **settings: Any) -> MetricsHandle:
+        """A setup of its own, NOT installed globally: the global MeterProvider, the cache
+        helpers and later `setup_metrics()` calls do not see it. For tests and for code that
+        wants its metrics apart; `setup_metrics()` is this plus the global installation."""
+        config = load_settings(settings)
+        handle = cls(config, serve_on_app=_serves_on_app(app, config))
+        if app is not None:
+            handle.instrument_app(app)
+        return handle
+
     def _forget_server(self) -> None:
         """In a child forked from the process serving the metrics port: the serving thread did
         not survive the fork; close this copy of its socket (the parent keeps serving)."""
@@ -212,6 +223,16 @@ _lock = threading.Lock()
 _current: MetricsHandle | None = None
 
 
+def _serves_on_app(app: Any, config: Settings) -> bool:
+    """Whether metrics go on `app`'s metrics path (else on the port, if any); checks `app`."""
+    if app is not None and not hasattr(app, "add_middleware"):
+        raise TypeError(
+            "setup_metrics(app) instruments Starlette/FastAPI apps in place; for another "
+            "ASGI app use: handle = setup_metrics(); app = handle.instrument_app(app)"
+        )
+    return app is not None and config.prometheus_port is None
+
+
 def _install(config: Settings, *, serve_on_app: bool) -> MetricsHandle:
     """Build the handle and set the global MeterProvider; call with `_lock` held."""
     global _current
@@ -236,13 +257,7 @@ def setup_metrics(app: Any = None, **settings: Any) -> MetricsHandle:
         handle = _current
         if handle is None:
             config = load_settings(settings)
-            if app is not None and not hasattr(app, "add_middleware"):
-                raise TypeError(
-                    "setup_metrics(app) instruments Starlette/FastAPI apps in place; for another "
-                    "ASGI app use: handle = setup_metrics(); app = handle.instrument_app(app)"
-                )
-            serve_on_app = app is not None and config.prometheus_port is None
-            handle = _install(config, serve_on_app=serve_on_app)
+            handle = _install(config, serve_on_app=_serves_on_app(app, config))
         elif settings:
             _log.warning("otel-kit: setup_metrics() already ran; new settings ignored")
     if app is not None:
