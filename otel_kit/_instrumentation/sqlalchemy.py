@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -37,69 +36,12 @@ from sqlalchemy.pool import AssertionPool, Pool, PoolProxiedConnection, QueuePoo
 
 from otel_kit import catalogue
 from otel_kit._instrumentation import IntegrationContext, error_type
+from otel_kit._instrumentation._sql import operation_name
 from otel_kit._instruments import FastHistogram, FastSum
 from otel_kit._support import Patches, report_failure
 
-__all__ = ["OPERATIONS", "instrument", "instrument_engine", "operation_name"]
+__all__ = ["instrument", "instrument_engine"]
 
-
-# The verbs `db.operation.name` may take; anything else is recorded as "OTHER".
-OPERATIONS = frozenset(
-    """SELECT INSERT UPDATE DELETE MERGE UPSERT REPLACE VALUES CREATE ALTER DROP TRUNCATE RENAME
-    COMMENT BEGIN START COMMIT ROLLBACK SAVEPOINT RELEASE PREPARE DEALLOCATE SET SHOW RESET
-    EXPLAIN ANALYZE VACUUM REINDEX CLUSTER CHECKPOINT CALL EXEC EXECUTE DO GRANT REVOKE LOCK COPY
-    PRAGMA ATTACH DETACH DECLARE FETCH CLOSE LISTEN NOTIFY USE DESCRIBE REFRESH DISCARD""".split()  # noqa: SIM905
-)
-OTHER = "OTHER"
-_CTE_BODIES = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "VALUES"})
-_FIRST_WORD = re.compile(r"\s*([A-Za-z]+)\b")
-_TOKEN = re.compile(
-    r"""(?P<skip> \s+ | --[^\n]* | /\*.*?(?:\*/|\Z) )
-    | '(?:[^']|'')*'? | "(?:[^"]|"")*"? | `[^`]*`? | \[[^\]]*\]?
-    | \$(?P<tag>(?:[^\W\d]\w*)?)\$.*?(?:\$(?P=tag)\$|\Z)
-    | (?P<word>[^\W\d]\w*) | (?P<open>\() | (?P<close>\)) | .""",
-    re.DOTALL | re.VERBOSE,
-)
-
-
-def operation_name(statement: str) -> str:
-    """The statement's verb (the main statement's for `WITH ...`), from OPERATIONS, else OTHER."""
-    # Only short statements are cached: literal-laden SQL can be unbounded in number and size.
-    return _cached_name(statement) if len(statement) <= 4096 else _name(statement)
-
-
-def _name(statement: str) -> str:
-    match = _FIRST_WORD.match(statement)
-    if match is not None:  # fast path: no comment or parenthesis before the verb
-        verb = match.group(1).upper()
-        if verb != "WITH":
-            return verb if verb in OPERATIONS else OTHER
-    return _scan(statement)
-
-
-def _scan(statement: str) -> str:
-    depth = 0
-    with_depth: int | None = None  # the depth of the WITH, once seen
-    for token in _TOKEN.finditer(statement):
-        kind = token.lastgroup
-        if kind == "open":
-            depth += 1
-        elif kind == "close":
-            depth -= 1
-        elif kind == "word":
-            verb = token.group().upper()
-            if with_depth is None:
-                if verb != "WITH":
-                    return verb if verb in OPERATIONS else OTHER
-                with_depth = depth
-            elif depth <= with_depth and verb in _CTE_BODIES:
-                return verb
-        elif kind != "skip" and with_depth is None:
-            return OTHER  # a literal or a symbol where the verb should be
-    return OTHER
-
-
-_cached_name = functools.lru_cache(maxsize=512)(_name)
 
 _SYSTEMS = {"mssql": "microsoft.sql_server", "oracle": "oracle.db"}
 
