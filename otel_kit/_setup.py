@@ -23,7 +23,7 @@ from otel_kit._exporters.push import push_reader
 from otel_kit._exporters.server import DEFAULT_PORT, start_metrics_server
 from otel_kit._instrumentation import IntegrationContext, instrument_all
 from otel_kit._instrumentation.asgi import ASGIApp, MetricsMiddleware, disable_fastapi_metrics
-from otel_kit._instruments import FastInstruments
+from otel_kit._instruments import FastInstruments, FastSum
 from otel_kit._pipeline import build_provider, build_resource
 from otel_kit._support import at_fork
 from otel_kit.config import Settings, load_settings
@@ -146,17 +146,6 @@ class MetricsHandle:
             self._apps.add(app)
             return app
 
-    def _wrap_middleware_stack(self, app: Any, stack: ASGIApp) -> ASGIApp:
-        """For `otel-kit run`: measure a Starlette app whose middleware stack was just built,
-        unless it is measured already (it called `setup_metrics(app)` itself)."""
-        if isinstance(stack, MetricsMiddleware) or app in self._apps:
-            return stack
-        options = self._middleware_options(app)
-        if options is None:
-            return stack
-        self._apps.add(app)
-        return MetricsMiddleware(stack, **options)
-
     def _middleware_options(self, app: Any) -> dict[str, Any] | None:
         """MetricsMiddleware's arguments for `app`; None when there is nothing to add."""
         measure = "fastapi" not in self.settings.disabled_instrumentations
@@ -221,6 +210,38 @@ class MetricsHandle:
 
 _lock = threading.Lock()
 _current: MetricsHandle | None = None
+
+
+def wrap_built_stack(handle: MetricsHandle, app: Any, stack: ASGIApp) -> ASGIApp:
+    """For `otel-kit run`: measure a Starlette app whose middleware stack was just built,
+    unless it is measured already (it called `setup_metrics(app)` itself)."""
+    if isinstance(stack, MetricsMiddleware) or app in handle._apps:
+        return stack
+    options = handle._middleware_options(app)
+    if options is None:
+        return stack
+    handle._apps.add(app)
+    return MetricsMiddleware(stack, **options)
+
+
+# (handle, its cache.requests counter): found once per setup, not once per lookup.
+_cache_memo: tuple[MetricsHandle, FastSum] | None = None
+
+
+def cache_requests() -> FastSum | None:
+    """The installed setup's `cache.requests` counter, for the cache helpers; None before
+    `setup_metrics()` and after `shutdown()`."""
+    global _cache_memo
+    handle = _current
+    if handle is None:
+        return None
+    memo = _cache_memo
+    if memo is not None and memo[0] is handle:
+        return memo[1]
+    # FastInstruments.sum() returns the Redis integration's counter when it made one first.
+    counter = handle._context.sum(catalogue.CACHE_REQUESTS)
+    _cache_memo = (handle, counter)
+    return counter
 
 
 def _serves_on_app(app: Any, config: Settings) -> bool:

@@ -21,9 +21,7 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
 from otel_kit import _setup
-from otel_kit._instruments import FastSum
 from otel_kit._support import report_failure
-from otel_kit.catalogue import CACHE_REQUESTS
 
 __all__ = ["cache_metrics", "record_cache_lookup"]
 
@@ -32,28 +30,10 @@ _log = logging.getLogger("otel_kit")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# (handle, its cache.requests counter): found once per setup, not once per lookup.
-_memo: tuple[object, FastSum] | None = None
-
-
-def _counter() -> FastSum | None:
-    global _memo
-    handle = _setup._current
-    if handle is None:
-        return None
-    memo = _memo
-    if memo is not None and memo[0] is handle:
-        return memo[1]
-    # FastInstruments.sum() returns the Redis integration's counter when it made one first.
-    counter = handle._context.sum(CACHE_REQUESTS)
-    _memo = (handle, counter)
-    return counter
-
-
 def record_cache_lookup(cache_name: str, hit: bool) -> None:
     """Count one lookup in cache `cache_name` (a fixed, bounded name) as a hit or a miss."""
     try:
-        counter = _counter()
+        counter = _setup.cache_requests()
         if counter is not None:
             counter.add(1, (cache_name, "hit" if hit else "miss"))
     except Exception:

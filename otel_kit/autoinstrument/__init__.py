@@ -156,7 +156,9 @@ def _wrap_build(cls: Any) -> None:
         if handle is None:
             return stack
         try:
-            return handle._wrap_middleware_stack(self, stack)
+            from otel_kit._setup import wrap_built_stack
+
+            return wrap_built_stack(handle, self, stack)
         except Exception:
             _log.exception("otel-kit: instrumenting %r failed; it runs unmeasured", self)
             return stack
