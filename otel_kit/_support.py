@@ -6,13 +6,15 @@ hook runs at a fork, which message is logged once, which class attribute is wrap
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import weakref
 from collections.abc import Callable, Iterable
+from time import perf_counter
 from typing import Any, TypeVar
 
-__all__ = ["LogOnce", "Patches", "at_fork", "report_failure"]
+__all__ = ["LogOnce", "Patches", "at_fork", "report_failure", "timed"]
 
 _log = logging.getLogger("otel_kit")
 
@@ -114,3 +116,53 @@ class Patches:
             if owner.__dict__.get(name) is wrapper:
                 setattr(owner, name, original)
         self._applied.clear()
+
+
+# timed(): `begin(*args, **kwargs)` -> what to record (None: do not measure this call), then
+# `finish(state, seconds, result, exception)`; result is None when the call raised.
+Begin = Callable[..., Any]
+Finish = Callable[[Any, float, Any, "BaseException | None"], None]
+
+
+def timed(
+    original: Callable[..., Any], begin: Begin, finish: Finish, *, is_async: bool
+) -> Callable[..., Any]:
+    """`original` (a plain or an `async def` function) timed around each call.
+
+    The caller says whether it is async: a function someone else wrapped may hide it. The
+    call's exceptions propagate unchanged; `finish` must not raise (integrations catch and
+    `report_failure` inside it).
+    """
+    if is_async:
+
+        @functools.wraps(original)
+        async def timed_async(*args: Any, **kwargs: Any) -> Any:
+            state = begin(*args, **kwargs)
+            if state is None:
+                return await original(*args, **kwargs)
+            start = perf_counter()
+            try:
+                result = await original(*args, **kwargs)
+            except BaseException as exc:  # CancelledError too: the call did not complete
+                finish(state, perf_counter() - start, None, exc)
+                raise
+            finish(state, perf_counter() - start, result, None)
+            return result
+
+        return timed_async
+
+    @functools.wraps(original)
+    def timed_sync(*args: Any, **kwargs: Any) -> Any:
+        state = begin(*args, **kwargs)
+        if state is None:
+            return original(*args, **kwargs)
+        start = perf_counter()
+        try:
+            result = original(*args, **kwargs)
+        except BaseException as exc:
+            finish(state, perf_counter() - start, None, exc)
+            raise
+        finish(state, perf_counter() - start, result, None)
+        return result
+
+    return timed_sync

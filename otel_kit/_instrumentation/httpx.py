@@ -21,26 +21,18 @@ distinct hosts is bounded by the cardinality limit: further series go to the ove
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Coroutine, Mapping
-from time import perf_counter
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
 
 from otel_kit._instrumentation import IntegrationContext, error_type
-from otel_kit._support import Patches, report_failure
+from otel_kit._support import Patches, report_failure, timed
 from otel_kit.catalogue import HTTP_CLIENT_REQUEST_DURATION, KNOWN_HTTP_METHODS
 
 __all__ = ["instrument"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-SyncHandle = Callable[[httpx.HTTPTransport, httpx.Request], httpx.Response]
-AsyncHandle = Callable[
-    [httpx.AsyncHTTPTransport, httpx.Request], Coroutine[Any, Any, httpx.Response]
-]
-
 
 class _Recorder:
     def __init__(self, integration: IntegrationContext, patches: Patches) -> None:
@@ -48,14 +40,16 @@ class _Recorder:
         self._duration = integration.histogram(HTTP_CLIENT_REQUEST_DURATION)
         self._peers: Mapping[str, str] = dict(integration.settings.peer_services)
 
-    @property
-    def active(self) -> bool:
-        return self._patches.active
+    def begin(self, transport: Any, request: httpx.Request) -> httpx.Request | None:
+        return request if self._patches.active else None
 
-    def record(
-        self, request: httpx.Request, start: float, status: int | None, error: str | None
+    def finish(
+        self,
+        request: httpx.Request,
+        elapsed: float,
+        response: httpx.Response | None,
+        exc: BaseException | None,
     ) -> None:
-        elapsed = perf_counter() - start
         try:
             method = request.method
             if method not in KNOWN_HTTP_METHODS:
@@ -66,6 +60,8 @@ class _Recorder:
             peer = None
             if self._peers:
                 peer = self._peers.get(f"{host}:{port}") or self._peers.get(host)
+            status = None if response is None else response.status_code
+            error = None if exc is None else error_type(exc)
             if error is None and status is not None and status >= 400:
                 error = str(status)
             self._duration.record(elapsed, (method, host, port, status, error, peer))
@@ -73,50 +69,18 @@ class _Recorder:
             report_failure("httpx")
 
 
-def _sync(original: SyncHandle, recorder: _Recorder) -> SyncHandle:
-    @functools.wraps(original)
-    def handle_request(self: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
-        if not recorder.active:
-            return original(self, request)
-        start = perf_counter()
-        try:
-            response = original(self, request)
-        except BaseException as exc:
-            recorder.record(request, start, None, error_type(exc))
-            raise
-        recorder.record(request, start, response.status_code, None)
-        return response
-
-    return handle_request
-
-
-def _async(original: AsyncHandle, recorder: _Recorder) -> AsyncHandle:
-    @functools.wraps(original)
-    async def handle_async_request(
-        self: httpx.AsyncHTTPTransport, request: httpx.Request
-    ) -> httpx.Response:
-        if not recorder.active:
-            return await original(self, request)
-        start = perf_counter()
-        try:
-            response = await original(self, request)
-        except BaseException as exc:  # CancelledError too: the call did not complete
-            recorder.record(request, start, None, error_type(exc))
-            raise
-        recorder.record(request, start, response.status_code, None)
-        return response
-
-    return handle_async_request
-
-
 def instrument(integration: IntegrationContext) -> Callable[[], None]:
     """Measure every request sent through httpx's HTTP transports; returns the undo."""
     patches = Patches()
     recorder = _Recorder(integration, patches)
+
+    def wrap(is_async: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return lambda original: timed(original, recorder.begin, recorder.finish, is_async=is_async)
+
     patches.apply(
         [
-            (httpx.HTTPTransport, "handle_request", lambda f: _sync(f, recorder)),
-            (httpx.AsyncHTTPTransport, "handle_async_request", lambda f: _async(f, recorder)),
+            (httpx.HTTPTransport, "handle_request", wrap(False)),
+            (httpx.AsyncHTTPTransport, "handle_async_request", wrap(True)),
         ]
     )
     return patches.undo

@@ -29,9 +29,7 @@ RedisCluster and PubSub use other code paths and are not measured.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
-from time import perf_counter
 from typing import Any
 
 import redis.asyncio.client
@@ -39,7 +37,7 @@ import redis.client
 
 from otel_kit._instrumentation import IntegrationContext, error_type
 from otel_kit._instruments import FastHistogram, FastSum
-from otel_kit._support import Patches, report_failure
+from otel_kit._support import Patches, report_failure, timed
 from otel_kit.catalogue import CACHE_REQUESTS, DB_CLIENT_OPERATION_DURATION
 
 __all__ = ["instrument"]
@@ -115,6 +113,10 @@ def _operation(command: Any) -> str:
     return "OTHER"
 
 
+def _command(client: Any, *args: Any, **options: Any) -> tuple[Any, tuple[Any, ...]]:
+    return client, args
+
+
 def _namespace(client: Any) -> str:
     return str(client.connection_pool.connection_kwargs.get("db", 0))
 
@@ -138,12 +140,19 @@ class _Recorder:
                 self._requests.add(misses, _MISS)
 
     def command(
-        self, client: Any, args: tuple[Any, ...], elapsed: float, reply: Any, error: str | None
+        self,
+        call: tuple[Any, tuple[Any, ...]],
+        elapsed: float,
+        reply: Any,
+        exc: BaseException | None,
     ) -> None:
+        """One command: `call` is (client, command arguments)."""
         if not self._patches.active:
             return
         try:
+            client, args = call
             operation = _operation(args[0]) if args else "OTHER"
+            error = None if exc is None else error_type(exc)
             self._duration.record(elapsed, ("redis", operation, _namespace(client), error))
             if error is None:
                 self._lookup(operation, reply)
@@ -152,17 +161,18 @@ class _Recorder:
 
     def pipeline(
         self,
-        pipe: Any,
-        stack: Sequence[tuple[tuple[Any, ...], Any]],
-        transaction: bool,
+        call: tuple[Any, Sequence[tuple[tuple[Any, ...], Any]], bool],
         elapsed: float,
         replies: Any,
-        error: str | None,
+        exc: BaseException | None,
     ) -> None:
+        """One `execute()`: `call` is (pipeline, its queued commands, transaction or not)."""
         if not self._patches.active:
             return
         try:
+            pipe, stack, transaction = call
             operation = "MULTI" if transaction else "PIPELINE"
+            error = None if exc is None else error_type(exc)
             self._duration.record(elapsed, ("redis", operation, _namespace(pipe), error))
             if error is None:
                 for (args, _options), reply in zip(stack, replies, strict=False):
@@ -171,85 +181,17 @@ class _Recorder:
         except Exception:
             self._failed()
 
-    def pipeline_state(self, pipe: Any, flag: str) -> tuple[list[Any], bool] | None:
-        """The queued commands and whether they run as a transaction; None = do not record."""
+    def pipeline_state(self, pipe: Any, flag: str) -> tuple[Any, list[Any], bool] | None:
+        """The pipeline, its queued commands and whether they run as a transaction; None = do
+        not record."""
         try:
             stack: list[Any] = pipe.command_stack
             if not stack and not pipe.watching:
                 return None  # execute() returns [] without a round trip
-            return list(stack), bool(getattr(pipe, flag) or pipe.explicit_transaction)
+            return pipe, list(stack), bool(getattr(pipe, flag) or pipe.explicit_transaction)
         except Exception:
             self._failed()
             return None
-
-
-Method = Callable[..., Any]
-
-
-def _sync_command(original: Method, recorder: _Recorder) -> Method:
-    @functools.wraps(original)
-    def wrapper(self: Any, *args: Any, **options: Any) -> Any:
-        start = perf_counter()
-        try:
-            reply = original(self, *args, **options)
-        except BaseException as exc:
-            recorder.command(self, args, perf_counter() - start, None, error_type(exc))
-            raise
-        recorder.command(self, args, perf_counter() - start, reply, None)
-        return reply
-
-    return wrapper
-
-
-def _async_command(original: Method, recorder: _Recorder) -> Method:
-    @functools.wraps(original)
-    async def wrapper(self: Any, *args: Any, **options: Any) -> Any:
-        start = perf_counter()
-        try:
-            reply = await original(self, *args, **options)
-        except BaseException as exc:
-            recorder.command(self, args, perf_counter() - start, None, error_type(exc))
-            raise
-        recorder.command(self, args, perf_counter() - start, reply, None)
-        return reply
-
-    return wrapper
-
-
-def _sync_execute(original: Method, recorder: _Recorder, flag: str) -> Method:
-    @functools.wraps(original)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        state = recorder.pipeline_state(self, flag)
-        if state is None:
-            return original(self, *args, **kwargs)
-        start = perf_counter()
-        try:
-            replies = original(self, *args, **kwargs)
-        except BaseException as exc:
-            recorder.pipeline(self, *state, perf_counter() - start, None, error_type(exc))
-            raise
-        recorder.pipeline(self, *state, perf_counter() - start, replies, None)
-        return replies
-
-    return wrapper
-
-
-def _async_execute(original: Method, recorder: _Recorder, flag: str) -> Method:
-    @functools.wraps(original)
-    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        state = recorder.pipeline_state(self, flag)
-        if state is None:
-            return await original(self, *args, **kwargs)
-        start = perf_counter()
-        try:
-            replies = await original(self, *args, **kwargs)
-        except BaseException as exc:
-            recorder.pipeline(self, *state, perf_counter() - start, None, error_type(exc))
-            raise
-        recorder.pipeline(self, *state, perf_counter() - start, replies, None)
-        return replies
-
-    return wrapper
 
 
 def instrument(integration: IntegrationContext) -> Callable[[], None]:
@@ -259,18 +201,25 @@ def instrument(integration: IntegrationContext) -> Callable[[], None]:
         integration.sum(CACHE_REQUESTS),
         patches,
     )
+
+    def command(is_async: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return lambda original: timed(original, _command, recorder.command, is_async=is_async)
+
+    def execute(flag: str, is_async: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def begin(pipe: Any, *args: Any, **kwargs: Any) -> Any:
+            return recorder.pipeline_state(pipe, flag)
+
+        return lambda original: timed(original, begin, recorder.pipeline, is_async=is_async)
+
     sync, aio = redis.client, redis.asyncio.client
-    wrappers: list[tuple[type[Any], str, Callable[[Method, _Recorder], Method]]] = [
-        (sync.Redis, "execute_command", _sync_command),
-        (sync.Pipeline, "immediate_execute_command", _sync_command),
-        (sync.Pipeline, "execute", functools.partial(_sync_execute, flag="transaction")),
-        (aio.Redis, "execute_command", _async_command),
-        (aio.Pipeline, "immediate_execute_command", _async_command),
-        (aio.Pipeline, "execute", functools.partial(_async_execute, flag="is_transaction")),
-    ]
-
-    def bind(wrap: Callable[[Method, _Recorder], Method]) -> Callable[[Method], Method]:
-        return lambda original: wrap(original, recorder)
-
-    patches.apply((cls, name, bind(wrap)) for cls, name, wrap in wrappers)
+    patches.apply(
+        [
+            (sync.Redis, "execute_command", command(False)),
+            (sync.Pipeline, "immediate_execute_command", command(False)),
+            (sync.Pipeline, "execute", execute("transaction", False)),
+            (aio.Redis, "execute_command", command(True)),
+            (aio.Pipeline, "immediate_execute_command", command(True)),
+            (aio.Pipeline, "execute", execute("is_transaction", True)),
+        ]
+    )
     return patches.undo
