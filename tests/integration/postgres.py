@@ -1,9 +1,9 @@
-"""A real PostgreSQL server on loopback for the test session.
+"""A real PostgreSQL server on loopback: the session's `postgres_dsn` fixture
+(tests/integration/conftest.py) is one.
 
-Use from a test module: `pytest_plugins = ("tests.integration.postgres",)`, then ask for the
-`postgres_dsn` fixture. The server runs from the machine's packages (`apt-get install
-postgresql`) in a temporary directory, listens on 127.0.0.1 only, trusts local connections and
-is stopped by its PID at the end of the session.
+The server runs from the machine's packages (`apt-get install postgresql`) in a temporary
+directory, listens on 127.0.0.1 only, trusts local connections and is stopped by its PID at the
+end of the block.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.integration.conftest import free_port
+from tests.integration.processes import free_port
 
 DATABASE = "otel_kit"
 _INSTALL = "apt-get install postgresql"
@@ -87,9 +88,10 @@ def _wait_ready(process: subprocess.Popen[bytes], dsn: str, log: Path) -> None:
             time.sleep(0.1)
 
 
-@pytest.fixture(scope="session")
-def postgres_dsn() -> Iterator[str]:
-    """`postgresql://postgres@127.0.0.1:<port>/otel_kit`, a fresh database on a fresh server."""
+@contextmanager
+def running_postgres() -> Iterator[str]:
+    """`postgresql://postgres@127.0.0.1:<port>/otel_kit`, a fresh database on a fresh server
+    for the block (stopped by PID)."""
     binaries = _binaries()
     run_as = _run_as()
     # Not pytest's tmp_path: its parent is root-only (0700) and the server runs as `postgres`.

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import free_port, terminate
+from tests.integration.processes import free_port, terminate
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""A real redis-server on loopback for the test session. Use: `from ... import redis_server`."""
+"""A real redis-server on loopback, stopped by PID: the session's `redis_server` fixture
+(tests/integration/conftest.py) is one."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import free_port, terminate
+from tests.integration.processes import free_port, terminate
 
 
 def _answers_ping(port: int) -> bool:
@@ -43,13 +45,13 @@ def _start(binary: str, directory: Path) -> tuple[subprocess.Popen[bytes], int]:
     pytest.fail(f"redis-server did not answer PING within 15 s:\n{log.read_text()}")
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """The port of a redis-server started for this session (stopped by PID at the end)."""
+@contextmanager
+def running_redis_server(directory: Path) -> Iterator[int]:
+    """The port of a redis-server started in `directory` for the block (stopped by PID)."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server not found; install it with: apt-get install redis-server")
-    process, port = _start(binary, tmp_path_factory.mktemp("redis"))
+    process, port = _start(binary, directory)
     try:
         yield port
     finally:

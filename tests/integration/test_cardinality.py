@@ -20,9 +20,9 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from otel_kit import setup_metrics
-from tests.conftest import samples, series, value
-from tests.integration.conftest import ROOT, free_port, server
+from tests.exposition import samples, series, value
+from tests.handles import MakeHandle
+from tests.integration.processes import ROOT, free_port, server
 
 pytestmark = pytest.mark.integration
 COUNT = "http_server_request_duration_seconds_count"
@@ -98,9 +98,9 @@ def test_random_paths_methods_queries_and_headers_add_no_series_and_no_memory() 
     assert rss[-1] - rss[0] < MAX_RSS_GROWTH, [f"{r / 2**20:.1f} MB" for r in rss]
 
 
-def test_outbound_calls_to_many_hosts_stop_at_the_limit() -> None:
+def test_outbound_calls_to_many_hosts_stop_at_the_limit(make_handle: MakeHandle) -> None:
     """`server_address` is the URL host: one series per host up to the cardinality limit."""
-    handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0, cardinality_limit=10)
+    handle = make_handle(prometheus_host="127.0.0.1", prometheus_port=0, cardinality_limit=10)
     port = free_port()  # nothing listens there, on any loopback address: every call is refused
     with httpx.Client() as client:
         for i in range(1, 51):
@@ -115,9 +115,9 @@ def test_outbound_calls_to_many_hosts_stop_at_the_limit() -> None:
     assert "zq" not in text.lower()
 
 
-def test_distinct_sql_texts_share_a_few_series() -> None:
+def test_distinct_sql_texts_share_a_few_series(make_handle: MakeHandle) -> None:
     """Literals, table names and comments vary; the operation comes from a fixed verb list."""
-    handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
+    handle = make_handle(prometheus_host="127.0.0.1", prometheus_port=0)
     engine = sa.create_engine("sqlite://")
     with engine.connect() as conn:
         for _ in range(100):

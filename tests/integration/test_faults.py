@@ -17,10 +17,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from otel_kit import setup_metrics
-from tests.conftest import samples, series, value
-from tests.integration.conftest import free_port, server
+from tests.exposition import samples, series, value
+from tests.handles import MakeHandle
 from tests.integration.otlp_receiver import OTLPReceiver, total_count
+from tests.integration.processes import free_port, server
 
 pytestmark = pytest.mark.integration
 
@@ -237,7 +237,7 @@ def test_concurrent_scrapes_during_heavy_load(tmp_path: Path) -> None:
 
 
 async def test_an_exporter_that_raises(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    make_handle: MakeHandle, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The OTLP exporter raising (not just failing) for its first 3 exports: the app answers
     as always, one warning names the exception, recovery is logged, and the first export that
@@ -261,7 +261,7 @@ async def test_an_exporter_that_raises(
     duration, route = "http.server.request.duration", {"http.route": "/items/{item_id}"}
     with OTLPReceiver() as receiver:
         app = FastAPI()
-        handle = setup_metrics(
+        handle = make_handle(
             app,
             metrics_exporter="otlp",
             otlp_endpoint=receiver.endpoint,

@@ -10,12 +10,12 @@ from http.server import BaseHTTPRequestHandler
 import httpx
 import pytest
 
-from otel_kit import setup_metrics
 from otel_kit._instruments import FastHistogram
-from tests.conftest import series, value
+from tests.exposition import series, value
+from tests.handles import MakeHandle
 
 # free_port(): nothing listens there, so connecting is refused
-from tests.integration.conftest import free_port, http_server
+from tests.integration.processes import free_port, http_server
 
 pytestmark = pytest.mark.integration
 COUNT = "http_client_request_duration_seconds_count"
@@ -61,10 +61,10 @@ def port_of(base: str) -> str:
     return base.rsplit(":", 1)[1]
 
 
-def test_sync_client(base: str) -> None:
+def test_sync_client(make_handle: MakeHandle, base: str) -> None:
     port = port_of(base)
     early = httpx.Client(base_url=base)  # created before setup: must be measured too
-    handle = setup_metrics(
+    handle = make_handle(
         prometheus_host="127.0.0.1",
         prometheus_port=0,
         peer_services=f"127.0.0.1:{port}=local-api,api.stripe.com=stripe",
@@ -98,10 +98,10 @@ def test_sync_client(base: str) -> None:
     assert not [v for v in values if "/" in v or "?" in v or "=" in v]
 
 
-async def test_async_client(base: str) -> None:
+async def test_async_client(make_handle: MakeHandle, base: str) -> None:
     port = port_of(base)
     early = httpx.AsyncClient(base_url=base)
-    handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
+    handle = make_handle(prometheus_host="127.0.0.1", prometheus_port=0)
     async with early, httpx.AsyncClient(base_url=base) as late:
         for i in range(2):
             assert (await early.get(f"/status/200?key={SECRET}{i}")).text == "ok"
@@ -121,9 +121,9 @@ async def test_async_client(base: str) -> None:
     assert SECRET not in text and "/status" not in text
 
 
-def test_sync_connect_error_and_timeout(base: str) -> None:
+def test_sync_connect_error_and_timeout(make_handle: MakeHandle, base: str) -> None:
     refused = free_port()
-    handle = setup_metrics(
+    handle = make_handle(
         prometheus_host="127.0.0.1", prometheus_port=0, peer_services="127.0.0.1=loopback"
     )
     with httpx.Client(timeout=0.1) as client:
@@ -145,9 +145,9 @@ def test_sync_connect_error_and_timeout(base: str) -> None:
     assert SECRET not in text and "/slow" not in text
 
 
-async def test_async_connect_error_and_timeout(base: str) -> None:
+async def test_async_connect_error_and_timeout(make_handle: MakeHandle, base: str) -> None:
     refused = free_port()
-    handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
+    handle = make_handle(prometheus_host="127.0.0.1", prometheus_port=0)
     async with httpx.AsyncClient(timeout=0.1) as client:
         with pytest.raises(httpx.ConnectError):
             await client.get(f"http://127.0.0.1:{refused}/")
@@ -161,8 +161,8 @@ async def test_async_connect_error_and_timeout(base: str) -> None:
     assert value(text, COUNT) == 3
 
 
-def test_duration_ends_when_headers_arrive(base: str) -> None:
-    handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
+def test_duration_ends_when_headers_arrive(make_handle: MakeHandle, base: str) -> None:
+    handle = make_handle(prometheus_host="127.0.0.1", prometheus_port=0)
     with httpx.Client(base_url=base) as client:
         start = time.perf_counter()
         assert client.get("/slow-body").text == "ok"
@@ -178,8 +178,8 @@ def test_duration_ends_when_headers_arrive(base: str) -> None:
 @pytest.mark.parametrize(
     ("url", "port"), [("http://127.0.0.1/", "80"), ("https://127.0.0.1/", "443")]
 )
-def test_default_port_from_scheme(url: str, port: str) -> None:
-    handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
+def test_default_port_from_scheme(make_handle: MakeHandle, url: str, port: str) -> None:
+    handle = make_handle(prometheus_host="127.0.0.1", prometheus_port=0)
     # nothing listens here (usual) or TLS fails: measured either way
     with httpx.Client(timeout=2, verify=False) as client, contextlib.suppress(httpx.TransportError):
         client.get(url)
@@ -190,12 +190,15 @@ def test_default_port_from_scheme(url: str, port: str) -> None:
 
 
 def test_metrics_failure_never_reaches_the_caller(
-    base: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    make_handle: MakeHandle,
+    base: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     def broken(self: FastHistogram, amount: float, key: tuple[object, ...]) -> None:
         raise RuntimeError("metrics bug")
 
-    setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
+    make_handle(prometheus_host="127.0.0.1", prometheus_port=0)
     monkeypatch.setattr(FastHistogram, "record", broken)
     with httpx.Client(base_url=base, timeout=0.1) as client:
         assert client.get("/status/500").status_code == 500
@@ -204,9 +207,9 @@ def test_metrics_failure_never_reaches_the_caller(
     assert "recording httpx metrics failed" in caplog.text
 
 
-def test_disabled_records_nothing(base: str) -> None:
+def test_disabled_records_nothing(make_handle: MakeHandle, base: str) -> None:
     original = httpx.HTTPTransport.handle_request
-    handle = setup_metrics(
+    handle = make_handle(
         prometheus_host="127.0.0.1", prometheus_port=0, disabled_instrumentations="httpx"
     )
     assert httpx.HTTPTransport.handle_request is original
@@ -216,16 +219,16 @@ def test_disabled_records_nothing(base: str) -> None:
     assert series(text, COUNT) == []
 
 
-async def test_undo_restores_the_transports(base: str) -> None:
+async def test_undo_restores_the_transports(make_handle: MakeHandle, base: str) -> None:
     sync, async_ = httpx.HTTPTransport.handle_request, httpx.AsyncHTTPTransport.handle_async_request
-    handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
+    handle = make_handle(prometheus_host="127.0.0.1", prometheus_port=0)
     assert httpx.HTTPTransport.handle_request is not sync
     assert httpx.AsyncHTTPTransport.handle_async_request is not async_
     handle.shutdown()
     assert httpx.HTTPTransport.handle_request is sync
     assert httpx.AsyncHTTPTransport.handle_async_request is async_
 
-    handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)  # counts from zero
+    handle = make_handle(prometheus_host="127.0.0.1", prometheus_port=0)  # counts from zero
     async with httpx.AsyncClient(base_url=base) as client:
         assert (await client.get("/status/200")).status_code == 200
     assert value(handle.render().decode(), COUNT) == 1

@@ -13,12 +13,11 @@ import redis
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 
-from otel_kit import setup_metrics
-from tests.conftest import value
-from tests.integration.conftest import http_server
+from tests.exposition import value
+from tests.handles import MakeHandle
+from tests.integration.processes import http_server
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["tests.integration.redis_server"]  # the redis_server fixture
 
 MARK = "zq7marker"
 COUNT = "http_server_request_duration_seconds_count"
@@ -34,11 +33,11 @@ class Peer(BaseHTTPRequestHandler):
         pass
 
 
-async def test_no_request_content_in_any_label(redis_server: int) -> None:
+async def test_no_request_content_in_any_label(make_handle: MakeHandle, redis_server: int) -> None:
     engine = sa.create_engine("sqlite://")
     cache = redis.Redis(port=redis_server, db=7)
     app = FastAPI()
-    setup_metrics(app, service_name="shop")
+    make_handle(app, service_name="shop")
 
     with http_server(Peer) as peer:
 

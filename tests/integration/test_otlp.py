@@ -30,8 +30,8 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 from otel_kit import ConfigError, Settings, setup_metrics
 from otel_kit._exporters.push import ExportHealth
 from otel_kit.config import load_settings
-from tests.conftest import value
-from tests.integration.conftest import ROOT, free_port
+from tests.exposition import value
+from tests.handles import MakeHandle
 from tests.integration.otlp_receiver import (
     OTLPReceiver,
     metrics,
@@ -39,6 +39,7 @@ from tests.integration.otlp_receiver import (
     resource,
     total_count,
 )
+from tests.integration.processes import ROOT, free_port
 
 pytestmark = pytest.mark.integration
 PROTOCOLS = ["http/protobuf", "grpc"]
@@ -169,6 +170,7 @@ async def drive_shop(app: FastAPI) -> None:
         assert (await client.get("/no/such/path")).status_code == 404
 
 
+@pytest.mark.usefixtures("global_metrics")  # the shop's meter comes from get_meter()
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_wire_format(protocol: str) -> None:
     with OTLPReceiver(protocol) as receiver:
@@ -268,6 +270,7 @@ async def test_wire_format(protocol: str) -> None:
     assert (list(card.explicit_bounds), list(card.bucket_counts)) == ([10, 100, 1000], [1, 1, 0, 0])
 
 
+@pytest.mark.usefixtures("global_metrics")  # the shop's meter comes from get_meter()
 async def test_prometheus_and_otlp_at_once_see_the_same_counts() -> None:
     with OTLPReceiver() as receiver:
         app = FastAPI()
@@ -289,14 +292,16 @@ async def test_prometheus_and_otlp_at_once_see_the_same_counts() -> None:
     assert value(text, "shop_orders_total") == total_count(request, "shop.orders") == 3
 
 
-def test_spec_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_spec_environment_variables(
+    make_handle: MakeHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Base endpoint + /v1/metrics, percent-decoded headers, and the export interval."""
     with OTLPReceiver() as receiver:
         monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint + "/otlp/")
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "X-Scope-OrgID=team%20a")
         monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
-        handle = setup_metrics()
+        handle = make_handle()
         # No shutdown yet: these come from the 200 ms timer.
         receiver.wait_for_count(3, timeout=10)
         handle.shutdown()
@@ -306,7 +311,7 @@ def test_spec_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_metrics_endpoint_wins_over_base_endpoint(
-    monkeypatch: pytest.MonkeyPatch, protocol: str
+    make_handle: MakeHandle, monkeypatch: pytest.MonkeyPatch, protocol: str
 ) -> None:
     with OTLPReceiver(protocol) as receiver:
         path = "/custom/path" if protocol == "http/protobuf" else ""
@@ -315,7 +320,7 @@ def test_metrics_endpoint_wins_over_base_endpoint(
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", receiver.endpoint + path)
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-generic=1")
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "x-metrics=2")
-        setup_metrics(metrics_exporter="otlp").shutdown()
+        make_handle(metrics_exporter="otlp").shutdown()
     (received,) = receiver.received
     assert received.path == (path or "Export")
     assert received.headers["x-metrics"] == "2"
@@ -350,11 +355,11 @@ def silent_server() -> Iterator[int]:
 
 
 def test_timeout_is_milliseconds_and_bounds_the_last_flush(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    make_handle: MakeHandle, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     with silent_server() as port:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "300")
-        handle = setup_metrics(metrics_exporter="otlp", otlp_endpoint=f"http://127.0.0.1:{port}")
+        handle = make_handle(metrics_exporter="otlp", otlp_endpoint=f"http://127.0.0.1:{port}")
         started = time.monotonic()
         handle.shutdown()
         took = time.monotonic() - started
@@ -545,9 +550,9 @@ def test_sigterm_flushes_the_last_interval(tmp_path: Path, protocol: str) -> Non
     assert total_count(request, "shop.orders") == 57
 
 
-async def test_the_cardinality_limit_applies_to_pushed_metrics() -> None:
+async def test_the_cardinality_limit_applies_to_pushed_metrics(make_handle: MakeHandle) -> None:
     with OTLPReceiver() as receiver:
-        handle = setup_metrics(
+        handle = make_handle(
             metrics_exporter="otlp",
             otlp_endpoint=receiver.endpoint,
             export_interval_ms=60_000,

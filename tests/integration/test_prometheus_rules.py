@@ -21,10 +21,9 @@ import pytest
 import redis
 
 from otel_kit.generate import rules
-from tests.integration.conftest import ROOT, free_port, server
+from tests.integration.processes import ROOT, free_port, server
 from tests.integration.prometheus_server import prometheus, query, wait_for, wait_for_rules
 
-pytest_plugins = ["tests.integration.redis_server"]  # the redis_server fixture
 pytestmark = pytest.mark.integration
 
 DASHBOARDS = sorted((ROOT / "collector" / "grafana" / "dashboards").glob("*.json"))

@@ -18,8 +18,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
-from tests.integration.conftest import ROOT
 from tests.integration.otlp_receiver import OTLPReceiver, points, resource, total_count
+from tests.integration.processes import ROOT
 
 pytestmark = pytest.mark.integration
 DURATION = "http.server.request.duration"  # an otel-kit fast histogram

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -15,10 +15,10 @@ from redis.retry import Retry
 
 from otel_kit import MetricsHandle, setup_metrics
 from otel_kit.cache import record_cache_lookup
-from tests.conftest import series, value
-from tests.integration.conftest import free_port
+from tests.exposition import series, value
+from tests.handles import MakeHandle
+from tests.integration.processes import free_port
 
-pytest_plugins = ["tests.integration.redis_server"]  # the redis_server fixture
 pytestmark = pytest.mark.integration
 COUNT = "db_client_operation_duration_seconds_count"
 PATCHED = [
@@ -38,14 +38,20 @@ def methods() -> list[object]:
 
 @pytest.fixture
 def port(redis_server: int) -> Iterator[int]:
-    """The session's redis-server, emptied before each test (before any setup_metrics)."""
+    """The session's redis-server, emptied before each test (before any setup)."""
     with redis.Redis(port=redis_server) as client:
         client.flushall()
     yield redis_server
 
 
-def setup() -> MetricsHandle:
-    return setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
+Setup = Callable[[], MetricsHandle]
+
+
+@pytest.fixture
+def setup(make_handle: MakeHandle) -> Setup:
+    """`setup()`: a handle of the test's own, made when the test calls it (a test may act
+    before the setup)."""
+    return lambda: make_handle(prometheus_host="127.0.0.1", prometheus_port=0)
 
 
 def ops(text: str, operation: str, **labels: str) -> float:
@@ -69,7 +75,7 @@ PLAIN = (("db_namespace", "0"), ("db_system_name", "redis"))
 
 
 @pytest.mark.parametrize("decode", [False, True])
-def test_sync_lookups_count_hits_and_misses(port: int, decode: bool) -> None:
+def test_sync_lookups_count_hits_and_misses(setup: Setup, port: int, decode: bool) -> None:
     handle = setup()
     r = redis.Redis(port=port, decode_responses=decode)
     v = (lambda s: s) if decode else (lambda s: s.encode())
@@ -104,7 +110,7 @@ def test_sync_lookups_count_hits_and_misses(port: int, decode: bool) -> None:
 
 
 @pytest.mark.parametrize("decode", [False, True])
-async def test_async_lookups_count_hits_and_misses(port: int, decode: bool) -> None:
+async def test_async_lookups_count_hits_and_misses(setup: Setup, port: int, decode: bool) -> None:
     handle = setup()
     r = redis.asyncio.Redis(port=port, decode_responses=decode)
     v = (lambda s: s) if decode else (lambda s: s.encode())
@@ -132,7 +138,7 @@ async def test_async_lookups_count_hits_and_misses(port: int, decode: bool) -> N
     assert "secret" not in text
 
 
-def test_db_index_is_the_namespace(port: int) -> None:
+def test_db_index_is_the_namespace(setup: Setup, port: int) -> None:
     handle = setup()
     with redis.Redis(port=port, db=3) as r:
         assert r.get("k") is None
@@ -141,7 +147,7 @@ def test_db_index_is_the_namespace(port: int) -> None:
     assert ops(text, "GET", db_namespace="0") == 0
 
 
-def test_sync_pipelines(port: int) -> None:
+def test_sync_pipelines(setup: Setup, port: int) -> None:
     handle = setup()
     r = redis.Redis(port=port)
     r.set("p:a", "1")
@@ -187,7 +193,7 @@ def test_sync_pipelines(port: int) -> None:
     assert cache(text, "miss") == 4
 
 
-async def test_async_pipelines(port: int) -> None:
+async def test_async_pipelines(setup: Setup, port: int) -> None:
     handle = setup()
     r = redis.asyncio.Redis(port=port, decode_responses=True)
     await r.set("p:a", "1")
@@ -222,7 +228,7 @@ async def test_async_pipelines(port: int) -> None:
     assert cache(text, "miss") == 5  # MULTI: MGET 2; PIPELINE: GET, HGET; WATCH: GET
 
 
-def test_command_error_is_recorded_and_raised(port: int) -> None:
+def test_command_error_is_recorded_and_raised(setup: Setup, port: int) -> None:
     handle = setup()
     with redis.Redis(port=port) as r:
         r.set("e:secret", "abc")
@@ -240,7 +246,7 @@ def test_command_error_is_recorded_and_raised(port: int) -> None:
     assert "NOSUCHCOMMAND" not in text and "secret" not in text
 
 
-def test_connection_error_is_recorded_and_raised() -> None:
+def test_connection_error_is_recorded_and_raised(setup: Setup) -> None:
     handle = setup()
     closed = free_port()
     r = redis.Redis(port=closed, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2)
@@ -252,7 +258,9 @@ def test_connection_error_is_recorded_and_raised() -> None:
     assert cache(text, "miss") + cache(text, "hit") == 0
 
 
-async def test_async_connection_error_is_recorded_and_raised() -> None:
+async def test_async_connection_error_is_recorded_and_raised(
+    setup: Setup,
+) -> None:
     handle = setup()
     retry = redis.asyncio.retry.Retry(NoBackoff(), 0)
     r = redis.asyncio.Redis(port=free_port(), retry=retry, socket_connect_timeout=2)
@@ -264,7 +272,7 @@ async def test_async_connection_error_is_recorded_and_raised() -> None:
     assert ops(text, "MGET", error_type="ConnectionError") == 1
 
 
-def test_timeout_is_recorded_and_raised(port: int) -> None:
+def test_timeout_is_recorded_and_raised(setup: Setup, port: int) -> None:
     handle = setup()
     r = redis.Redis(port=port, socket_timeout=0.2, retry=Retry(NoBackoff(), 0))
     with pytest.raises(redis.TimeoutError):
@@ -274,7 +282,7 @@ def test_timeout_is_recorded_and_raised(port: int) -> None:
     assert ops(text, "BLPOP", error_type="TimeoutError") == 1
 
 
-async def test_clients_created_before_setup_are_measured(port: int) -> None:
+async def test_clients_created_before_setup_are_measured(setup: Setup, port: int) -> None:
     sync_client = redis.Redis(port=port)
     async_client = redis.asyncio.Redis(port=port)
     assert sync_client.get("k") is None  # before setup: not counted anywhere
@@ -288,8 +296,9 @@ async def test_clients_created_before_setup_are_measured(port: int) -> None:
     assert cache(text, "miss") == 2
 
 
+@pytest.mark.usefixtures("global_metrics")  # record_cache_lookup() finds the global handle
 def test_cache_helper_shares_the_redis_counter(port: int) -> None:
-    handle = setup()
+    handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
     with redis.Redis(port=port) as r:
         r.set("k", "v")
         r.get("k")
@@ -299,9 +308,9 @@ def test_cache_helper_shares_the_redis_counter(port: int) -> None:
     assert text.count("# TYPE cache_requests_total counter") == 1
 
 
-def test_disabled_records_nothing(port: int) -> None:
+def test_disabled_records_nothing(make_handle: MakeHandle, port: int) -> None:
     originals = methods()
-    handle = setup_metrics(
+    handle = make_handle(
         prometheus_host="127.0.0.1", prometheus_port=0, disabled_instrumentations="redis"
     )
     assert methods() == originals
@@ -312,7 +321,7 @@ def test_disabled_records_nothing(port: int) -> None:
     assert cache(text, "miss") == 0
 
 
-def test_shutdown_restores_the_original_methods(port: int) -> None:
+def test_shutdown_restores_the_original_methods(setup: Setup, port: int) -> None:
     originals = [cls.__dict__[name] for cls, name in PATCHED]
     handle = setup()
     assert all(

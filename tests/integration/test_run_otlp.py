@@ -7,9 +7,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import free_port
+from tests.integration.otel_kit_run import FORMS, otel_kit_run
 from tests.integration.otlp_receiver import OTLPReceiver, resource, total_count
-from tests.integration.test_run import FORMS, otel_kit_run
+from tests.integration.processes import free_port
 
 pytestmark = pytest.mark.integration
 DURATION = "http.server.request.duration"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ROOT
+from tests.integration.processes import ROOT
 
 pytestmark = pytest.mark.integration
 REQUESTS = 200_000

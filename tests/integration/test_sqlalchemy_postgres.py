@@ -8,8 +8,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.conftest import series, value
-from tests.unit.test_sqlalchemy_sqlite import (
+from tests.exposition import series, value
+from tests.handles import MakeHandle
+from tests.sqlalchemy_workload import (
     DURATION,
     MAX,
     async_workload,
@@ -18,12 +19,10 @@ from tests.unit.test_sqlalchemy_sqlite import (
     metadata,
     operations,
     pool_state,
-    start,
     sync_workload,
 )
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ("tests.integration.postgres",)
 
 PASSWORD = "s3cret-never-exported"  # trust auth ignores it; it must never reach a label
 
@@ -40,7 +39,7 @@ def url(postgres_dsn: str) -> Iterator[str]:
     yield dsn
 
 
-def test_psycopg_statements_and_pool(url: str) -> None:
+def test_psycopg_statements_and_pool(make_handle: MakeHandle, url: str) -> None:
     address = url.split("@")[1].rsplit("/", 1)[0]
     pool = f"postgresql+psycopg://{address}/otel_kit"
     engine = sa.create_engine(
@@ -52,7 +51,7 @@ def test_psycopg_statements_and_pool(url: str) -> None:
     )
     with engine.connect() as conn:  # before setup: this engine's first connect is not counted
         conn.execute(sa.select(items)).all()
-    handle = start()
+    handle = make_handle()
 
     with engine.connect() as conn:
         sync_workload(conn)
@@ -69,8 +68,8 @@ def test_psycopg_statements_and_pool(url: str) -> None:
     engine.dispose()
 
 
-async def test_asyncpg_statements_and_pool(url: str) -> None:
-    handle = start()
+async def test_asyncpg_statements_and_pool(make_handle: MakeHandle, url: str) -> None:
+    handle = make_handle()
     address = url.split("@")[1].rsplit("/", 1)[0]
     pool = f"postgresql+asyncpg://{address}/otel_kit"
     engine = create_async_engine(

@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 from otel_kit.cli import top
 from otel_kit.cli._exposition import Samples, flatten, parse
 from otel_kit.cli._rates import histogram_quantile, increase
-from tests.integration.conftest import ROOT, free_port, server
+from tests.integration.processes import ROOT, free_port, server
 
 INF = math.inf
 OTEL_KIT = str(Path(sys.executable).with_name("otel-kit"))

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import series, value
-from tests.integration.conftest import free_port, server
+from tests.exposition import series, value
+from tests.integration.processes import free_port, server
 
 pytestmark = pytest.mark.integration
 COUNT = "http_server_request_duration_seconds_count"

@@ -1,22 +1,26 @@
-"""The any-cache helper: exact hit/miss counts per cache name, sync and async, no-op unset."""
+"""The any-cache helper: exact hit/miss counts per cache name, sync and async, no-op unset.
+
+The helpers record into the global handle: every test here sets up globally.
+"""
 
 from __future__ import annotations
 
 import pytest
+from starlette.applications import Starlette
 
 from otel_kit import MetricsHandle, setup_metrics
 from otel_kit.cache import cache_metrics, record_cache_lookup
 from otel_kit.catalogue import CACHE_REQUESTS
-from tests.conftest import series, value
+from tests.exposition import series, value
 
+pytestmark = pytest.mark.usefixtures("global_metrics")
 STORE = {"a": 1, "zero": 0}
 
 
 def setup() -> MetricsHandle:
-    # redis is disabled so these tests need no Redis library code paths at all.
-    return setup_metrics(
-        prometheus_host="127.0.0.1", prometheus_port=0, disabled_instrumentations="redis"
-    )
+    # Served on an app nothing calls (no metrics port); redis is disabled so these tests need
+    # no Redis library code paths at all.
+    return setup_metrics(Starlette(), disabled_instrumentations="redis")
 
 
 def lookups(text: str, cache: str, result: str) -> float:
@@ -140,7 +144,7 @@ async def test_no_op_before_setup_and_after_shutdown() -> None:
 
 def test_one_instrument_per_setup() -> None:
     """The Redis integration and this helper must share one cache.requests instrument."""
-    handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
+    handle = setup_metrics(Starlette())
     limit = handle.settings.cardinality_limit
     assert handle._fast.sum(CACHE_REQUESTS, limit) is handle._fast.sum(CACHE_REQUESTS, limit)
     record_cache_lookup("redis", hit=True)

@@ -19,7 +19,7 @@ from otel_kit import catalogue, setup_metrics
 from otel_kit.cli import dashboard as dashboard_cli
 from otel_kit.cli import rules as rules_cli
 from otel_kit.generate import dashboards, rules
-from tests.conftest import samples
+from tests.exposition import samples
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_DIR = ROOT / "collector" / "grafana" / "dashboards"

@@ -23,7 +23,8 @@ import otel_kit._setup
 from otel_kit import catalogue, setup_metrics
 from otel_kit._instrumentation.asgi import MetricsMiddleware
 from otel_kit._instruments import FastInstruments
-from tests.conftest import series, value
+from tests.exposition import series, value
+from tests.handles import MakeHandle
 
 COUNT = "http_server_request_duration_seconds_count"
 ACTIVE = "http_server_active_requests"
@@ -96,11 +97,11 @@ class WebSocketClient:
         await asyncio.wait_for(self.task, timeout=5)
 
 
-async def test_websockets_work_and_are_not_http_requests() -> None:
+async def test_websockets_work_and_are_not_http_requests(make_handle: MakeHandle) -> None:
     """A WebSocket connection is not an HTTP request (`http.server.*` is about requests): it
     is neither counted nor active, and every message gets through unchanged."""
     app = ws_app()
-    setup_metrics(app)
+    make_handle(app)
     async with client(app) as http:
         ws = WebSocketClient(app, "/ws/lobby")
         assert await ws.receive() == {
@@ -146,6 +147,7 @@ async def test_websockets_work_and_are_not_http_requests() -> None:
 # -- setup_metrics() from several threads at once ---------------------------------------------
 
 
+@pytest.mark.usefixtures("global_metrics")
 async def test_setup_from_many_threads_at_once(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -189,6 +191,7 @@ async def test_setup_from_many_threads_at_once(
 # -- a scrape that fails -----------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("global_metrics")
 async def test_a_failing_scrape_leaves_the_app_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """An observable callback of the app's that raises costs only its own series; otel-kit's
     exposition failing makes that one scrape a 500, the app's routes answer as before and the

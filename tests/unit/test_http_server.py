@@ -1,15 +1,14 @@
-"""HTTP server metrics through the app's own /metrics, in-process (httpx ASGI transport)."""
+"""HTTP server metrics through the app's own /metrics, in-process (httpx ASGI transport). On
+the separate metrics port: tests/integration/test_http_server.py."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, FastAPI, HTTPException
-from fastapi.responses import StreamingResponse
+from fastapi import FastAPI
 from opentelemetry import metrics
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -17,79 +16,12 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
 from otel_kit import _support, setup_metrics
-from tests.conftest import series, value
+from tests.exposition import series, value
+from tests.handles import MakeHandle
+from tests.http_app import client, make_app
 
 COUNT = "http_server_request_duration_seconds_count"
 BUCKET = "http_server_request_duration_seconds_bucket"
-
-
-def make_app() -> FastAPI:
-    app = FastAPI()
-    api = APIRouter(prefix="/api")
-    v1 = APIRouter(prefix="/v1")
-
-    @v1.get("/things/{thing_id}")
-    async def thing(thing_id: int) -> dict[str, int]:
-        return {"id": thing_id}
-
-    @api.get("/users/{user_id}")
-    async def user(user_id: int) -> dict[str, int]:
-        return {"id": user_id}
-
-    api.include_router(v1)
-    app.include_router(api)
-
-    @app.get("/items/{item_id}")
-    async def item(item_id: int) -> dict[str, int]:
-        return {"id": item_id}
-
-    @app.post("/items")
-    async def create_item() -> dict[str, str]:
-        return {"ok": "yes"}
-
-    @app.get("/boom")
-    async def boom() -> None:
-        raise ValueError("broken")
-
-    @app.get("/unavailable")
-    async def unavailable() -> None:
-        raise HTTPException(503)
-
-    @app.get("/missing")
-    async def missing() -> None:
-        raise HTTPException(404)
-
-    @app.get("/slow")
-    async def slow() -> dict[str, str]:
-        await asyncio.sleep(0.1)
-        return {"ok": "yes"}
-
-    @app.get("/stream")
-    async def stream() -> StreamingResponse:
-        async def chunks() -> AsyncIterator[bytes]:
-            for _ in range(3):
-                await asyncio.sleep(0.1)
-                yield b"chunk\n"
-
-        return StreamingResponse(chunks())
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"ok": "yes"}
-
-    sub = FastAPI()
-
-    @sub.get("/hello/{name}")
-    async def hello(name: str) -> dict[str, str]:
-        return {"name": name}
-
-    app.mount("/sub", sub)
-    return app
-
-
-def client(app: Any) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
 
 
 async def scrape(c: httpx.AsyncClient) -> str:
@@ -98,9 +30,9 @@ async def scrape(c: httpx.AsyncClient) -> str:
     return response.text
 
 
-async def test_counts_per_route_template_and_status() -> None:
+async def test_counts_per_route_template_and_status(make_handle: MakeHandle) -> None:
     app = make_app()
-    setup_metrics(app)
+    make_handle(app)
     async with client(app) as c:
         for i in range(5):
             assert (await c.get(f"/items/{i}")).status_code == 200
@@ -141,9 +73,9 @@ async def test_counts_per_route_template_and_status() -> None:
     assert "otel_scope_name" not in text
 
 
-async def test_unmatched_paths_have_no_route_label() -> None:
+async def test_unmatched_paths_have_no_route_label(make_handle: MakeHandle) -> None:
     app = make_app()
-    setup_metrics(app)
+    make_handle(app)
     async with client(app) as c:
         for i in range(50):
             assert (await c.get(f"/nope/{i}?q={i}")).status_code == 404
@@ -154,9 +86,9 @@ async def test_unmatched_paths_have_no_route_label() -> None:
     assert "/nope" not in text
 
 
-async def test_exceptions_and_5xx_carry_error_type() -> None:
+async def test_exceptions_and_5xx_carry_error_type(make_handle: MakeHandle) -> None:
     app = make_app()
-    setup_metrics(app)
+    make_handle(app)
     async with client(app) as c:
         assert (await c.get("/boom")).status_code == 500
         assert (await c.get("/boom")).status_code == 500
@@ -176,9 +108,9 @@ async def test_exceptions_and_5xx_carry_error_type() -> None:
     ]
 
 
-async def test_bucket_placement_uses_configured_boundaries() -> None:
+async def test_bucket_placement_uses_configured_boundaries(make_handle: MakeHandle) -> None:
     app = make_app()
-    setup_metrics(app, duration_buckets=[0.05, 0.15, 10])
+    make_handle(app, duration_buckets=[0.05, 0.15, 10])
     async with client(app) as c:
         await c.get("/items/1")
         await c.get("/slow")
@@ -194,9 +126,9 @@ async def test_bucket_placement_uses_configured_boundaries() -> None:
     assert value(text, "http_server_request_duration_seconds_sum", http_route="/stream") >= 0.3
 
 
-async def test_metrics_endpoint_and_excluded_urls_are_not_counted() -> None:
+async def test_metrics_endpoint_and_excluded_urls_are_not_counted(make_handle: MakeHandle) -> None:
     app = make_app()
-    setup_metrics(app, excluded_urls="^/healthz$,^/sub/")
+    make_handle(app, excluded_urls="^/healthz$,^/sub/")
     async with client(app) as c:
         for _ in range(3):
             await c.get("/healthz")
@@ -208,9 +140,9 @@ async def test_metrics_endpoint_and_excluded_urls_are_not_counted() -> None:
     assert {s.get("http_route") for s in series(text, COUNT)} == {"/items/{item_id}"}
 
 
-async def test_unknown_methods_become_other() -> None:
+async def test_unknown_methods_become_other(make_handle: MakeHandle) -> None:
     app = make_app()
-    setup_metrics(app)
+    make_handle(app)
     async with client(app) as c:
         for method in ("FOO", "BAR", "PURGE"):
             await c.request(method, "/items/1")
@@ -221,9 +153,11 @@ async def test_unknown_methods_become_other() -> None:
     assert value(text, COUNT, http_request_method="_OTHER") == 3
 
 
-async def test_active_requests_rise_during_a_request_and_fall_after() -> None:
+async def test_active_requests_rise_during_a_request_and_fall_after(
+    make_handle: MakeHandle,
+) -> None:
     app = make_app()
-    setup_metrics(app)
+    make_handle(app)
     async with client(app) as c:
         slow = asyncio.create_task(c.get("/slow"))
         await asyncio.sleep(0.03)
@@ -234,6 +168,7 @@ async def test_active_requests_rise_during_a_request_and_fall_after() -> None:
     assert value(after, "http_server_active_requests", http_request_method="GET") == 0
 
 
+@pytest.mark.usefixtures("global_metrics")
 async def test_setup_is_idempotent() -> None:
     app = make_app()
     first = setup_metrics(app)
@@ -245,6 +180,7 @@ async def test_setup_is_idempotent() -> None:
     assert value(text, COUNT) == 1
 
 
+@pytest.mark.usefixtures("global_metrics")
 async def test_custom_business_metrics_share_the_endpoint() -> None:
     app = make_app()
     setup_metrics(app, service_name="shop", service_version="1.2.3")
@@ -279,9 +215,9 @@ async def test_custom_business_metrics_share_the_endpoint() -> None:
     assert value(text, "target_info", service_name="shop", service_version="1.2.3") == 1
 
 
-async def test_openmetrics_by_content_negotiation() -> None:
+async def test_openmetrics_by_content_negotiation(make_handle: MakeHandle) -> None:
     app = make_app()
-    setup_metrics(app)
+    make_handle(app)
     async with client(app) as c:
         await c.get("/items/1")
         plain = await c.get("/metrics")
@@ -292,11 +228,11 @@ async def test_openmetrics_by_content_negotiation() -> None:
     assert "# UNIT http_server_request_duration_seconds seconds" in om.text
 
 
-async def test_cardinality_limit_adds_an_overflow_series() -> None:
+async def test_cardinality_limit_adds_an_overflow_series(make_handle: MakeHandle) -> None:
     app = FastAPI()
     for i in range(5):
         app.add_api_route(f"/r{i}", lambda: {"ok": True}, methods=["GET"])
-    setup_metrics(app, cardinality_limit=3)
+    make_handle(app, cardinality_limit=3)
     async with client(app) as c:
         for i in range(5):
             await c.get(f"/r{i}")
@@ -306,7 +242,7 @@ async def test_cardinality_limit_adds_an_overflow_series() -> None:
     assert value(text, COUNT) == 5
 
 
-async def test_plain_starlette_routes_and_mounts() -> None:
+async def test_plain_starlette_routes_and_mounts(make_handle: MakeHandle) -> None:
     async def hello(request: Request) -> PlainTextResponse:
         return PlainTextResponse("hi")
 
@@ -315,7 +251,7 @@ async def test_plain_starlette_routes_and_mounts() -> None:
 
     inner = Starlette(routes=[Route("/x/{y}", x)])
     app = Starlette(routes=[Route("/hello/{name}", hello), Mount("/t/{tenant}", app=inner)])
-    setup_metrics(app)
+    make_handle(app)
     async with client(app) as c:
         await c.get("/hello/a")
         await c.get("/t/acme/x/1")
@@ -325,14 +261,14 @@ async def test_plain_starlette_routes_and_mounts() -> None:
     assert value(text, COUNT, http_route="/t/{tenant}/x/{y}") == 2
 
 
-async def test_other_asgi_apps_are_wrapped() -> None:
+async def test_other_asgi_apps_are_wrapped(make_handle: MakeHandle) -> None:
     async def raw(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
     with pytest.raises(TypeError, match="instrument_app"):
         setup_metrics(raw)
-    handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
+    handle = make_handle()
     try:
         wrapped = handle.instrument_app(raw)
         async with client(wrapped) as c:
@@ -343,23 +279,11 @@ async def test_other_asgi_apps_are_wrapped() -> None:
         handle.shutdown()
 
 
-async def test_separate_metrics_port() -> None:
-    app = make_app()
-    handle = setup_metrics(app, prometheus_host="127.0.0.1", prometheus_port=0)
-    assert handle.prometheus_port
-    async with client(app) as c:
-        await c.get("/items/1")
-        assert (await c.get("/metrics")).status_code == 404  # not on the app
-    async with httpx.AsyncClient() as direct:
-        response = await direct.get(f"http://127.0.0.1:{handle.prometheus_port}/metrics")
-    assert value(response.text, COUNT, http_route="/items/{item_id}") == 1
-
-
 async def test_a_failing_metrics_layer_never_reaches_the_app(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    make_handle: MakeHandle, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = make_app()
-    handle = setup_metrics(app)
+    handle = make_handle(app)
 
     def broken(*args: Any) -> None:
         raise RuntimeError("metrics bug")
@@ -373,6 +297,7 @@ async def test_a_failing_metrics_layer_never_reaches_the_app(
     assert len(failures) == 1  # logged once, not per request
 
 
+@pytest.mark.usefixtures("global_metrics")
 async def test_disabled_http_instrumentation_still_serves_metrics() -> None:
     pytest.importorskip("fastapi.telemetry", reason="FastAPI < 0.165 records no metrics itself")
     app = make_app()

@@ -10,7 +10,7 @@ import pytest
 
 from otel_kit import setup_metrics
 from otel_kit._instrumentation import INTEGRATIONS
-from tests.conftest import series
+from tests.exposition import series
 
 HTTPX_SEND = httpx.HTTPTransport.handle_request
 

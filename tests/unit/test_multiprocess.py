@@ -34,7 +34,7 @@ from otel_kit._exporters.multiprocess import (
 from otel_kit._exporters.prometheus import PullReader, _families
 from otel_kit._instruments import FastInstruments
 from otel_kit.config import ConfigError
-from tests.conftest import series, value
+from tests.exposition import series, value
 
 COUNT = "http_server_request_duration_seconds_count"
 BOUNDS = (0.1, 1.0)

@@ -8,10 +8,12 @@ import pytest
 from opentelemetry import metrics
 from opentelemetry.sdk.metrics import Histogram
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
+from starlette.applications import Starlette
 
 from otel_kit import setup_metrics
 from otel_kit.catalogue import prometheus_label, prometheus_name
-from tests.conftest import series, value
+from tests.exposition import series, value
+from tests.handles import MakeHandle
 
 
 @pytest.mark.parametrize(
@@ -35,8 +37,9 @@ def test_label_names() -> None:
     assert prometheus_label("1st") == "key_1st"
 
 
+@pytest.mark.usefixtures("global_metrics")
 def test_types_and_label_values() -> None:
-    handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
+    handle = setup_metrics(Starlette())  # served on an app nothing calls: no metrics port
     meter = metrics.get_meter("t")
     meter.create_counter("events", unit="{event}").add(3, {"ok": True, "tags": ("a", "b")})
     meter.create_up_down_counter("queue.depth").add(-2)
@@ -48,9 +51,9 @@ def test_types_and_label_values() -> None:
 
 
 def test_exponential_histograms_are_skipped_with_a_warning(
-    caplog: pytest.LogCaptureFixture,
+    make_handle: MakeHandle, caplog: pytest.LogCaptureFixture
 ) -> None:
-    handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
+    handle = make_handle()
     # A user-built view on the same provider type: the contrib reader crashes on this.
     provider = handle.meter_provider
     provider._sdk_config.views = (  # type: ignore[attr-defined]

@@ -27,8 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
 
-from otel_kit import setup_metrics
-from tests.conftest import reset_otel_globals, samples
+from otel_kit import MetricsHandle
+from tests.exposition import samples
 
 COUNT = "http_server_request_duration_seconds_count"
 OTHER_INTEGRATIONS = "sqlalchemy,redis,httpx,runtime"  # keeps each example's setup cheap
@@ -206,7 +206,7 @@ def check(app: Any, tree: list[Group], mounted: set[str], draw: Callable[..., An
         requests.append(("/x-" + "/".join(quote(part, safe="") for part in parts), None))
         expected[None, 404] += 1
 
-    handle = setup_metrics(app, disabled_instrumentations=OTHER_INTEGRATIONS)
+    handle = MetricsHandle.create(app, disabled_instrumentations=OTHER_INTEGRATIONS)
     try:
 
         async def drive() -> None:
@@ -222,7 +222,6 @@ def check(app: Any, tree: list[Group], mounted: set[str], draw: Callable[..., An
         text = handle.render().decode()
     finally:
         handle.shutdown()
-        reset_otel_globals()
 
     seen: Counter[tuple[str | None, int]] = Counter()
     for (name, label_set), count in samples(text).items():

@@ -1,6 +1,7 @@
 """SQLAlchemy statement and pool metrics against real SQLite databases (sqlite3 and aiosqlite).
 
-The workload helpers here are shared with tests/integration/test_sqlalchemy_postgres.py.
+The workload (tests/sqlalchemy_workload.py) is the one tests/integration/test_sqlalchemy_postgres.py
+runs against PostgreSQL.
 """
 
 from __future__ import annotations
@@ -21,92 +22,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Dialect, Engine
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, StaticPool
 
-from otel_kit import MetricsHandle, setup_metrics
-from otel_kit._instrumentation.sqlalchemy import OPERATIONS, OTHER, operation_name
-from tests.conftest import samples, series, value
-
-DURATION = "db_client_operation_duration_seconds"
-COUNT = "db_client_connection_count"
-MAX = "db_client_connection_max"
-PENDING = "db_client_connection_pending_requests"
-TIMEOUTS = "db_client_connection_timeouts_total"
-WAIT = "db_client_connection_wait_time_seconds"
-
-metadata = sa.MetaData()
-items = sa.Table(
-    "items",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("name", sa.String(50)),
+from otel_kit._instrumentation._sql import OPERATIONS, OTHER, operation_name
+from tests.exposition import series, value
+from tests.handles import MakeHandle
+from tests.sqlalchemy_workload import (
+    COUNT,
+    DURATION,
+    MAX,
+    TIMEOUTS,
+    WAIT,
+    async_workload,
+    expected,
+    operations,
+    pool_state,
+    sync_workload,
 )
-missing = sa.Table("no_such_table", sa.MetaData(), sa.Column("id", sa.Integer))
-
-# (operation, error.type) -> observations one workload run produces
-WORKLOAD = {
-    ("SELECT", None): 4,
-    ("INSERT", None): 4,  # 3 single rows + 1 executemany of 5 rows
-    ("UPDATE", None): 2,
-    ("DELETE", None): 1,
-    ("INSERT", "IntegrityError"): 1,
-}
-
-
-def sync_workload(conn: Connection) -> None:
-    """The statements of WORKLOAD (plus one failing SELECT on a missing table)."""
-    for i in range(3):
-        conn.execute(items.insert().values(id=i, name=f"item {i}"))
-    rows = [{"id": i, "name": f"bulk {i}"} for i in range(100, 105)]
-    # RETURNING + insertmanyvalues_page_size=2 sends the 5 rows in 3 cursor batches.
-    assert len(conn.execute(items.insert().returning(items.c.id), rows).all()) == 5
-    for i in range(4):
-        conn.execute(sa.select(items).where(items.c.id == i)).all()
-    for i in range(2):
-        conn.execute(items.update().where(items.c.id == i).values(name="changed"))
-    conn.execute(items.delete().where(items.c.id == 2))
-    conn.commit()
-    with pytest.raises(sa.exc.IntegrityError):
-        conn.execute(items.insert().values(id=1, name="duplicate"))
-    conn.rollback()
-    with pytest.raises(sa.exc.DBAPIError):
-        conn.execute(sa.select(missing))
-    conn.rollback()
-
-
-async def async_workload(conn: AsyncConnection) -> None:
-    await conn.run_sync(lambda sync: sync_workload(sync))
-
-
-def operations(text: str, before: str = "", **labels: str) -> dict[Any, float]:
-    """(operation, error.type) -> observations between `before` and `text`, where `labels`."""
-    out: dict[Any, float] = {}
-    for sign, exposition in ((1, text), (-1, before)):
-        for (name, found), count in samples(exposition).items():
-            attributes = dict(found)
-            if name == DURATION + "_count" and labels.items() <= attributes.items():
-                key = (attributes["db_operation_name"], attributes.get("error_type"))
-                out[key] = out.get(key, 0) + sign * count
-    return {key: count for key, count in out.items() if count}
-
-
-def expected(missing_table_error: str) -> dict[Any, float]:
-    return {**WORKLOAD, ("SELECT", missing_table_error): 1}
-
-
-def pool_state(text: str, pool: str) -> dict[str, float]:
-    return {
-        "idle": value(text, COUNT, pool_name=pool, db_client_connection_state="idle"),
-        "used": value(text, COUNT, pool_name=pool, db_client_connection_state="used"),
-        "pending": value(text, PENDING, pool_name=pool),
-        "timeouts": value(text, TIMEOUTS, pool_name=pool),
-        "waits": value(text, WAIT + "_count", pool_name=pool),
-    }
-
-
-def start() -> MetricsHandle:
-    return setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
 
 
 @pytest.fixture
@@ -117,9 +50,9 @@ def db(tmp_path: Path) -> Iterator[Path]:
     yield path
 
 
-def test_sync_statements_engine_created_before_setup(db: Path) -> None:
+def test_sync_statements_engine_created_before_setup(make_handle: MakeHandle, db: Path) -> None:
     engine = sa.create_engine(f"sqlite:///{db}", insertmanyvalues_page_size=2)
-    handle = start()
+    handle = make_handle()
     with engine.connect() as conn:
         sync_workload(conn)
     text = handle.render().decode()
@@ -131,8 +64,8 @@ def test_sync_statements_engine_created_before_setup(db: Path) -> None:
     engine.dispose()
 
 
-def test_statement_duration_lands_in_its_bucket(db: Path) -> None:
-    handle = start()
+def test_statement_duration_lands_in_its_bucket(make_handle: MakeHandle, db: Path) -> None:
+    handle = make_handle()
     engine = sa.create_engine(f"sqlite:///{db}")
 
     @event.listens_for(engine, "connect")
@@ -149,7 +82,7 @@ def test_statement_duration_lands_in_its_bucket(db: Path) -> None:
     engine.dispose()
 
 
-async def test_async_statements_and_pool(db: Path) -> None:
+async def test_async_statements_and_pool(make_handle: MakeHandle, db: Path) -> None:
     engine = create_async_engine(
         f"sqlite+aiosqlite:///{db}",
         insertmanyvalues_page_size=2,
@@ -157,7 +90,7 @@ async def test_async_statements_and_pool(db: Path) -> None:
         max_overflow=0,
         pool_timeout=0.2,
     )
-    handle = start()
+    handle = make_handle()
     pool = "sqlite+aiosqlite:///app.db"
     async with engine.connect() as conn:
         await async_workload(conn)
@@ -172,8 +105,8 @@ async def test_async_statements_and_pool(db: Path) -> None:
     await engine.dispose()
 
 
-def test_pool_used_idle_timeouts(db: Path) -> None:
-    handle = start()
+def test_pool_used_idle_timeouts(make_handle: MakeHandle, db: Path) -> None:
+    handle = make_handle()
     engine = sa.create_engine(f"sqlite:///{db}", pool_size=1, max_overflow=0, pool_timeout=0.2)
     assert isinstance(engine.pool, QueuePool)
     pool = "sqlite:///app.db"
@@ -200,8 +133,8 @@ def test_pool_used_idle_timeouts(db: Path) -> None:
     assert value(text, TIMEOUTS, pool_name=pool) == 1
 
 
-def test_pool_pending_request(db: Path) -> None:
-    handle = start()
+def test_pool_pending_request(make_handle: MakeHandle, db: Path) -> None:
+    handle = make_handle()
     engine = sa.create_engine(f"sqlite:///{db}", pool_size=1, max_overflow=0, pool_timeout=10)
     pool = "sqlite:///app.db"
     got: list[Connection] = []
@@ -222,8 +155,8 @@ def test_pool_pending_request(db: Path) -> None:
     engine.dispose()
 
 
-def test_pool_name_prefers_logging_name_and_memory_namespace() -> None:
-    handle = start()
+def test_pool_name_prefers_logging_name_and_memory_namespace(make_handle: MakeHandle) -> None:
+    handle = make_handle()
     engine = sa.create_engine("sqlite://", logging_name="orders-db")
     assert isinstance(engine.pool, SingletonThreadPool)
     with engine.connect() as conn:
@@ -244,9 +177,9 @@ def test_pool_name_prefers_logging_name_and_memory_namespace() -> None:
     ("poolclass", "idle_after", "max_"), [(NullPool, 0, None), (StaticPool, 1, 1)]
 )
 def test_other_pool_classes(
-    db: Path, poolclass: type[Pool], idle_after: int, max_: int | None
+    make_handle: MakeHandle, db: Path, poolclass: type[Pool], idle_after: int, max_: int | None
 ) -> None:
-    handle = start()
+    handle = make_handle()
     engine = sa.create_engine(f"sqlite:///{db}", poolclass=poolclass)
     pool = "sqlite:///app.db"
     for _ in range(3):
@@ -262,11 +195,9 @@ def test_other_pool_classes(
     engine.dispose()
 
 
-def test_disabled_records_nothing(db: Path) -> None:
+def test_disabled_records_nothing(make_handle: MakeHandle, db: Path) -> None:
     original = Engine.raw_connection
-    handle = setup_metrics(
-        prometheus_host="127.0.0.1", prometheus_port=0, disabled_instrumentations="sqlalchemy"
-    )
+    handle = make_handle(disabled_instrumentations="sqlalchemy")
     assert Engine.raw_connection is original
     engine = sa.create_engine(f"sqlite:///{db}", insertmanyvalues_page_size=2)
     with engine.connect() as conn:
@@ -293,10 +224,10 @@ def listener_counts() -> tuple[int, ...]:
     )
 
 
-def test_shutdown_removes_every_listener_and_wrapper(db: Path) -> None:
+def test_shutdown_removes_every_listener_and_wrapper(make_handle: MakeHandle, db: Path) -> None:
     original, before = Engine.raw_connection, listener_counts()
     insertmany = Connection._exec_insertmany_context
-    handle = start()
+    handle = make_handle()
     assert Engine.raw_connection is not original
     # Statements are timed on the dialect: no statement listener on Engine (see the next test).
     assert listener_counts() == (before[0], before[1], *(n + 1 for n in before[2:]))
@@ -313,7 +244,7 @@ def test_shutdown_removes_every_listener_and_wrapper(db: Path) -> None:
     engine.dispose()
 
     # A second setup measures each statement once.
-    handle = start()
+    handle = make_handle()
     engine = sa.create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
         conn.execute(sa.text("SELECT 1"))
@@ -326,7 +257,8 @@ def test_statements_stay_on_sqlalchemy_fast_path() -> None:
     slower event path; in a fresh process, measuring must not set it."""
     script = (
         "import sqlalchemy as sa, otel_kit\n"
-        "otel_kit.setup_metrics(prometheus_host='127.0.0.1', prometheus_port=0)\n"
+        "from starlette.applications import Starlette\n"
+        "otel_kit.setup_metrics(Starlette())  # served on an app nothing calls: no port\n"
         "engine = sa.create_engine('sqlite://')\n"
         "with engine.connect() as conn:\n"
         "    conn.execute(sa.text('SELECT 1'))\n"
@@ -406,11 +338,9 @@ def test_operation_name_of_cte_is_the_main_verb(
 
 
 async def test_instrument_engine_measures_only_the_engines_it_is_given(
-    db: Path, tmp_path: Path
+    make_handle: MakeHandle, db: Path, tmp_path: Path
 ) -> None:
-    handle = setup_metrics(
-        prometheus_host="127.0.0.1", prometheus_port=0, disabled_instrumentations="sqlalchemy"
-    )
+    handle = make_handle(disabled_instrumentations="sqlalchemy")
     chosen = handle.instrument_engine(
         sa.create_engine(f"sqlite:///{db}", insertmanyvalues_page_size=2)
     )
@@ -443,8 +373,10 @@ async def test_instrument_engine_measures_only_the_engines_it_is_given(
     await chosen_async.dispose()
 
 
-def test_instrument_engine_with_automatic_instrumentation_changes_nothing(db: Path) -> None:
-    handle = start()
+def test_instrument_engine_with_automatic_instrumentation_changes_nothing(
+    make_handle: MakeHandle, db: Path
+) -> None:
+    handle = make_handle()
     engine = sa.create_engine(f"sqlite:///{db}", insertmanyvalues_page_size=2)
     assert handle.instrument_engine(engine) is engine
     with engine.connect() as conn:
