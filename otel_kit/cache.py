@@ -30,6 +30,7 @@ _log = logging.getLogger("otel_kit")
 P = ParamSpec("P")
 R = TypeVar("R")
 
+
 def record_cache_lookup(cache_name: str, hit: bool) -> None:
     """Count one lookup in cache `cache_name` (a fixed, bounded name) as a hit or a miss."""
     try:

@@ -34,6 +34,7 @@ __all__ = ["instrument"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
+
 class _Recorder:
     def __init__(self, integration: IntegrationContext, patches: Patches) -> None:
         self._patches = patches
