@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,8 @@ class MetricsHandle:
                 pull,
                 self.resource,
                 keep_instance_id="service.instance.id" in settings.resource_attributes,
+                # Only where otel-kit runs the process: it replaces signal.signal process-wide.
+                handle_sigterm="OTEL_KIT_RUN_PID" in os.environ,
             )
             self.registry = self._multiprocess.registry
 

@@ -42,7 +42,7 @@ from otel_kit._pipeline import cardinality_limits
 from otel_kit._support import LogOnce
 from otel_kit.catalogue import prometheus_label, prometheus_name, unit_suffix
 
-__all__ = ["PrometheusCollector", "PullReader", "make_registry"]
+__all__ = ["PrometheusCollector", "PullReader", "make_registry", "prometheus_families"]
 
 _warn_once = LogOnce().warning
 
@@ -87,7 +87,9 @@ def _labels(attributes: Any) -> dict[str, str]:
     return {prometheus_label(k): _label_value(v) for k, v in attributes.items()}
 
 
-def _families(data: MetricsData) -> Iterator[Metric]:
+def prometheus_families(data: MetricsData) -> Iterator[Metric]:
+    """`data` as prometheus_client metric families: `target_info` per resource, then one family
+    per Prometheus name (see the module docstring for the translation)."""
     families: dict[str, Metric] = {}
     for resource_metrics in data.resource_metrics:
         info = Metric("target", "Target metadata", "info")
@@ -152,7 +154,7 @@ class PrometheusCollector(Collector):
         self._reader = reader
 
     def collect(self) -> Iterable[Metric]:
-        return list(_families(self._reader.read()))
+        return list(prometheus_families(self._reader.read()))
 
 
 def make_registry(reader: PullReader) -> CollectorRegistry:

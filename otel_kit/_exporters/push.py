@@ -8,7 +8,8 @@ warning per outage, repeated at most every `REPEAT_WARNING_S` while it lasts.
 
 A process forked without exec (gunicorn workers, `--preload`, multiprocessing's fork) pushes its
 own stream: a new `service.instance.id` (unless the resource attributes set one), and counters
-and histograms minus what it inherited, counted from the fork.
+and histograms minus what it inherited, counted from the fork (`_otel_data.Baseline`, the rule
+the multi-process view follows too).
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import os
 import threading
 import time
 import uuid
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -35,22 +35,18 @@ from opentelemetry.sdk.metrics import (
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     ConsoleMetricExporter,
-    HistogramDataPoint,
-    Metric,
     MetricExporter,
     MetricExportResult,
     MetricReader,
     MetricsData,
-    NumberDataPoint,
-    ResourceMetrics,
-    Sum,
 )
-from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.util.types import AttributeValue
 
 from otel_kit._instruments import FastInstruments
+from otel_kit._otel_data import Baseline
 from otel_kit._pipeline import cardinality_limits
+from otel_kit._support import at_fork
 from otel_kit.config import ConfigError, Settings
 
 __all__ = [
@@ -88,9 +84,6 @@ _CUMULATIVE = {
     )
 }
 _log = logging.getLogger("otel_kit")
-
-_Point = NumberDataPoint | HistogramDataPoint
-_PointKey = tuple[str, frozenset[tuple[str, Any]]]  # metric name, attribute set
 
 
 def otlp_endpoint(settings: Settings) -> str:
@@ -179,44 +172,6 @@ class ExportHealth:
         self._since, self._failures = None, 0
 
 
-def _key(name: str, point: _Point) -> _PointKey:
-    # The SDK stores sequence attribute values as tuples: hashable.
-    return name, frozenset((point.attributes or {}).items())
-
-
-def _counting_points(metric: Metric) -> Sequence[_Point]:
-    """The points of a counter or histogram (what a forked child subtracts); () otherwise."""
-    data = metric.data
-    if isinstance(data, HistogramData) or (isinstance(data, Sum) and data.is_monotonic):
-        return data.data_points
-    return ()
-
-
-def _sum_since(point: NumberDataPoint, inherited: _Point | None, fork: int) -> NumberDataPoint:
-    """A counter's point minus `inherited` (the same series at the fork), counted from it."""
-    value = point.value - inherited.value if isinstance(inherited, NumberDataPoint) else point.value
-    return replace(point, start_time_unix_nano=max(fork, point.start_time_unix_nano), value=value)
-
-
-def _histogram_since(
-    point: HistogramDataPoint, inherited: _Point | None, fork: int
-) -> HistogramDataPoint:
-    """A histogram's point minus `inherited` (min and max stay), counted from the fork."""
-    point = replace(point, start_time_unix_nano=max(fork, point.start_time_unix_nano))
-    if (
-        not isinstance(inherited, HistogramDataPoint)
-        or inherited.explicit_bounds != point.explicit_bounds
-    ):
-        return point
-    buckets = zip(point.bucket_counts, inherited.bucket_counts, strict=True)
-    return replace(
-        point,
-        count=point.count - inherited.count,
-        sum=point.sum - inherited.sum,
-        bucket_counts=[now - then for now, then in buckets],
-    )
-
-
 class _PushExporter(MetricExporter):
     """Adds the fast instruments to each export, all under this exporter's resource; never
     raises into the reader, logs via `ExportHealth` instead of once per attempt."""
@@ -238,8 +193,7 @@ class _PushExporter(MetricExporter):
         self._fast = fast
         self._resource = resource
         self._keep_instance_id = keep_instance_id
-        self._forked_at = 0  # time_ns() of the fork that made this process; 0: not forked
-        self._inherited: dict[_PointKey, _Point] = {}
+        self._baseline = Baseline()  # what this process inherited through fork: nothing yet
         self._health = ExportHealth(target)
         self._quiet = _Quiet()
         for name in _SDK_LOGGERS:
@@ -265,34 +219,14 @@ class _PushExporter(MetricExporter):
     def _own(self, merged: MetricsData) -> MetricsData:
         """This process's stream: its resource (the SDK's changes its instance id on fork, even
         a configured one), and after a fork counters and histograms minus the inherited."""
-        return MetricsData(
+        own = self._baseline.subtract(merged)
+        return replace(
+            own,
             resource_metrics=[
-                ResourceMetrics(
-                    resource=self._resource,
-                    scope_metrics=[
-                        replace(scope, metrics=[self._since_fork(m) for m in scope.metrics])
-                        for scope in resource_metrics.scope_metrics
-                    ],
-                    schema_url=resource_metrics.schema_url,
-                )
-                for resource_metrics in merged.resource_metrics
-            ]
+                replace(resource_metrics, resource=self._resource)
+                for resource_metrics in own.resource_metrics
+            ],
         )
-
-    def _since_fork(self, metric: Metric) -> Metric:
-        data, fork, inherited = metric.data, self._forked_at, self._inherited
-        if fork and isinstance(data, HistogramData):
-            points = [
-                _histogram_since(p, inherited.get(_key(metric.name, p)), fork)
-                for p in data.data_points
-            ]
-            return replace(metric, data=replace(data, data_points=points))
-        if fork and isinstance(data, Sum) and data.is_monotonic:
-            sums = [
-                _sum_since(p, inherited.get(_key(metric.name, p)), fork) for p in data.data_points
-            ]
-            return replace(metric, data=replace(data, data_points=sums))
-        return metric
 
     def forked(self, inherited: MetricsData) -> None:
         """In a forked child, with the SDK's metrics as they were at the fork."""
@@ -302,15 +236,8 @@ class _PushExporter(MetricExporter):
         if "process.pid" in self._resource.attributes:  # the SDK's opt-in process detector
             fresh.update({"process.pid": os.getpid(), "process.parent_pid": os.getppid()})
         self._resource = self._resource.merge(Resource(fresh))
-        self._forked_at = time.time_ns()
-        merged = self._fast.merge(inherited, self._resource).resource_metrics
-        self._inherited = {
-            _key(metric.name, point): point
-            for resource_metrics in merged
-            for scope in resource_metrics.scope_metrics
-            for metric in scope.metrics
-            for point in _counting_points(metric)
-        }
+        at_fork_ns = time.time_ns()
+        self._baseline = Baseline.of(self._fast.merge(inherited, self._resource), at_fork_ns)
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return self._inner.force_flush(timeout_millis=timeout_millis)
@@ -375,13 +302,12 @@ class _PushReader(MetricReader):
         self._collecting = threading.Lock()  # held while the SDK collects; never across a fork
         self._stop = threading.Event()
         self._thread = self._start()
-        if hasattr(os, "register_at_fork"):  # POSIX
-            reader = weakref.ref(self)
-            os.register_at_fork(
-                before=lambda: _at_fork(reader, _PushReader._before_fork),
-                after_in_parent=lambda: _at_fork(reader, _PushReader._after_fork_in_parent),
-                after_in_child=lambda: _at_fork(reader, _PushReader._after_fork_in_child),
-            )
+        at_fork(
+            self,
+            before=_PushReader._before_fork,
+            after_in_parent=_PushReader._after_fork_in_parent,
+            after_in_child=_PushReader._after_fork_in_child,
+        )
 
     def _start(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, name="otel-kit-push", daemon=True)
@@ -450,15 +376,6 @@ class _PushReader(MetricReader):
         except Exception:  # still push: counting twice beats not counting
             _log.exception("otel-kit: reading the metrics inherited through fork failed")
         self._thread = self._start()
-
-
-def _at_fork(reader: weakref.ref[_PushReader], hook: Callable[[_PushReader], None]) -> None:
-    alive = reader()
-    if alive is not None:
-        try:
-            hook(alive)
-        except Exception:  # never into os.fork()
-            _log.exception("otel-kit: push exporter fork hook %s failed", hook.__name__)
 
 
 def push_reader(

@@ -1,5 +1,5 @@
 """The multi-process view without processes: the merge rules, snapshots, folding dead
-processes into the archive, and the fork baseline.
+processes into the archive, the fork baseline, and SIGTERM handling only when asked.
 
 Several participants in one test process stand for several processes: each has its own
 MeterProvider, reader and socket in a shared directory, exactly as separate processes would.
@@ -10,7 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,16 +27,20 @@ from opentelemetry.sdk.resources import Resource
 from otel_kit import catalogue, setup_metrics
 from otel_kit._exporters import multiprocess
 from otel_kit._exporters.multiprocess import (
-    Family,
     HistogramPoint,
+    MetricPoints,
     Multiprocess,
+    Snapshot,
     decode,
     encode,
     merge_into,
-    subtract,
+    snapshot_of,
+    to_metrics_data,
+    view,
 )
-from otel_kit._exporters.prometheus import PullReader, _families
+from otel_kit._exporters.prometheus import PullReader, prometheus_families
 from otel_kit._instruments import FastInstruments
+from otel_kit._otel_data import Baseline
 from otel_kit.config import ConfigError
 from tests.exposition import series, value
 
@@ -98,18 +106,18 @@ def get(route: str, status: int = 200) -> tuple[str, str, int, None]:
     return ("GET", route, status, None)
 
 
-# --- merge rules, on families directly ---------------------------------------------------
+# --- merge rules, on snapshots directly --------------------------------------------------
 
 
-def family(kind: str, **points: float) -> Family:
-    return Family(kind, "", "", {(("k", key),): v for key, v in points.items()})
+def metric(kind: str, **points: float) -> MetricPoints:
+    return MetricPoints(kind, "", "", {(("k", key),): v for key, v in points.items()})
 
 
 def test_counters_and_histograms_add_up_over_live_and_dead_processes() -> None:
     hist = HistogramPoint(BOUNDS, [1, 2, 0], 1.5, 0.05, 0.9)
-    one = {"c": family("counter", a=2, b=1), "h": Family("histogram", "s", "", {(): hist})}
-    two = {"c": family("counter", a=3), "h": Family("histogram", "s", "", {(): hist.copy()})}
-    total: dict[str, Family] = {}
+    one = {"c": metric("counter", a=2, b=1), "h": MetricPoints("histogram", "s", "", {(): hist})}
+    two = {"c": metric("counter", a=3), "h": MetricPoints("histogram", "s", "", {(): hist.copy()})}
+    total: Snapshot = {}
     merge_into(total, one, live=True)
     merge_into(total, two, live=False)
     assert total["c"].points == {(("k", "a"),): 5, (("k", "b"),): 1}
@@ -119,10 +127,10 @@ def test_counters_and_histograms_add_up_over_live_and_dead_processes() -> None:
 
 
 def test_gauges_and_updown_counters_only_from_live_processes() -> None:
-    live = {"g": family("gauge", a=5), "u": family("updown", a=2)}
-    other = {"g": family("gauge", a=7), "u": family("updown", a=3)}
-    dead = {"g": family("gauge", a=100), "u": family("updown", a=100)}
-    total: dict[str, Family] = {}
+    live = {"g": metric("gauge", a=5), "u": metric("updown", a=2)}
+    other = {"g": metric("gauge", a=7), "u": metric("updown", a=3)}
+    dead = {"g": metric("gauge", a=100), "u": metric("updown", a=100)}
+    total: Snapshot = {}
     for part, is_live in ((live, True), (other, True), (dead, False)):
         merge_into(total, part, live=is_live)
     assert total["u"].points == {(("k", "a"),): 5}  # up-down counters add up
@@ -130,17 +138,24 @@ def test_gauges_and_updown_counters_only_from_live_processes() -> None:
 
 
 def test_fork_baseline_subtracts_counters_and_histograms_only() -> None:
-    inherited = {
-        "c": family("counter", a=10),
-        "u": family("updown", a=4),
-        "h": Family("histogram", "s", "", {(): HistogramPoint(BOUNDS, [1, 1, 0], 0.6, 0.1, 0.5)}),
+    """On SDK data, as the reader gives it (`Baseline`, shared with push export)."""
+    resource = Resource.create({})
+    inherited: Snapshot = {
+        "c": metric("counter", a=10),
+        "u": metric("updown", a=4),
+        "h": MetricPoints(
+            "histogram", "s", "", {(): HistogramPoint(BOUNDS, [1, 1, 0], 0.6, 0.1, 0.5)}
+        ),
     }
-    now = {
-        "c": family("counter", a=12, b=1),
-        "u": family("updown", a=4),
-        "h": Family("histogram", "s", "", {(): HistogramPoint(BOUNDS, [1, 3, 1], 4.6, 0.1, 2)}),
+    now: Snapshot = {
+        "c": metric("counter", a=12, b=1),
+        "u": metric("updown", a=4),
+        "h": MetricPoints(
+            "histogram", "s", "", {(): HistogramPoint(BOUNDS, [1, 3, 1], 4.6, 0.1, 2)}
+        ),
     }
-    own = subtract(now, inherited)
+    baseline = Baseline.of(to_metrics_data(inherited, resource), time.time_ns())
+    own = snapshot_of(baseline.subtract(to_metrics_data(now, resource)))
     assert own["c"].points == {(("k", "a"),): 2, (("k", "b"),): 1}
     assert own["u"].points == {(("k", "a"),): 4}  # a state the child holds too, not a count
     point = own["h"].points[()]
@@ -149,14 +164,14 @@ def test_fork_baseline_subtracts_counters_and_histograms_only() -> None:
 
 def test_snapshot_round_trip_keeps_attribute_types() -> None:
     key = (("flag", True), ("n", 3), ("name", "x"), ("ratio", 0.5), ("tags", ("a", "b")))
-    families = {
-        "c": Family("counter", "1", "d", {key: 2.5}),
-        "h": Family(
+    snapshot = {
+        "c": MetricPoints("counter", "1", "d", {key: 2.5}),
+        "h": MetricPoints(
             "histogram", "s", "", {(): HistogramPoint(BOUNDS, [1, 0, 0], 0.01, 0.01, 0.01)}
         ),
     }
-    decoded, extra = decode(encode(families, pid=7))
-    assert decoded == families
+    decoded, extra = decode(encode(snapshot, pid=7))
+    assert decoded == snapshot
     assert extra == {"format": 1, "pid": 7}
     with pytest.raises(ValueError):
         decode(json.dumps({"format": 999, "metrics": []}).encode())
@@ -246,11 +261,12 @@ def test_a_killed_process_keeps_what_the_last_scrape_showed(
 def test_folded_processes_are_never_counted_twice(make: type[Participant], directory: Path) -> None:
     a = make()
     # What a process that exited left: a snapshot and no socket.
-    left = {"http.server.request.duration": Family("histogram", "s", "", {
+    left = {"http.server.request.duration": MetricPoints("histogram", "s", "", {
         (("http.request.method", "GET"),): HistogramPoint(BOUNDS, [2, 0, 0], 0.1, 0.05, 0.05)
     })}  # fmt: skip
     (directory / "0123456789ab.json").write_bytes(encode(left))
     assert value(a.text(), COUNT) == 2
+    assert value(a.text(), COUNT) == 2  # a scrape in between (or the startup compaction)
     # A crash between writing the archive and removing the folded file leaves it behind:
     (directory / "0123456789ab.json").write_bytes(encode(left))
     assert value(a.text(), COUNT) == 2
@@ -262,11 +278,11 @@ def test_unanswered_processes_are_waited_for_a_bounded_time(
     make: type[Participant], directory: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A live process that does not answer (stopped, stuck): its last snapshot is used."""
-    monkeypatch.setattr(multiprocess, "SCRAPE_WAIT", 0.2)
+    monkeypatch.setattr(view, "SCRAPE_WAIT", 0.2)
     a = make()
     stuck = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     stuck.bind(str(directory / "ba5eba11ba5e.sock"))
-    left = {"app.jobs": family("counter", a=4), "app.queue": family("updown", a=3)}
+    left = {"app.jobs": metric("counter", a=4), "app.queue": metric("updown", a=3)}
     (directory / "ba5eba11ba5e.json").write_bytes(encode(left))
     try:
         text = a.text()
@@ -318,6 +334,60 @@ def test_fork_child_does_not_count_what_it_inherited(
     assert value(text, "http_server_active_requests") == 1  # the state the child holds
 
 
+def test_sigterm_is_left_alone_unless_asked(make: type[Participant]) -> None:
+    """An application that calls setup_metrics() itself keeps its signal handling: no
+    process-wide replacement of `signal.signal`, no SIGTERM handler."""
+    before = (signal.signal, signal.getsignal(signal.SIGTERM))
+    make()
+    assert signal.signal is before[0]
+    assert signal.getsignal(signal.SIGTERM) == before[1]
+
+
+# Builds a participant that handles SIGTERM, resets SIGTERM to the default as gunicorn's
+# UvicornWorker does, counts 3 jobs (never snapshotted: periodic snapshots are 5 s apart) and
+# sends itself SIGTERM.
+SIGTERM_SCRIPT = textwrap.dedent("""
+    import os, signal, sys, time
+
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.resources import Resource
+
+    from otel_kit._exporters.multiprocess import Multiprocess
+    from otel_kit._exporters.prometheus import PullReader
+    from otel_kit._instruments import FastInstruments
+
+    original = signal.signal
+    resource = Resource.create({"service.name": "shop"})
+    reader = PullReader(FastInstruments("test"), resource, 2000)
+    provider = MeterProvider(metric_readers=[reader], resource=resource)
+    mp = Multiprocess(sys.argv[1], reader, resource, keep_instance_id=False, handle_sigterm=True)
+    assert signal.signal is not original, "signal.signal not replaced"
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, "no SIGTERM handler"
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, "the default came back"
+    provider.get_meter("app").create_counter("jobs").add(3)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(10)
+""")
+
+
+def test_sigterm_writes_the_final_snapshot_when_asked(directory: Path) -> None:
+    """With `handle_sigterm` (in a process of its own: the test process keeps its handlers),
+    SIGTERM's default action first writes the final snapshot, then ends the process as
+    SIGTERM does."""
+    process = subprocess.run(
+        [sys.executable, "-c", SIGTERM_SCRIPT, str(directory)],
+        capture_output=True,
+        timeout=60,
+        cwd=Path(__file__).parents[2],
+    )
+    assert process.returncode == -signal.SIGTERM, process.stderr.decode()
+    (snapshot,) = [p for p in directory.glob("*.json") if p.name != "archive.json"]
+    jobs = decode(snapshot.read_bytes())[0]["jobs"]
+    assert jobs.points == {(): 3}
+    assert not list(directory.glob("*.sock"))  # it left the view
+
+
 def test_directory_checks(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"OTEL_KIT_MULTIPROC_DIR = .* at most 76 characters"):
         multiprocess.check_directory(str(tmp_path / ("d" * 80)))
@@ -351,7 +421,7 @@ def test_setup_metrics_with_a_directory(tmp_path: Path) -> None:
     instance = (directory / "instance.id").read_text()
     assert series(text, "target_info")[0]["service_instance_id"] == instance
     assert handle.prometheus_port  # the first process here claims the port
-    families = list(_families(handle._multiprocess.collect()))  # type: ignore[union-attr]
+    families = list(prometheus_families(handle._multiprocess.collect()))  # type: ignore[union-attr]
     assert "jobs" in {f.name for f in families}
     handle.shutdown()
     assert not any(p.suffix == ".sock" for p in directory.iterdir())

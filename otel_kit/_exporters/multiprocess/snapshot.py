@@ -1,0 +1,218 @@
+"""The snapshot: every metric of one process (or of several, merged) as plain values.
+
+A snapshot maps metric names to `MetricPoints`, one metric's points by attribute set. It is
+what a process writes to `<token>.json`, what the archive holds for ended processes, and what a
+scrape merges before handing SDK data (`to_metrics_data`) to the Prometheus translation.
+
+Merge rules, per OTel instrument kind: counters and histograms add up over live and ended
+processes; up-down counters add up and gauges take the largest value, over live ones only (an
+ended process's state ended with it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from time import time_ns
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import Gauge, Histogram, MetricsData, Sum
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from otel_kit._otel_data import (
+    AttributesKey,
+    attributes_key,
+    histogram_metric,
+    histogram_point,
+    metrics_data,
+    number_metric,
+    number_point,
+)
+from otel_kit._support import LogOnce
+
+__all__ = [
+    "HistogramPoint",
+    "MetricPoints",
+    "Snapshot",
+    "decode",
+    "encode",
+    "merge_into",
+    "snapshot_of",
+    "to_metrics_data",
+]
+
+_FORMAT = 1
+_CUMULATIVE_KINDS = ("counter", "histogram")
+_SCOPE = InstrumentationScope("otel_kit.multiprocess")
+_warn_once = LogOnce().warning
+
+
+@dataclass
+class HistogramPoint:
+    bounds: tuple[float, ...]
+    counts: list[int]
+    sum: float
+    min: float
+    max: float
+
+    def copy(self) -> HistogramPoint:
+        return HistogramPoint(self.bounds, list(self.counts), self.sum, self.min, self.max)
+
+
+@dataclass
+class MetricPoints:
+    """One metric's points by attribute set. kind: counter, updown, gauge or histogram."""
+
+    kind: str
+    unit: str
+    description: str
+    points: dict[AttributesKey, Any]  # float, or HistogramPoint for histograms
+
+
+Snapshot = dict[str, MetricPoints]  # by metric name
+
+
+def _kind(data: Any) -> str | None:
+    if isinstance(data, Histogram):
+        return "histogram"
+    if isinstance(data, Sum):
+        return "counter" if data.is_monotonic else "updown"
+    if isinstance(data, Gauge):
+        return "gauge"
+    return None  # exponential histograms: no Prometheus text form, not exported either
+
+
+def _combine(kind: str, old: Any, new: Any) -> Any:
+    if old is None:
+        return new.copy() if kind == "histogram" else new
+    if kind == "gauge":
+        return max(old, new)
+    if kind != "histogram":
+        return old + new
+    if old.bounds != new.bounds:
+        _warn_once("otel-kit: histogram buckets differ between processes; kept the first")
+        return old
+    counts = [a + b for a, b in zip(old.counts, new.counts, strict=True)]
+    return HistogramPoint(
+        old.bounds, counts, old.sum + new.sum, min(old.min, new.min), max(old.max, new.max)
+    )
+
+
+def snapshot_of(data: MetricsData) -> Snapshot:
+    """The metrics of one process (a reader's collection) as a snapshot."""
+    out: Snapshot = {}
+    for resource_metrics in data.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                kind = _kind(metric.data)
+                if kind is None:
+                    continue
+                into = out.get(metric.name)
+                if into is None:
+                    into = MetricPoints(kind, metric.unit or "", metric.description or "", {})
+                    out[metric.name] = into
+                elif into.kind != kind:
+                    continue
+                points = into.points
+                data_points: Iterable[Any] = metric.data.data_points
+                for point in data_points:
+                    key = attributes_key(point.attributes)
+                    if kind == "histogram":
+                        value: Any = HistogramPoint(
+                            tuple(point.explicit_bounds),
+                            list(point.bucket_counts),
+                            point.sum,
+                            point.min,
+                            point.max,
+                        )
+                    else:
+                        value = point.value
+                    points[key] = _combine(kind, points.get(key), value)
+    return out
+
+
+def merge_into(total: Snapshot, part: Snapshot, *, live: bool) -> None:
+    """Add `part` (one process) to `total`. An ended process adds only counters and histograms:
+    its gauges and up-down counters described a state that ended with it."""
+    for name, metric in part.items():
+        if not live and metric.kind not in _CUMULATIVE_KINDS:
+            continue
+        into = total.get(name)
+        if into is None:
+            into = total[name] = MetricPoints(metric.kind, metric.unit, metric.description, {})
+        elif into.kind != metric.kind:
+            _warn_once(f"otel-kit: {name} is a {into.kind} and a {metric.kind}; kept the first")
+            continue
+        points = into.points
+        for key, value in metric.points.items():
+            points[key] = _combine(metric.kind, points.get(key), value)
+
+
+def encode(snapshot: Snapshot, **extra: Any) -> bytes:
+    metrics = []
+    for name, metric in snapshot.items():
+        if metric.kind == "histogram":
+            points = [
+                [key, p.bounds, p.counts, p.sum, p.min, p.max] for key, p in metric.points.items()
+            ]
+        else:
+            points = [[key, value] for key, value in metric.points.items()]
+        metrics.append([name, metric.kind, metric.unit, metric.description, points])
+    document = {"format": _FORMAT, **extra, "metrics": metrics}
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def _decode_key(pairs: list[list[Any]]) -> AttributesKey:
+    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in pairs)
+
+
+def decode(data: bytes) -> tuple[Snapshot, dict[str, Any]]:
+    """The snapshot and the document's other fields; ValueError if it is not a snapshot."""
+    document = json.loads(data)
+    if not isinstance(document, dict) or document.get("format") != _FORMAT:
+        raise ValueError("not an otel-kit snapshot of this version")
+    snapshot: Snapshot = {}
+    try:
+        for name, kind, unit, description, raw_points in document.pop("metrics"):
+            points: dict[AttributesKey, Any] = {}
+            if kind == "histogram":
+                for key, bounds, counts, total, low, high in raw_points:
+                    point = HistogramPoint(tuple(bounds), counts, total, low, high)
+                    points[_decode_key(key)] = point
+            else:
+                for key, value in raw_points:
+                    points[_decode_key(key)] = value
+            snapshot[name] = MetricPoints(kind, unit, description, points)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed otel-kit snapshot: {exc}") from None
+    return snapshot, document
+
+
+def to_metrics_data(snapshot: Snapshot, resource: Resource) -> MetricsData:
+    """A merged snapshot as SDK data, for the same Prometheus translation as one process."""
+    now = time_ns()
+    metrics = []
+    for name, metric in snapshot.items():
+        if metric.kind == "histogram":
+            histograms = [
+                histogram_point(
+                    dict(key),
+                    now,
+                    now,
+                    bounds=p.bounds,
+                    counts=p.counts,
+                    total=p.sum,
+                    low=p.min,
+                    high=p.max,
+                )
+                for key, p in metric.points.items()
+            ]
+            metrics.append(histogram_metric(name, metric.description, metric.unit, histograms))
+        else:
+            numbers = [number_point(dict(key), now, now, v) for key, v in metric.points.items()]
+            metrics.append(
+                number_metric(name, metric.description, metric.unit, numbers, metric.kind)
+            )
+    return metrics_data(resource, _SCOPE, metrics)
