@@ -1,27 +1,37 @@
-"""The Resource and the MeterProvider (views for bucket boundaries, cardinality limits)."""
+"""The export side of one setup: Resource, instruments, MeterProvider and its readers, the
+Prometheus registry (one process or all of them) and where it is served (the app or a port).
+
+`MetricsHandle` (`_setup`) adds what is measured (the HTTP middleware, integrations) on top.
+"""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from opentelemetry.sdk.metrics import (
-    Counter,
-    Histogram,
-    MeterProvider,
-    ObservableCounter,
-    ObservableGauge,
-    ObservableUpDownCounter,
-    UpDownCounter,
-)
-from opentelemetry.sdk.metrics import _Gauge as Gauge
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
+from prometheus_client import make_asgi_app
+from prometheus_client.registry import CollectorRegistry
 
+from otel_kit import __version__
+from otel_kit._exporters.auth import MetricsAuth
+from otel_kit._exporters.prometheus import PullReader, make_registry
+from otel_kit._exporters.push import push_reader
+from otel_kit._exporters.server import DEFAULT_PORT, start_metrics_server
+from otel_kit._instruments import FastInstruments
+from otel_kit._support import at_fork
 from otel_kit.config import Settings
 
-__all__ = ["DURATION_HISTOGRAMS", "build_provider", "build_resource", "cardinality_limits"]
+if TYPE_CHECKING:
+    from otel_kit._exporters.multiprocess import Multiprocess
+    from otel_kit._instrumentation.asgi import ASGIApp
+
+__all__ = ["DURATION_HISTOGRAMS", "Pipeline", "build_resource"]
 
 # Second-based histograms recorded through the SDK (contrib instrumentors, users); they get the
 # configured duration buckets. otel-kit's own HTTP server histogram uses them directly.
@@ -33,20 +43,6 @@ DURATION_HISTOGRAMS = (
     "db.client.connection.create_time",
     "db.client.connection.use_time",
 )
-
-
-def cardinality_limits(limit: int) -> dict[type, int]:
-    """The SDK sets cardinality limits per reader: every reader otel-kit builds takes these."""
-    classes = (
-        Counter,
-        UpDownCounter,
-        Histogram,
-        Gauge,
-        ObservableCounter,
-        ObservableUpDownCounter,
-        ObservableGauge,
-    )
-    return dict.fromkeys(classes, limit)
 
 
 def build_resource(settings: Settings) -> Resource:
@@ -67,9 +63,83 @@ def build_resource(settings: Settings) -> Resource:
     return Resource.create(attributes)
 
 
-def build_provider(
+def _provider(
     settings: Settings, resource: Resource, readers: Sequence[MetricReader]
 ) -> MeterProvider:
     buckets = ExplicitBucketHistogramAggregation(boundaries=settings.duration_buckets)
     views = [View(instrument_name=name, aggregation=buckets) for name in DURATION_HISTOGRAMS]
     return MeterProvider(metric_readers=list(readers), resource=resource, views=views)
+
+
+class Pipeline:
+    """Built from the settings: one reader per exporter (`metrics_exporter`), the registry a
+    scrape reads (merged over processes with `multiproc_dir`), and either `metrics_app` to
+    mount on the application (`serve_on_app`) or a port server (`prometheus_port`, in one
+    process of several)."""
+
+    def __init__(self, settings: Settings, *, serve_on_app: bool) -> None:
+        self.resource = build_resource(settings)
+        self.fast = FastInstruments(__version__)
+        limit = settings.cardinality_limit
+        readers: list[MetricReader] = []
+        self.registry: CollectorRegistry | None = None
+        pull: PullReader | None = None
+        if "prometheus" in settings.metrics_exporter:
+            pull = PullReader(self.fast, self.resource, limit)
+            readers.append(pull)
+            self.registry = make_registry(pull)
+        readers.extend(
+            push_reader(name, settings, self.fast, self.resource)
+            for name in settings.metrics_exporter
+            if name in ("otlp", "console")
+        )
+        self.meter_provider = _provider(settings, self.resource, readers)
+        self.multiprocess: Multiprocess | None = None
+        if pull is not None and settings.multiproc_dir is not None:
+            from otel_kit._exporters.multiprocess import Multiprocess  # POSIX only (fcntl)
+
+            self.multiprocess = Multiprocess(
+                settings.multiproc_dir,
+                pull,
+                self.resource,
+                keep_instance_id="service.instance.id" in settings.resource_attributes,
+                # Only where otel-kit runs the process: it replaces signal.signal process-wide.
+                handle_sigterm="OTEL_KIT_RUN_PID" in os.environ,
+            )
+            self.registry = self.multiprocess.registry
+        self.metrics_app: ASGIApp | None = None
+        self._server: Any = None
+        self.prometheus_port: int | None = None
+        if self.registry is not None:
+            self._serve(settings, self.registry, serve_on_app=serve_on_app)
+
+    def _serve(
+        self, settings: Settings, registry: CollectorRegistry, *, serve_on_app: bool
+    ) -> None:
+        auth = MetricsAuth.from_settings(settings)  # None: no credential, nothing wrapped
+        if serve_on_app:
+            mp = self.multiprocess
+            app = make_asgi_app(registry) if mp is None else mp.asgi_app()
+            self.metrics_app = app if auth is None else auth.asgi(app)
+        elif self.multiprocess is None or self.multiprocess.claim_port():
+            port = DEFAULT_PORT if settings.prometheus_port is None else settings.prometheus_port
+            self._server = start_metrics_server(port, settings.prometheus_host, registry, auth)
+            self.prometheus_port = self._server.server_address[1]
+            at_fork(self, after_in_child=Pipeline._forget_server)
+
+    def _forget_server(self) -> None:
+        """In a child forked from the process serving the metrics port: the serving thread did
+        not survive the fork; close this copy of its socket (the parent keeps serving)."""
+        if self._server is not None:
+            self._server.socket.close()
+            self._server = None
+            self.prometheus_port = None
+
+    def close(self) -> None:
+        """Leave the multi-process view, stop the port, flush and stop the readers."""
+        if self.multiprocess is not None:
+            self.multiprocess.close()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        self.meter_provider.shutdown()

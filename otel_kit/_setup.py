@@ -3,34 +3,23 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
-from prometheus_client import make_asgi_app
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import CollectorRegistry
 
-from otel_kit import __version__, catalogue
-from otel_kit._exporters.auth import MetricsAuth
-from otel_kit._exporters.prometheus import PullReader, make_registry
-from otel_kit._exporters.push import push_reader
-from otel_kit._exporters.server import DEFAULT_PORT, start_metrics_server
+from otel_kit import catalogue
 from otel_kit._instrumentation import IntegrationContext, instrument_all
 from otel_kit._instrumentation.asgi import ASGIApp, MetricsMiddleware, disable_fastapi_metrics
-from otel_kit._instruments import FastInstruments, FastSum
-from otel_kit._pipeline import build_provider, build_resource
-from otel_kit._support import at_fork
+from otel_kit._instruments import FastSum
+from otel_kit._pipeline import Pipeline
 from otel_kit.config import Settings, load_settings
-
-if TYPE_CHECKING:
-    from otel_kit._exporters.multiprocess import Multiprocess
 
 __all__ = ["MetricsHandle", "setup_metrics"]
 
@@ -42,68 +31,19 @@ class MetricsHandle:
 
     def __init__(self, settings: Settings, *, serve_on_app: bool) -> None:
         self.settings = settings
-        self.resource: Resource = build_resource(settings)
-        self._fast = FastInstruments(__version__)
-        limit = settings.cardinality_limit
-        self._http_duration = self._fast.histogram(
+        self._pipeline = Pipeline(settings, serve_on_app=serve_on_app)
+        self.resource: Resource = self._pipeline.resource
+        self.meter_provider: MeterProvider = self._pipeline.meter_provider
+        self.registry: CollectorRegistry | None = self._pipeline.registry
+        fast, limit = self._pipeline.fast, settings.cardinality_limit
+        self._http_duration = fast.histogram(
             catalogue.HTTP_SERVER_REQUEST_DURATION, settings.duration_buckets, limit
         )
-        self._http_active = self._fast.sum(catalogue.HTTP_SERVER_ACTIVE_REQUESTS, limit)
-
-        readers: list[MetricReader] = []
-        self.registry: CollectorRegistry | None = None
-        pull: PullReader | None = None
-        if "prometheus" in settings.metrics_exporter:
-            pull = PullReader(self._fast, self.resource, limit)
-            readers.append(pull)
-            self.registry = make_registry(pull)
-        readers.extend(
-            push_reader(name, settings, self._fast, self.resource)
-            for name in settings.metrics_exporter
-            if name in ("otlp", "console")
-        )
-        self.meter_provider: MeterProvider = build_provider(settings, self.resource, readers)
-        # Several processes (OTEL_KIT_MULTIPROC_DIR): the registry shows all of them.
-        self._multiprocess: Multiprocess | None = None
-        if pull is not None and settings.multiproc_dir is not None:
-            from otel_kit._exporters.multiprocess import Multiprocess  # POSIX only (fcntl)
-
-            self._multiprocess = Multiprocess(
-                settings.multiproc_dir,
-                pull,
-                self.resource,
-                keep_instance_id="service.instance.id" in settings.resource_attributes,
-                # Only where otel-kit runs the process: it replaces signal.signal process-wide.
-                handle_sigterm="OTEL_KIT_RUN_PID" in os.environ,
-            )
-            self.registry = self._multiprocess.registry
-
-        self._metrics_app: ASGIApp | None = None
-        self._server: Any = None
-        self.prometheus_port: int | None = None
-        if self.registry is not None:
-            auth = MetricsAuth.from_settings(settings)  # None: no credential, nothing wrapped
-            if serve_on_app:
-                metrics_app = (
-                    make_asgi_app(self.registry)
-                    if self._multiprocess is None
-                    else self._multiprocess.asgi_app()
-                )
-                self._metrics_app = metrics_app if auth is None else auth.asgi(metrics_app)
-            elif self._multiprocess is None or self._multiprocess.claim_port():
-                port = settings.prometheus_port
-                self._server = start_metrics_server(
-                    DEFAULT_PORT if port is None else port,
-                    settings.prometheus_host,
-                    self.registry,
-                    auth,
-                )
-                self.prometheus_port = self._server.server_address[1]
-                at_fork(self, after_in_child=MetricsHandle._forget_server)
+        self._http_active = fast.sum(catalogue.HTTP_SERVER_ACTIVE_REQUESTS, limit)
         self._apps: weakref.WeakSet[Any] = weakref.WeakSet()
         self._apps_lock = threading.Lock()  # concurrent calls for one app add one middleware
         self._closed = False
-        self._context = IntegrationContext(settings, self.meter_provider, self._fast)
+        self._context = IntegrationContext(settings, self.meter_provider, fast)
         self._undo = instrument_all(self._context)
 
     @classmethod
@@ -117,13 +57,11 @@ class MetricsHandle:
             handle.instrument_app(app)
         return handle
 
-    def _forget_server(self) -> None:
-        """In a child forked from the process serving the metrics port: the serving thread did
-        not survive the fork; close this copy of its socket (the parent keeps serving)."""
-        if self._server is not None:
-            self._server.socket.close()
-            self._server = None
-            self.prometheus_port = None
+    @property
+    def prometheus_port(self) -> int | None:
+        """The port serving the metrics (None: served on the app, by another process, or not
+        at all)."""
+        return self._pipeline.prometheus_port
 
     def instrument_app(self, app: Any) -> Any:
         """Add HTTP server metrics (and the metrics endpoint) to an ASGI app.
@@ -152,14 +90,14 @@ class MetricsHandle:
     def _middleware_options(self, app: Any) -> dict[str, Any] | None:
         """MetricsMiddleware's arguments for `app`; None when there is nothing to add."""
         measure = "fastapi" not in self.settings.disabled_instrumentations
-        if not measure and self._metrics_app is None:
+        if not measure and self._pipeline.metrics_app is None:
             return None
         options: dict[str, Any] = {
             "measure": measure,
             "duration": self._http_duration,
             "active": self._http_active,
             "metrics_path": self.settings.metrics_path,
-            "metrics_app": self._metrics_app,
+            "metrics_app": self._pipeline.metrics_app,
             "excluded_urls": self.settings.excluded_urls,
             "on_shutdown": self.meter_provider.force_flush,
         }
@@ -203,12 +141,7 @@ class MetricsHandle:
                 undo()
             except Exception:
                 _log.exception("otel-kit: removing instrumentation failed")
-        if self._multiprocess is not None:
-            self._multiprocess.close()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        self.meter_provider.shutdown()
+        self._pipeline.close()
 
 
 _lock = threading.Lock()

@@ -1,1 +1,30 @@
-"""Exporters: `prometheus` (direct pull) and the push readers (`otlp`, `console`)."""
+"""Exporters: `prometheus` (direct pull), the push readers (`otlp`, `console`), the metrics
+port (`server`, `auth`) and the shared view of several processes (`multiprocess`)."""
+
+from __future__ import annotations
+
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics import _Gauge as Gauge
+
+__all__ = ["cardinality_limits"]
+
+
+def cardinality_limits(limit: int) -> dict[type, int]:
+    """The SDK sets cardinality limits per reader: every reader otel-kit builds takes these."""
+    classes = (
+        Counter,
+        UpDownCounter,
+        Histogram,
+        Gauge,
+        ObservableCounter,
+        ObservableUpDownCounter,
+        ObservableGauge,
+    )
+    return dict.fromkeys(classes, limit)

@@ -37,8 +37,8 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from otel_kit._exporters import cardinality_limits
 from otel_kit._instruments import FastInstruments
-from otel_kit._pipeline import cardinality_limits
 from otel_kit._support import LogOnce
 from otel_kit.catalogue import prometheus_label, prometheus_name, unit_suffix
 

@@ -43,9 +43,9 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.util.types import AttributeValue
 
+from otel_kit._exporters import cardinality_limits
 from otel_kit._instruments import FastInstruments
 from otel_kit._otel_data import Baseline
-from otel_kit._pipeline import cardinality_limits
 from otel_kit._support import at_fork
 from otel_kit.config import ConfigError, Settings
 

@@ -146,7 +146,8 @@ def test_one_instrument_per_setup() -> None:
     """The Redis integration and this helper must share one cache.requests instrument."""
     handle = setup_metrics(Starlette())
     limit = handle.settings.cardinality_limit
-    assert handle._fast.sum(CACHE_REQUESTS, limit) is handle._fast.sum(CACHE_REQUESTS, limit)
+    fast = handle._pipeline.fast
+    assert fast.sum(CACHE_REQUESTS, limit) is fast.sum(CACHE_REQUESTS, limit)
     record_cache_lookup("redis", hit=True)
     text = handle.render().decode()
     assert text.count("# TYPE cache_requests_total counter") == 1

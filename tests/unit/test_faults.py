@@ -214,15 +214,15 @@ async def test_a_failing_scrape_leaves_the_app_alone(monkeypatch: pytest.MonkeyP
         assert value(first.text, COUNT) == 1
         assert "queue_depth" not in first.text
 
-        broken = handle._fast.merge
+        broken = handle._pipeline.fast.merge
 
         def failing(*args: Any) -> Any:
             raise RuntimeError("exposition bug")
 
-        monkeypatch.setattr(handle._fast, "merge", failing)
+        monkeypatch.setattr(handle._pipeline.fast, "merge", failing)
         assert (await http.get("/metrics")).status_code == 500
         assert (await http.get("/items/2")).json() == {"id": 2}
-        monkeypatch.setattr(handle._fast, "merge", broken)
+        monkeypatch.setattr(handle._pipeline.fast, "merge", broken)
 
         again = await http.get("/metrics")
         assert again.status_code == 200

@@ -421,7 +421,9 @@ def test_setup_metrics_with_a_directory(tmp_path: Path) -> None:
     instance = (directory / "instance.id").read_text()
     assert series(text, "target_info")[0]["service_instance_id"] == instance
     assert handle.prometheus_port  # the first process here claims the port
-    families = list(prometheus_families(handle._multiprocess.collect()))  # type: ignore[union-attr]
+    shared = handle._pipeline.multiprocess
+    assert shared is not None
+    families = list(prometheus_families(shared.collect()))
     assert "jobs" in {f.name for f in families}
     handle.shutdown()
     assert not any(p.suffix == ".sock" for p in directory.iterdir())
