@@ -35,7 +35,6 @@ GLOBAL_UNTIL_CONVERTED = frozenset(
         "tests/unit/test_config.py",
         "tests/unit/test_dashboards_rules.py",
         "tests/unit/test_integrations.py",
-        "tests/unit/test_multiprocess.py",
     }
 )
 

@@ -43,7 +43,7 @@ from otel_kit.cli._exposition import (
 )
 from otel_kit.cli._rates import Labels, counter_windows, histogram_windows
 
-__all__ = ["Frame", "Row", "Sort", "build_frame", "format_seconds", "register", "render"]
+__all__ = ["register"]
 
 Grouping = Callable[[Labels], str]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -24,7 +23,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 
-from otel_kit import catalogue, setup_metrics
+from otel_kit import catalogue
 from otel_kit._exporters import multiprocess
 from otel_kit._exporters.multiprocess import (
     HistogramPoint,
@@ -38,7 +37,7 @@ from otel_kit._exporters.multiprocess import (
     to_metrics_data,
     view,
 )
-from otel_kit._exporters.prometheus import PullReader, prometheus_families
+from otel_kit._exporters.prometheus import PullReader
 from otel_kit._instruments import FastInstruments
 from otel_kit._otel_data import Baseline
 from otel_kit.config import ConfigError
@@ -405,26 +404,3 @@ def test_directory_checks(tmp_path: Path) -> None:
         held.close()
     multiprocess.reset(directory)
     assert list(directory.iterdir()) == []
-
-
-def test_setup_metrics_with_a_directory(tmp_path: Path) -> None:
-    """The public path: the handle's render() is the merged view; the same exposition as a
-    single process, but for one instance id shared by the directory."""
-    directory = tmp_path / "mp"
-    handle = setup_metrics(
-        prometheus_host="127.0.0.1", prometheus_port=0, multiproc_dir=str(directory)
-    )
-    counter = handle.meter_provider.get_meter("app").create_counter("jobs")
-    counter.add(3, {"queue": "mail"})
-    text = handle.render().decode()
-    assert value(text, "jobs_total", queue="mail") == 3
-    instance = (directory / "instance.id").read_text()
-    assert series(text, "target_info")[0]["service_instance_id"] == instance
-    assert handle.prometheus_port  # the first process here claims the port
-    shared = handle._pipeline.multiprocess
-    assert shared is not None
-    families = list(prometheus_families(shared.collect()))
-    assert "jobs" in {f.name for f in families}
-    handle.shutdown()
-    assert not any(p.suffix == ".sock" for p in directory.iterdir())
-    assert os.path.exists(directory / "lock")
