@@ -7,6 +7,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from otel_kit.generate._files import differing, write_files
 from otel_kit.generate.collector import CollectorOptions, generate
 
 __all__ = ["register"]
@@ -63,17 +64,11 @@ def collector_config(
     except ValueError as exc:
         _fail(str(exc))
     files = generate(options)
-    clashes = [
-        name
-        for name, text in files.items()
-        if (out / name).exists() and (out / name).read_text() != text
-    ]
+    clashes = differing(out, files)
     if clashes and not force:
-        _fail(f"{', '.join(str(out / n) for n in clashes)} exist(s) and differ; use --force")
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (out / name).write_text(text)
-        typer.echo(f"wrote {out / name}")
+        _fail(f"{', '.join(map(str, clashes))} exist(s) and differ; use --force")
+    for path in write_files(out, files):
+        typer.echo(f"wrote {path}")
     typer.echo(f"run: otelcol-contrib --config {out / 'otelcol-config.yaml'}")
     if "otelcol-remote-write.yaml" in files:
         typer.echo(f"remote write: add --config {out / 'otelcol-remote-write.yaml'}")

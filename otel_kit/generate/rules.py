@@ -18,22 +18,24 @@ from pathlib import Path
 from typing import Literal
 
 from otel_kit.catalogue import DEFAULT_DURATION_BUCKETS
-from otel_kit.generate.dashboards import (
+from otel_kit.generate._files import write_files
+from otel_kit.generate._promql import (
     CACHE,
     CLIENT_COUNT,
     CLIENT_FAILURES,
     HIT,
-    HTTP,
+    HTTP_BUCKET,
     HTTP_COUNT,
+    HTTP_DURATION,
     LOOKUPS,
     POOL,
-    POOL_COUNT,
-    POOL_MAX,
     ROUTE,
     SERVER,
     SERVER_ERRORS,
-    USED,
+    TARGET_INFO,
+    UP,
     histogram_quantile,
+    pool_saturation,
     rate_sum,
     ratio,
     selector,
@@ -147,13 +149,25 @@ def _burn(kind: str, window: str) -> str:
     return f"job:http_server_request_{kind}:ratio_rate{window}"
 
 
+# Recorded series the cause alerts read.
+_P95 = f"job_route:{HTTP_DURATION}:p95_rate5m"
+_POOL_USED = "instance_pool:db_client_connection_used:ratio"
+_OUTBOUND_FAILED = "job_server:http_client_request_failed:ratio_rate5m"
+
+
+def _job(slo: SLO) -> tuple[str, ...]:
+    """The matchers of the SLO's service: none for every job."""
+    return (f"job={json.dumps(slo.service)}",) if slo.service else ()
+
+
 def recordings(slo: SLO) -> tuple[Group, ...]:
-    m = (f"job={json.dumps(slo.service)}",) if slo.service else ()
+    m = _job(slo)
     threshold = next(b for b in slo.buckets if math.isclose(b, slo.latency_threshold))
-    fast = selector(f"{HTTP.prometheus}_bucket", (*m, _le(threshold)))
+    fast = (*m, _le(threshold))
 
     def slow(w: str) -> str:
-        return f"1 - (sum by (job) (rate({fast}[{w}])) / {rate_sum(HTTP_COUNT, m, w, ('job',))})"
+        by = ("job",)
+        return f"1 - ({rate_sum(HTTP_BUCKET, fast, w, by)} / {rate_sum(HTTP_COUNT, m, w, by)})"
 
     return (
         Group(
@@ -166,10 +180,7 @@ def recordings(slo: SLO) -> tuple[Group, ...]:
                     "job_route:http_server_requests:rate5m",
                     rate_sum(HTTP_COUNT, m, "5m", ("job", ROUTE)),
                 ),
-                Recording(
-                    "job_route:http_server_request_duration_seconds:p95_rate5m",
-                    histogram_quantile(0.95, HTTP.prometheus, m, "5m", ("job", ROUTE)),
-                ),
+                Recording(_P95, histogram_quantile(0.95, HTTP_DURATION, m, "5m", ("job", ROUTE))),
             ),
         ),
         Group(
@@ -190,13 +201,9 @@ def recordings(slo: SLO) -> tuple[Group, ...]:
                     "job_cache:cache_requests_hit:ratio_rate5m",
                     ratio(LOOKUPS, (HIT,), m, "5m", ("job", CACHE)),
                 ),
+                Recording(_POOL_USED, pool_saturation(m, ("job", "instance", POOL))),
                 Recording(
-                    "instance_pool:db_client_connection_used:ratio",
-                    f"sum by (job, instance, {POOL}) ({selector(POOL_COUNT, (*m, USED))})"
-                    f" / sum by (job, instance, {POOL}) ({selector(POOL_MAX, m)})",
-                ),
-                Recording(
-                    "job_server:http_client_request_failed:ratio_rate5m",
+                    _OUTBOUND_FAILED,
                     ratio(CLIENT_COUNT, CLIENT_FAILURES, m, "5m", ("job", *SERVER)),
                 ),
             ),
@@ -247,11 +254,8 @@ def _burn_alerts(slo: SLO, kind: Literal["availability", "latency"]) -> tuple[Al
 
 
 def alerts(slo: SLO, thresholds: Thresholds) -> tuple[Group, ...]:
-    m = (f"job={json.dumps(slo.service)}",) if slo.service else ()
-    up, info = selector("up", m), selector("target_info", m)
-    p95 = "job_route:http_server_request_duration_seconds:p95_rate5m"
-    pool = "instance_pool:db_client_connection_used:ratio"
-    outbound = "job_server:http_client_request_failed:ratio_rate5m"
+    m = _job(slo)
+    up, info = selector(UP, m), selector(TARGET_INFO, m)
     return (
         Group("otel-kit-slo", _burn_alerts(slo, "availability") + _burn_alerts(slo, "latency")),
         Group(
@@ -273,7 +277,7 @@ def alerts(slo: SLO, thresholds: Thresholds) -> tuple[Group, ...]:
                 ),
                 Alert(
                     name="OtelKitHighLatency",
-                    expr=f"{p95} > {slo.latency_threshold:g}",
+                    expr=f"{_P95} > {slo.latency_threshold:g}",
                     for_="10m",
                     severity="ticket",
                     summary="p95 latency of {{ $labels.job }} {{ $labels.http_route }} is "
@@ -285,11 +289,11 @@ def alerts(slo: SLO, thresholds: Thresholds) -> tuple[Group, ...]:
                     "it one route or all? One route: its queries (Database dashboard, latency by "
                     "operation) or calls (Outbound dashboard). All routes: CPU (Runtime), pool "
                     "wait time (Database), requests in progress.",
-                    inputs=(p95,),
+                    inputs=(_P95,),
                 ),
                 Alert(
                     name="OtelKitDBPoolSaturated",
-                    expr=f"{pool} > {thresholds.pool_saturation:g}",
+                    expr=f"{_POOL_USED} > {thresholds.pool_saturation:g}",
                     for_="5m",
                     severity="ticket",
                     summary="Pool {{ $labels.pool_name }} of {{ $labels.instance }} is "
@@ -301,11 +305,11 @@ def alerts(slo: SLO, thresholds: Thresholds) -> tuple[Group, ...]:
                     "show whether requests already queue; 'Query latency by operation' whether "
                     "slow queries hold connections. Fix the slow query or a connection leak "
                     "(sessions not closed) before raising pool_size / max_overflow.",
-                    inputs=(pool,),
+                    inputs=(_POOL_USED,),
                 ),
                 Alert(
                     name="OtelKitOutboundErrors",
-                    expr=f"{outbound} > {thresholds.outbound_error_ratio:g}",
+                    expr=f"{_OUTBOUND_FAILED} > {thresholds.outbound_error_ratio:g}",
                     for_="5m",
                     severity="ticket",
                     summary="{{ $value | humanizePercentage }} of calls from {{ $labels.job }} to "
@@ -317,7 +321,7 @@ def alerts(slo: SLO, thresholds: Thresholds) -> tuple[Group, ...]:
                     "connection errors point at the network or an overloaded dependency, 5xx at "
                     "the dependency itself. Check its status; retries with backoff or a circuit "
                     "breaker keep the service up meanwhile.",
-                    inputs=(outbound,),
+                    inputs=(_OUTBOUND_FAILED,),
                 ),
                 Alert(
                     name="OtelKitTargetDown",
@@ -409,10 +413,4 @@ def render(slo: SLO | None = None, thresholds: Thresholds | None = None) -> dict
 def write(
     directory: Path, slo: SLO | None = None, thresholds: Thresholds | None = None
 ) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, text in render(slo, thresholds).items():
-        path = directory / name
-        path.write_text(text, encoding="utf-8")
-        paths.append(path)
-    return paths
+    return write_files(directory, render(slo, thresholds))

@@ -4,6 +4,7 @@ the rules, and the CLI writes the same files."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -18,7 +19,7 @@ from typer.testing import CliRunner
 from otel_kit import catalogue, setup_metrics
 from otel_kit.cli import dashboard as dashboard_cli
 from otel_kit.cli import rules as rules_cli
-from otel_kit.generate import dashboards, rules
+from otel_kit.generate import _promql, dashboards, rules
 from tests.exposition import samples
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,16 +111,16 @@ def test_committed_rules_are_generated() -> None:
 
 def test_every_metric_name_is_in_the_catalogue_or_the_real_exposition() -> None:
     real = exposition_names()
-    assert {"target_info", dashboards.PROCESS_CPU_TIME, dashboards.GC_COLLECTIONS} <= real
+    assert {"target_info", _promql.PROCESS_CPU_TIME, _promql.GC_COLLECTIONS} <= real
     runtime = {
-        dashboards.PROCESS_CPU_TIME,
-        dashboards.PROCESS_MEMORY_USAGE,
-        dashboards.PROCESS_MEMORY_VIRTUAL,
-        dashboards.PROCESS_THREADS,
-        dashboards.PROCESS_FDS,
-        dashboards.GC_COLLECTIONS,
-        dashboards.GC_COLLECTED,
-        dashboards.GC_UNCOLLECTABLE,
+        _promql.PROCESS_CPU_TIME,
+        _promql.PROCESS_MEMORY_USAGE,
+        _promql.PROCESS_MEMORY_VIRTUAL,
+        _promql.PROCESS_THREADS,
+        _promql.PROCESS_FDS,
+        _promql.GC_COLLECTIONS,
+        _promql.GC_COLLECTED,
+        _promql.GC_UNCOLLECTABLE,
     }
     assert runtime <= real  # the runtime names the dashboards use are what the kit emits
     recorded = {rule.record for rule in defined_rules() if isinstance(rule, rules.Recording)}
@@ -152,7 +153,7 @@ def test_every_dashboard_selector_filters_job_and_instance() -> None:
 
 def test_dashboard_json() -> None:
     for dashboard in dashboards.DASHBOARDS:
-        model = dashboards.to_json(dashboard)
+        model = json.loads(dashboards.render()[f"{dashboard.uid}.json"])
         variables = {v["name"]: v for v in model["templating"]["list"]}
         expected = {"datasource", "job", "instance"} | (
             {"route"} if dashboard.route_variable else set()
@@ -189,11 +190,28 @@ def test_dashboard_json() -> None:
 
 
 def test_label_helper_rejects_an_attribute_the_metric_lacks() -> None:
-    assert dashboards.label(catalogue.HTTP_SERVER_REQUEST_DURATION, "http.route") == "http_route"
+    assert _promql.label(catalogue.HTTP_SERVER_REQUEST_DURATION, "http.route") == "http_route"
     with pytest.raises(
         ValueError, match=re.escape("http.server.request.duration has no attribute 'db.namespace'")
     ):
-        dashboards.label(catalogue.HTTP_SERVER_REQUEST_DURATION, "db.namespace")
+        _promql.label(catalogue.HTTP_SERVER_REQUEST_DURATION, "db.namespace")
+
+
+def imported_names(module: object) -> set[str]:
+    """Each `from a import b` of a module's source as "a" and "a.b"."""
+    tree = ast.parse(Path(str(getattr(module, "__file__", ""))).read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def test_dashboards_and_rules_share_promql_and_never_import_each_other() -> None:
+    for module, other in ((dashboards, rules), (rules, dashboards)):
+        names = imported_names(module)
+        assert _promql.__name__ in names
+        assert other.__name__ not in names, f"{module.__name__} imports {other.__name__}"
 
 
 # --- rules
