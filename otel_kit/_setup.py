@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
@@ -19,7 +19,10 @@ from otel_kit._instrumentation import IntegrationContext, instrument_all
 from otel_kit._instrumentation.asgi import ASGIApp, MetricsMiddleware, disable_fastapi_metrics
 from otel_kit._instruments import FastSum
 from otel_kit._pipeline import Pipeline
-from otel_kit.config import Settings, load_settings
+from otel_kit.config import SettingKeywords, Settings, load_settings
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's from Python 3.11
 
 __all__ = ["MetricsHandle", "setup_metrics"]
 
@@ -47,7 +50,7 @@ class MetricsHandle:
         self._undo = instrument_all(self._context)
 
     @classmethod
-    def create(cls, app: Any = None, **settings: Any) -> MetricsHandle:
+    def create(cls, app: Any = None, **settings: Unpack[SettingKeywords]) -> MetricsHandle:
         """A setup of its own, NOT installed globally: the global MeterProvider, the cache
         helpers and later `setup_metrics()` calls do not see it. For tests and for code that
         wants its metrics apart; `setup_metrics()` is this plus the global installation."""
@@ -203,7 +206,7 @@ def _install(config: Settings, *, serve_on_app: bool) -> MetricsHandle:
     return handle
 
 
-def setup_metrics(app: Any = None, **settings: Any) -> MetricsHandle:
+def setup_metrics(app: Any = None, **settings: Unpack[SettingKeywords]) -> MetricsHandle:
     """Configure OTel metrics with Prometheus export and instrument `app` (FastAPI/Starlette).
 
     Settings are keyword arguments named as in `otel_kit.config.Settings`; unset ones come

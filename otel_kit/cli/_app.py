@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from pydantic import AliasChoices
 from rich.console import Console
 from rich.table import Table
 
 from otel_kit import __version__
 from otel_kit.cli import check, collector_config, dashboard, rules, run, top
-from otel_kit.config import ConfigError, Settings, load_settings
+from otel_kit.config import ConfigError, load_settings, setting_docs
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -44,10 +43,8 @@ def config() -> None:
         typer.echo(f"otel-kit: {exc}", err=True)
         raise typer.Exit(2) from None
     table = Table("setting (keyword argument)", "environment variables", "value")
-    for name, field in Settings.model_fields.items():
-        alias = field.validation_alias
-        names = alias.choices[1:] if isinstance(alias, AliasChoices) else []
-        table.add_row(name, "\n".join(map(str, names)), repr(getattr(settings, name)))
+    for doc in setting_docs():
+        table.add_row(doc.name, "\n".join(doc.env), repr(getattr(settings, doc.name)))
     Console().print(table)
 
 

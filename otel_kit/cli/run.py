@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from pydantic import AliasChoices
 
 from otel_kit import autoinstrument
-from otel_kit.config import ConfigError, Settings, load_settings
+from otel_kit.config import ConfigError, load_settings, setting_docs
 
 __all__ = ["register"]
 
@@ -29,43 +28,6 @@ HELP = "\n\n".join(
     ]
 )
 
-# What each setting does, for --help (settings without an entry show their env vars only).
-_DOCS = {
-    "service_name": "service.name resource attribute",
-    "service_version": "service.version resource attribute",
-    "deployment_environment": "deployment.environment resource attribute",
-    "resource_attributes": "more resource attributes, k1=v1,k2=v2",
-    "metrics_exporter": "prometheus, otlp, console or none (comma-separated)",
-    "prometheus_host": "address the metrics port listens on",
-    "prometheus_port": "serve metrics on this port (from the command's process) instead of on "
-    "the app",
-    "metrics_path": "path of the metrics endpoint on each app",
-    "metrics_bearer_token": "token a scrape must send as 'Authorization: Bearer ...' (the env "
-    "var keeps it out of shell history)",
-    "metrics_basic_auth": "user:password a scrape must send with HTTP basic auth (the env var "
-    "keeps it out of shell history)",
-    "multiproc_dir": "where processes share their metrics (default: a new temporary directory, "
-    "removed at exit)",
-    "excluded_urls": "regular expressions of paths not measured (comma-separated)",
-    "duration_buckets": "histogram bucket bounds in seconds (comma-separated)",
-    "cardinality_limit": "attribute sets per metric before the overflow series",
-    "disabled_instrumentations": "integrations turned off (comma-separated)",
-    "peer_services": "host=name pairs naming outbound peers",
-    "export_interval_ms": "push interval of the otlp and console exporters, ms",
-    "otlp_endpoint": "OTLP endpoint (Collector) URL",
-    "otlp_metrics_endpoint": "OTLP endpoint URL for metrics only",
-    "otlp_protocol": "http/protobuf or grpc",
-    "otlp_headers": "headers sent with OTLP exports, name=value,...",
-    "otlp_timeout_ms": "OTLP export timeout, ms",
-}
-
-
-def _env_names(field: str) -> list[str]:
-    alias = Settings.model_fields[field].validation_alias
-    if not isinstance(alias, AliasChoices):
-        return []
-    return [str(choice) for choice in alias.choices[1:]]
-
 
 def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
@@ -74,13 +36,15 @@ def _flag(field: str) -> str:
 def _command() -> Any:
     """The command function, with one option per setting (new settings appear by themselves)."""
     parameters = []
-    for field, info in Settings.model_fields.items():
-        doc = _DOCS.get(field) or info.description or ""
-        env = ", ".join(_env_names(field))
-        option = typer.Option(_flag(field), help=f"{doc} (env: {env})", show_default=False)
+    for doc in setting_docs():
+        # A credential in a flag stays in the shell's history and in `ps` output.
+        env = f"({'prefer the ' if doc.secret else ''}env: {', '.join(doc.env)})"
+        default = f" (default: {doc.default})" if doc.default else ""
+        text = f"{env} {doc.description}{default}"  # env first: on the flag's line
+        option = typer.Option(_flag(doc.name), help=text, show_default=False)
         parameters.append(
             inspect.Parameter(
-                field,
+                doc.name,
                 inspect.Parameter.KEYWORD_ONLY,
                 default=None,
                 annotation=Annotated[str | None, option],
@@ -166,8 +130,9 @@ def _run(command: list[str], values: dict[str, Any]) -> NoReturn:
     except ConfigError as exc:
         _fail(_name_flags(str(exc), given))
     env = dict(os.environ)
+    kit_names = {doc.name: doc.env[0] for doc in setting_docs()}  # OTEL_KIT_<NAME>
     for field, value in given.items():
-        env[_env_names(field)[0]] = value
+        env[kit_names[field]] = value
     here = str(autoinstrument.PYTHONPATH)
     python_path = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != here]
     env["PYTHONPATH"] = os.pathsep.join([here, *python_path])

@@ -15,7 +15,8 @@ from otel_kit import ConfigError, setup_metrics
 from otel_kit._pipeline import build_resource
 from otel_kit.catalogue import DEFAULT_DURATION_BUCKETS
 from otel_kit.cli._app import app
-from otel_kit.config import Settings, load_settings
+from otel_kit.config import SettingKeywords, Settings, load_settings, setting_docs
+from otel_kit.generate._readme import README, with_settings_table
 
 
 def test_defaults() -> None:
@@ -224,3 +225,21 @@ async def test_sdk_disabled_leaves_the_app_untouched(monkeypatch: pytest.MonkeyP
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         assert (await client.get("/ping")).json() == "pong"
         assert (await client.get("/metrics")).status_code == 404
+
+
+def test_every_setting_says_what_it_does_and_has_its_own_env_var() -> None:
+    for doc in setting_docs():
+        assert doc.description, f"{doc.name}: no description= in its Field"
+        assert doc.env[0] == f"OTEL_KIT_{doc.name.upper()}", doc.name
+        assert [name for name in doc.env if name.startswith("OTEL_KIT_")] == [doc.env[0]]
+
+
+def test_setting_keywords_name_every_setting_in_order() -> None:
+    assert list(SettingKeywords.__annotations__) == list(Settings.model_fields)
+
+
+def test_readme_settings_table_is_the_generated_one() -> None:
+    text = README.read_text()
+    assert text == with_settings_table(text), (
+        "README.md's settings table is stale: run .venv/bin/python -m otel_kit.generate._readme"
+    )
