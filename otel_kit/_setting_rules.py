@@ -16,6 +16,8 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import SecretStr, ValidationInfo
 
+from otel_kit._instrumentation import INTEGRATIONS
+
 __all__ = [
     "EXPORTERS",
     "INSTRUMENTATIONS",
@@ -39,7 +41,7 @@ __all__ = [
 ]
 
 EXPORTERS = ("prometheus", "otlp", "console", "none")
-INSTRUMENTATIONS = ("fastapi", "sqlalchemy", "redis", "httpx", "runtime")
+INSTRUMENTATIONS = tuple(integration.name for integration in INTEGRATIONS)
 
 _MS = "an integer number of milliseconds"
 # Integer settings: (lowest, highest, the rule an error shows).

@@ -15,7 +15,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.registry import CollectorRegistry
 
 from otel_kit import catalogue
-from otel_kit._instrumentation import IntegrationContext, instrument_all
+from otel_kit._instrumentation._context import IntegrationContext, instrument_all
 from otel_kit._instrumentation.asgi import ASGIApp, MetricsMiddleware, disable_fastapi_metrics
 from otel_kit._instruments import FastSum
 from otel_kit._pipeline import Pipeline

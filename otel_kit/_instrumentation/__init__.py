@@ -1,4 +1,9 @@
-"""One module per integration; each adds only what upstream lacks.
+"""The integrations: one registry, read by config (the names `disabled_instrumentations`
+accepts), by setup (`_context.instrument_all`) and by `otel-kit run`'s import hooks.
+
+Standard library only: `otel_kit.autoinstrument` reads it in every Python process `otel-kit run`
+starts, before anything loads the SDK. A NamedTuple, not a dataclass: `dataclasses` imports
+`inspect`, ~4 ms more in each of those processes.
 
 An integration module imports its library at the top (so a missing library is an ImportError
 naming it) and defines `instrument(integration) -> Callable[[], None]`, which starts measuring every
@@ -7,76 +12,30 @@ client/engine of that library, old and new, and returns a function that stops it
 
 from __future__ import annotations
 
-import importlib
-import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
-from opentelemetry.sdk.metrics import MeterProvider
-
-from otel_kit._instruments import FastHistogram, FastInstruments, FastSum
-from otel_kit.catalogue import MetricSpec
-from otel_kit.config import Settings
-
-__all__ = ["INTEGRATIONS", "IntegrationContext", "error_type", "instrument_all"]
-
-_log = logging.getLogger("otel_kit")
-
-# name (as in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS) -> (module, library it needs, extra)
-INTEGRATIONS: dict[str, tuple[str, str, str]] = {
-    "sqlalchemy": ("otel_kit._instrumentation.sqlalchemy", "sqlalchemy", "sqlalchemy"),
-    "redis": ("otel_kit._instrumentation.redis", "redis", "redis"),
-    "httpx": ("otel_kit._instrumentation.httpx", "httpx", "httpx"),
-    "runtime": ("otel_kit._instrumentation.runtime", "psutil", "runtime"),
-}
+__all__ = ["INTEGRATIONS", "Integration"]
 
 
-@dataclass(frozen=True)
-class IntegrationContext:
-    """What an integration gets: settings, the provider (for SDK instruments) and fast ones."""
-
-    settings: Settings
-    meter_provider: MeterProvider
-    fast: FastInstruments
-
-    def histogram(self, spec: MetricSpec) -> FastHistogram:
-        """A duration histogram with the configured buckets and cardinality limit."""
-        return self.fast.histogram(
-            spec, self.settings.duration_buckets, self.settings.cardinality_limit
-        )
-
-    def sum(self, spec: MetricSpec) -> FastSum:
-        return self.fast.sum(spec, self.settings.cardinality_limit)
+class Integration(NamedTuple):
+    name: str  # as in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS
+    module: str | None  # defines instrument(); None: measured by instrument_app()'s middleware
+    library: str  # the top-level import that fails when the library is missing
+    extra: str  # pip install 'otel-kit[<extra>]' installs the library
+    triggers: tuple[str, ...]  # under `otel-kit run`, importing one of these sets up metrics
 
 
-def error_type(exc: BaseException) -> str:
-    """`error.type` for an exception: its class name (`ValueError`, `ConnectError`), bounded
-    and the same rule in every integration."""
-    return type(exc).__qualname__
-
-
-def instrument_all(integration: IntegrationContext) -> list[Callable[[], None]]:
-    """Instrument every installed, enabled integration; never raises."""
-    undo: list[Callable[[], None]] = []
-    for name, (module_name, library, extra) in INTEGRATIONS.items():
-        if name in integration.settings.disabled_instrumentations:
-            continue
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            if exc.name is None or exc.name.split(".")[0] != library:
-                _log.exception("otel-kit: %s instrumentation failed to load", name)
-            else:
-                _log.info(
-                    "otel-kit: %s not installed, not instrumented (pip install 'otel-kit[%s]')",
-                    library,
-                    extra,
-                )
-            continue
-        try:
-            undo.append(module.instrument(integration))
-        except Exception:
-            _log.exception(
-                "otel-kit: %s instrumentation failed; the application is unaffected", name
-            )
-    return undo
+INTEGRATIONS: tuple[Integration, ...] = (
+    Integration("fastapi", None, "starlette", "fastapi", ("starlette.applications",)),
+    Integration(
+        "sqlalchemy",
+        "otel_kit._instrumentation.sqlalchemy",
+        "sqlalchemy",
+        "sqlalchemy",
+        ("sqlalchemy",),
+    ),
+    Integration("redis", "otel_kit._instrumentation.redis", "redis", "redis", ("redis",)),
+    Integration("httpx", "otel_kit._instrumentation.httpx", "httpx", "httpx", ("httpx",)),
+    # Process metrics are read at scrape time: importing psutil is no reason to set up.
+    Integration("runtime", "otel_kit._instrumentation.runtime", "psutil", "runtime", ()),
+)

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
 from typing import Any
 
-from otel_kit._instrumentation import error_type
+from otel_kit._instrumentation._context import error_type
 from otel_kit._instruments import FastHistogram, FastSum
 from otel_kit._support import report_failure
 from otel_kit.catalogue import KNOWN_HTTP_METHODS

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from otel_kit._instrumentation import IntegrationContext, error_type
+from otel_kit._instrumentation._context import IntegrationContext, error_type
 from otel_kit._support import Patches, report_failure, timed
 from otel_kit.catalogue import HTTP_CLIENT_REQUEST_DURATION, KNOWN_HTTP_METHODS
 

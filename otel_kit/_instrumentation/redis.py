@@ -35,7 +35,7 @@ from typing import Any
 import redis.asyncio.client
 import redis.client
 
-from otel_kit._instrumentation import IntegrationContext, error_type
+from otel_kit._instrumentation._context import IntegrationContext, error_type
 from otel_kit._instruments import FastHistogram, FastSum
 from otel_kit._support import Patches, report_failure, timed
 from otel_kit.catalogue import CACHE_REQUESTS, DB_CLIENT_OPERATION_DURATION

@@ -30,7 +30,7 @@ import psutil
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_kit import catalogue
-from otel_kit._instrumentation import IntegrationContext
+from otel_kit._instrumentation._context import IntegrationContext
 from otel_kit._support import LogOnce
 from otel_kit.catalogue import MetricSpec
 

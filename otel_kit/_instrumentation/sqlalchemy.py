@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection, Engine, ExceptionContext, ExecutionCon
 from sqlalchemy.pool import AssertionPool, Pool, PoolProxiedConnection, QueuePool, StaticPool
 
 from otel_kit import catalogue
-from otel_kit._instrumentation import IntegrationContext, error_type
+from otel_kit._instrumentation._context import IntegrationContext, error_type
 from otel_kit._instrumentation._sql import operation_name
 from otel_kit._instruments import FastHistogram, FastSum
 from otel_kit._support import Patches, report_failure

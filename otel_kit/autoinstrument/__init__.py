@@ -26,6 +26,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from otel_kit._instrumentation import INTEGRATIONS  # standard library only, like this module
+
 __all__ = ["PYTHONPATH", "initialize"]
 
 # The directory `otel-kit run` puts first on PYTHONPATH: its only module is `sitecustomize`.
@@ -33,9 +35,11 @@ PYTHONPATH = Path(__file__).parent / "pythonpath"
 
 _log = logging.getLogger("otel_kit")
 
-_STARLETTE = "starlette.applications"
+_STARLETTE = "starlette.applications"  # patched when imported (below)
 # Importing one of these means the process serves or measures something: set up then.
-_TRIGGERS = frozenset({_STARLETTE, "uvicorn", "gunicorn", "sqlalchemy", "redis", "httpx"})
+_TRIGGERS = frozenset(
+    {_STARLETTE, "uvicorn", "gunicorn", *(name for i in INTEGRATIONS for name in i.triggers)}
+)
 _failed = False
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,7 +20,7 @@ HTTPX_SEND = httpx.HTTPTransport.handle_request
 def test_every_integration_is_on_by_default() -> None:
     setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
     assert httpx.HTTPTransport.handle_request is not HTTPX_SEND
-    assert set(INTEGRATIONS) == {"sqlalchemy", "redis", "httpx", "runtime"}
+    assert [i.name for i in INTEGRATIONS if i.module] == ["sqlalchemy", "redis", "httpx", "runtime"]
 
 
 def test_missing_library_logs_one_line_and_the_rest_still_works(
@@ -44,3 +46,13 @@ def test_disabled_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
     assert httpx.HTTPTransport.handle_request is HTTPX_SEND
     assert series(handle.render().decode(), "process_memory_usage_bytes") == []
+
+
+def test_the_registry_agrees_with_its_modules_and_extras() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    pyproject = Path(__file__).parents[2] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    for entry in INTEGRATIONS:
+        if entry.module is not None:
+            assert callable(importlib.import_module(entry.module).instrument), entry.name
+        assert any(req.startswith(entry.library) for req in extras[entry.extra]), entry.name

@@ -13,7 +13,8 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from otel_kit._instrumentation import IntegrationContext, runtime
+from otel_kit._instrumentation import runtime
+from otel_kit._instrumentation._context import IntegrationContext
 from otel_kit._instruments import FastInstruments
 from otel_kit._setup import MetricsHandle
 from otel_kit.config import load_settings

@@ -1,0 +1,71 @@
+"""What every integration module shares: its context, the `error.type` rule, and the loop
+that instruments each enabled one at setup."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from opentelemetry.sdk.metrics import MeterProvider
+
+from otel_kit._instrumentation import INTEGRATIONS
+from otel_kit._instruments import FastHistogram, FastInstruments, FastSum
+from otel_kit.catalogue import MetricSpec
+from otel_kit.config import Settings
+
+__all__ = ["IntegrationContext", "error_type", "instrument_all"]
+
+_log = logging.getLogger("otel_kit")
+
+
+@dataclass(frozen=True)
+class IntegrationContext:
+    """What an integration gets: settings, the provider (for SDK instruments) and fast ones."""
+
+    settings: Settings
+    meter_provider: MeterProvider
+    fast: FastInstruments
+
+    def histogram(self, spec: MetricSpec) -> FastHistogram:
+        """A duration histogram with the configured buckets and cardinality limit."""
+        return self.fast.histogram(
+            spec, self.settings.duration_buckets, self.settings.cardinality_limit
+        )
+
+    def sum(self, spec: MetricSpec) -> FastSum:
+        return self.fast.sum(spec, self.settings.cardinality_limit)
+
+
+def error_type(exc: BaseException) -> str:
+    """`error.type` for an exception: its class name (`ValueError`, `ConnectError`), bounded
+    and the same rule in every integration."""
+    return type(exc).__qualname__
+
+
+def instrument_all(integration: IntegrationContext) -> list[Callable[[], None]]:
+    """Instrument every installed, enabled integration that has a module; never raises."""
+    undo: list[Callable[[], None]] = []
+    for entry in INTEGRATIONS:
+        if entry.module is None or entry.name in integration.settings.disabled_instrumentations:
+            continue
+        try:
+            module = importlib.import_module(entry.module)
+        except ImportError as exc:
+            if exc.name is None or exc.name.split(".")[0] != entry.library:
+                _log.exception("otel-kit: %s instrumentation failed to load", entry.name)
+            else:
+                _log.info(
+                    "otel-kit: %s not installed, not instrumented (pip install 'otel-kit[%s]')",
+                    entry.library,
+                    entry.extra,
+                )
+            continue
+        try:
+            undo.append(module.instrument(integration))
+        except Exception:
+            _log.exception(
+                "otel-kit: %s instrumentation failed; the application is unaffected", entry.name
+            )
+    return undo
