@@ -27,17 +27,6 @@ pytest.register_assert_rewrite(
     "tests.integration.processes",
 )
 
-# Test files other engineers are changing right now whose tests install otel-kit globally
-# without requesting `global_metrics`: they get it from here until their owners request it (or
-# use `make_handle`); then their entry goes.
-GLOBAL_UNTIL_CONVERTED = frozenset(
-    {
-        "tests/unit/test_config.py",
-        "tests/unit/test_dashboards_rules.py",
-        "tests/unit/test_integrations.py",
-    }
-)
-
 
 def _installed_globally() -> bool:
     return (
@@ -62,20 +51,15 @@ def _forget_global_setup() -> None:
 
 
 @pytest.fixture(autouse=True)
-def otel_environment(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[None]:
+def otel_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test runs without the OTEL_* / FASTAPI_OTEL* variables of the shell running pytest,
     and must leave nothing installed globally unless it requested `global_metrics`."""
     for name in list(os.environ):
         if name.startswith(("OTEL_", "FASTAPI_OTEL")):
             monkeypatch.delenv(name)
-    until_converted = request.node.nodeid.split("::")[0] in GLOBAL_UNTIL_CONVERTED
-    if until_converted:
-        request.getfixturevalue("global_metrics")  # it cleans up after this fixture
     yield
     # A `global_metrics` the test requested has cleaned up by now: else the test did it.
-    if not until_converted and _installed_globally():
+    if _installed_globally():
         _forget_global_setup()  # not to fail the tests after it too
         pytest.fail(
             "the test installed otel-kit or a MeterProvider globally: request the "

@@ -17,6 +17,7 @@ from otel_kit.catalogue import DEFAULT_DURATION_BUCKETS
 from otel_kit.cli._app import app
 from otel_kit.config import SettingKeywords, Settings, load_settings, setting_docs
 from otel_kit.generate._readme import README, with_settings_table
+from tests.handles import MakeHandle
 
 
 def test_defaults() -> None:
@@ -207,7 +208,9 @@ def test_boolean_parser_follows_the_otel_spec(text: str) -> None:
     assert load_settings({"sdk_disabled": text}).sdk_disabled is (text.strip().lower() == "true")
 
 
-async def test_sdk_disabled_leaves_the_app_untouched(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_sdk_disabled_leaves_the_app_untouched(
+    monkeypatch: pytest.MonkeyPatch, make_handle: MakeHandle
+) -> None:
     from fastapi import FastAPI
 
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
@@ -217,7 +220,7 @@ async def test_sdk_disabled_leaves_the_app_untouched(monkeypatch: pytest.MonkeyP
     def ping() -> str:
         return "pong"
 
-    handle = setup_metrics(app)
+    handle = make_handle(app)
     assert handle.settings.metrics_exporter == ("none",)
     assert handle.registry is None
     assert app.user_middleware == []

@@ -16,11 +16,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from otel_kit import catalogue, setup_metrics
+from otel_kit import catalogue
 from otel_kit.cli import dashboard as dashboard_cli
 from otel_kit.cli import rules as rules_cli
 from otel_kit.generate import _promql, dashboards, rules
 from tests.exposition import samples
+from tests.handles import MakeHandle
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_DIR = ROOT / "collector" / "grafana" / "dashboards"
@@ -76,10 +77,9 @@ def metric_names(expr: str) -> list[str]:
     return names
 
 
-def exposition_names() -> set[str]:
+def exposition_names(make_handle: MakeHandle) -> set[str]:
     """Names in the real exposition of a fresh setup: runtime series and target_info."""
-    handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
-    return {name for name, _labels in samples(handle.render().decode())}
+    return {name for name, _labels in samples(make_handle().render().decode())}
 
 
 def catalogue_names() -> set[str]:
@@ -109,8 +109,10 @@ def test_committed_rules_are_generated() -> None:
 # --- names
 
 
-def test_every_metric_name_is_in_the_catalogue_or_the_real_exposition() -> None:
-    real = exposition_names()
+def test_every_metric_name_is_in_the_catalogue_or_the_real_exposition(
+    make_handle: MakeHandle,
+) -> None:
+    real = exposition_names(make_handle)
     assert {"target_info", _promql.PROCESS_CPU_TIME, _promql.GC_COLLECTIONS} <= real
     runtime = {
         _promql.PROCESS_CPU_TIME,

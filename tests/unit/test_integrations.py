@@ -10,27 +10,27 @@ from pathlib import Path
 import httpx
 import pytest
 
-from otel_kit import setup_metrics
 from otel_kit._instrumentation import INTEGRATIONS
 from tests.exposition import series
+from tests.handles import MakeHandle
 
 HTTPX_SEND = httpx.HTTPTransport.handle_request
 
 
-def test_every_integration_is_on_by_default() -> None:
-    setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
+def test_every_integration_is_on_by_default(make_handle: MakeHandle) -> None:
+    make_handle()
     assert httpx.HTTPTransport.handle_request is not HTTPX_SEND
     assert [i.name for i in INTEGRATIONS if i.module] == ["sqlalchemy", "redis", "httpx", "runtime"]
 
 
 def test_missing_library_logs_one_line_and_the_rest_still_works(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, make_handle: MakeHandle
 ) -> None:
     # `import redis` now raises ImportError(name="redis"), as when redis-py is not installed.
     monkeypatch.setitem(sys.modules, "redis", None)
     monkeypatch.delitem(sys.modules, "otel_kit._instrumentation.redis", raising=False)
     with caplog.at_level(logging.INFO, logger="otel_kit"):
-        handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
+        handle = make_handle()
     lines = [r for r in caplog.records if "redis" in r.getMessage()]
     assert [r.getMessage() for r in lines] == [
         "otel-kit: redis not installed, not instrumented (pip install 'otel-kit[redis]')"
@@ -41,9 +41,9 @@ def test_missing_library_logs_one_line_and_the_rest_still_works(
     assert series(handle.render().decode(), "process_memory_usage_bytes")
 
 
-def test_disabled_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disabled_by_environment(monkeypatch: pytest.MonkeyPatch, make_handle: MakeHandle) -> None:
     monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "httpx,runtime")
-    handle = setup_metrics(prometheus_host="127.0.0.1", prometheus_port=0)
+    handle = make_handle()
     assert httpx.HTTPTransport.handle_request is HTTPX_SEND
     assert series(handle.render().decode(), "process_memory_usage_bytes") == []
 
