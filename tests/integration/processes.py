@@ -56,16 +56,22 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 
 @contextmanager
 def server(
-    args: Sequence[str], port: int, env: dict[str, str] | None = None, ready_path: str = "/metrics"
+    args: Sequence[str],
+    port: int,
+    env: dict[str, str] | None = None,
+    ready_path: str = "/metrics",
+    *,
+    python: str = sys.executable,
+    cwd: Path = ROOT,
 ) -> Iterator[str]:
-    """Start `python args...`, wait until it answers on `port`, stop it afterwards.
+    """Start `python args...` (in `cwd`), wait until it answers on `port`, stop it afterwards.
 
     Its output goes to a temporary file (a pipe nobody reads would block a chatty server).
     """
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=ROOT,
+            [python, *args],
+            cwd=cwd,
             env={**os.environ, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
