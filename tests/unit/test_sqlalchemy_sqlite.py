@@ -24,7 +24,14 @@ from hypothesis import strategies as st
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool, Pool, QueuePool, SingletonThreadPool, StaticPool
+from sqlalchemy.pool import (
+    AsyncAdaptedQueuePool,
+    NullPool,
+    Pool,
+    QueuePool,
+    SingletonThreadPool,
+    StaticPool,
+)
 
 from otel_kit._instrumentation._sql import OPERATIONS, OTHER, operation_name
 from tests.exposition import series, value
@@ -92,6 +99,7 @@ async def test_async_statements_and_pool(make_handle: MakeHandle, db: Path) -> N
     engine = create_async_engine(
         f"sqlite+aiosqlite:///{db}",
         insertmanyvalues_page_size=2,
+        poolclass=AsyncAdaptedQueuePool,  # the default from SQLAlchemy 2.0.38 (NullPool before)
         pool_size=1,
         max_overflow=0,
         pool_timeout=0.2,
