@@ -154,12 +154,14 @@ def get_user(user_id: int) -> dict[str, object]:
     return value
 
 
-@app.post("/sessions/{user_id}", status_code=204)
+# response_model=None: early FastAPI 0.115 releases read a postponed `-> None` as a body model,
+# which a 204 must not have.
+@app.post("/sessions/{user_id}", status_code=204, response_model=None)
 async def user_connected(user_id: int) -> None:
     active_users.add(1)
 
 
-@app.delete("/sessions/{user_id}", status_code=204)
+@app.delete("/sessions/{user_id}", status_code=204, response_model=None)
 async def user_disconnected(user_id: int) -> None:
     active_users.add(-1)
 
