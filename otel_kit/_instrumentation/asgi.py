@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from time import perf_counter
 from typing import Any
 
@@ -34,6 +34,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Leaf = tuple[str, tuple[Any, ...]]  # (full route template, the routes from the top to it)
 
 _TELEMETRY_KEY = "fastapi.telemetry"
 # Set by the outermost MetricsMiddleware of a request: inner ones (a mounted sub-app that is
@@ -71,30 +72,54 @@ def disable_fastapi_metrics(app: Any) -> None:
         config["metrics"] = False
 
 
-def _find_template(routes: Any, target: Any, prefix: str = "", depth: int = 0) -> str | None:
-    """The full template of `target` (a route object or an endpoint) in a route tree."""
+def _leaves(
+    routes: Any, target: Any, prefix: str = "", chain: tuple[Any, ...] = ()
+) -> Iterator[Leaf]:
+    """(full template, routes from the top to it) of every route that is `target` or has it
+    as endpoint, in the order Starlette's router tries them."""
     for route in routes:
         path_format = getattr(route, "path_format", None)
         if isinstance(path_format, str) and (
-            route is target or getattr(route, "endpoint", None) is target
+            route is target
+            or getattr(route, "endpoint", None) is target
+            or getattr(route, "app", None) is target  # a Mount, as Starlette < 1 stores it
         ):
-            return prefix + path_format
+            yield prefix + path_format, (*chain, route)
         inner = getattr(route, "routes", None)  # Mount and Host
-        if inner and depth < 8:
+        if inner and len(chain) < 8:
             # A Mount's path as a template, convertors dropped like a route's ({id:int} -> {id});
             # a Host has none.
             mount = getattr(route, "path_format", "").removesuffix("/{path}")
-            found = _find_template(inner, target, prefix + mount, depth + 1)
-            if found is not None:
-                return found
+            yield from _leaves(inner, target, prefix + mount, (*chain, route))
+
+
+def _matching(leaves: list[Leaf], scope: Scope) -> str | None:
+    """Of several routes sharing one endpoint, the template of the one that took the request:
+    each candidate's chain of routes is matched again as the router did, from the top app's
+    root path (which Mounts keep in `app_root_path`)."""
+    top = {**scope, "root_path": scope.get("app_root_path", scope.get("root_path", ""))}
+    for template, chain in leaves:
+        child = top
+        try:
+            for route in chain:
+                match, update = route.matches(child)
+                if getattr(match, "name", None) != "FULL":
+                    break
+                child = {**child, **update}
+            else:
+                return template
+        except Exception:  # a route class of its own: no label rather than a wrong one
+            continue
     return None
 
 
-def _generic_route(scope: Scope, cache: dict[int, tuple[Any, str | None]]) -> str | None:
+def _generic_route(scope: Scope, cache: dict[int, tuple[Any, list[Leaf]]]) -> str | None:
     """The route template from the route (or endpoint) Starlette's router stored in the scope.
 
     Found once per route by walking the app's route tree from the top router, so router
-    prefixes and mount paths (with their parameters as `{name}`) are included.
+    prefixes and mount paths (with their parameters as `{name}`) are included. Starlette
+    before 1.x stores only the endpoint: when several routes share it (stacked decorators,
+    `add_route` twice), the one that matches the request is asked for every request.
     """
     target = scope.get("route") or scope.get("endpoint")
     if target is None:
@@ -103,11 +128,16 @@ def _generic_route(scope: Scope, cache: dict[int, tuple[Any, str | None]]) -> st
     # cannot be reused.
     entry = cache.get(id(target))
     if entry is not None and entry[0] is target:
-        return entry[1]
-    template = _find_template(getattr(scope.get("router"), "routes", ()), target)
-    if len(cache) < 10_000:
-        cache[id(target)] = (target, template)
-    return template
+        leaves = entry[1]
+    else:
+        leaves = list(_leaves(getattr(scope.get("router"), "routes", ()), target))
+        if len(cache) < 10_000:
+            cache[id(target)] = (target, leaves)
+    if not leaves:
+        return None
+    if len(leaves) == 1:
+        return leaves[0][0]
+    return _matching(leaves, scope)
 
 
 class MetricsMiddleware:
@@ -137,7 +167,7 @@ class MetricsMiddleware:
         )
         self._request_record = _fastapi_request_record() if fastapi_routes else None
         self._measure = measure
-        self._templates: dict[int, tuple[Any, str | None]] = {}
+        self._templates: dict[int, tuple[Any, list[Leaf]]] = {}
 
     def _flush_at_shutdown(self, send: Send) -> Send:
         """uvicorn re-raises SIGTERM after its graceful shutdown, so atexit handlers (the SDK's

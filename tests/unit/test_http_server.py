@@ -261,6 +261,44 @@ async def test_plain_starlette_routes_and_mounts(make_handle: MakeHandle) -> Non
     assert value(text, COUNT, http_route="/t/{tenant}/x/{y}") == 2
 
 
+async def test_an_endpoint_shared_by_several_routes_gets_each_route_template(
+    make_handle: MakeHandle,
+) -> None:
+    """Starlette before 1.0 tells the middleware only the endpoint, not the route: with one
+    endpoint behind several routes (and mounts), the request's own route must be found."""
+
+    async def shared(request: Request) -> PlainTextResponse:
+        request.scope.pop("route", None)  # as Starlette < 1.0 leaves the scope
+        return PlainTextResponse("ok")
+
+    def routes() -> list[Route]:
+        return [Route("/a/{id}", shared), Route("/b", shared)]
+
+    app = Starlette(
+        routes=[
+            *routes(),
+            Mount("/m1", routes=routes()),
+            Mount("/m2/{t}", app=Starlette(routes=routes())),
+        ]
+    )
+    make_handle(app)
+    async with client(app) as c:
+        for path in ("/a/1", "/b", "/b", "/m1/a/2", "/m1/b", "/m2/x/a/3", "/m2/y/b", "/m2/z/b"):
+            assert (await c.get(path)).status_code == 200
+        text = await scrape(c)
+    counts = {
+        labels.get("http_route"): value(text, COUNT, **labels) for labels in series(text, COUNT)
+    }
+    assert counts == {
+        "/a/{id}": 1,
+        "/b": 2,
+        "/m1/a/{id}": 1,
+        "/m1/b": 1,
+        "/m2/{t}/a/{id}": 1,
+        "/m2/{t}/b": 2,
+    }
+
+
 async def test_other_asgi_apps_are_wrapped(make_handle: MakeHandle) -> None:
     async def raw(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 204, "headers": []})
