@@ -13,18 +13,20 @@ from opentelemetry.sdk.metrics import (
 )
 from opentelemetry.sdk.metrics import _Gauge as Gauge
 
-__all__ = ["cardinality_limits"]
+__all__ = ["INSTRUMENT_CLASSES", "cardinality_limits"]
+
+# The SDK's instrument classes, for the per-class settings every reader takes.
+INSTRUMENT_CLASSES: tuple[type, ...] = (
+    Counter,
+    UpDownCounter,
+    Histogram,
+    Gauge,
+    ObservableCounter,
+    ObservableUpDownCounter,
+    ObservableGauge,
+)
 
 
 def cardinality_limits(limit: int) -> dict[type, int]:
     """The SDK sets cardinality limits per reader: every reader otel-kit builds takes these."""
-    classes = (
-        Counter,
-        UpDownCounter,
-        Histogram,
-        Gauge,
-        ObservableCounter,
-        ObservableUpDownCounter,
-        ObservableGauge,
-    )
-    return dict.fromkeys(classes, limit)
+    return dict.fromkeys(INSTRUMENT_CLASSES, limit)

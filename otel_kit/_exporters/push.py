@@ -24,14 +24,6 @@ from dataclasses import replace
 from typing import Any
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
-from opentelemetry.sdk.metrics import (
-    Counter,
-    Histogram,
-    ObservableCounter,
-    ObservableGauge,
-    ObservableUpDownCounter,
-    UpDownCounter,
-)
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     ConsoleMetricExporter,
@@ -43,7 +35,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.util.types import AttributeValue
 
-from otel_kit._exporters import cardinality_limits
+from otel_kit._exporters import INSTRUMENT_CLASSES, cardinality_limits
 from otel_kit._instruments import FastInstruments
 from otel_kit._otel_data import Baseline
 from otel_kit._support import at_fork
@@ -72,17 +64,7 @@ _SDK_LOGGERS = (
 )
 # Cumulative everywhere: what Prometheus expects, what the fast instruments produce, and why an
 # outage loses no counts. OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE is not followed.
-_CUMULATIVE = {
-    kind: AggregationTemporality.CUMULATIVE
-    for kind in (
-        Counter,
-        UpDownCounter,
-        Histogram,
-        ObservableCounter,
-        ObservableUpDownCounter,
-        ObservableGauge,
-    )
-}
+_CUMULATIVE = dict.fromkeys(INSTRUMENT_CLASSES, AggregationTemporality.CUMULATIVE)
 _log = logging.getLogger("otel_kit")
 
 
