@@ -45,12 +45,19 @@ def collector_config(
             help="A direct-mode app for Prometheus to scrape (repeatable; replaces the example).",
         ),
     ] = None,
+    push_interval: Annotated[
+        str,
+        typer.Option(
+            help="How often the apps push (OTEL_METRIC_EXPORT_INTERVAL): series leave the "
+            "Collector's page after 4 intervals without a push."
+        ),
+    ] = _DEFAULTS.push_interval,
     no_direct: Annotated[
         bool, typer.Option("--no-direct", help="No direct-mode scrape job at all.")
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
 ) -> None:
-    """Write otelcol-config.yaml (and its agent and remote-write variants) and prometheus.yml."""
+    """Write otelcol-config.yaml (its agent, remote-write and auth variants) and prometheus.yml."""
     try:
         options = CollectorOptions(
             otlp_grpc_port=otlp_grpc_port,
@@ -60,6 +67,7 @@ def collector_config(
             remote_write_url=remote_write_url,
             collector_host=collector_host,
             direct_targets=_targets(direct, no_direct),
+            push_interval=push_interval,
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -72,6 +80,7 @@ def collector_config(
     typer.echo(f"run: otelcol-contrib --config {out / 'otelcol-config.yaml'}")
     if "otelcol-remote-write.yaml" in files:
         typer.echo(f"remote write: add --config {out / 'otelcol-remote-write.yaml'}")
+    typer.echo(f"receiver auth: add --config {out / 'otelcol-auth.yaml'} (docs/security.md)")
 
 
 def _targets(direct: list[str] | None, no_direct: bool) -> tuple[tuple[str, str], ...]:

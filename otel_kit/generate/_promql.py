@@ -39,6 +39,8 @@ __all__ = [
     "HTTP_DURATION",
     "LOOKUPS",
     "METHOD",
+    "OTELCOL_REFUSED",
+    "OTELCOL_SEND_FAILED",
     "PENDING",
     "POOL",
     "POOL_COUNT",
@@ -104,6 +106,9 @@ GC_COLLECTIONS = c.CPYTHON_GC_COLLECTIONS.prometheus
 GC_COLLECTED = c.CPYTHON_GC_COLLECTED_OBJECTS.prometheus
 GC_UNCOLLECTABLE = c.CPYTHON_GC_UNCOLLECTABLE_OBJECTS.prometheus
 UP, TARGET_INFO = "up", "target_info"
+# The Collector's own counters (its telemetry, scraped by the otel-collector-internal job).
+OTELCOL_REFUSED = "otelcol_receiver_refused_metric_points_total"
+OTELCOL_SEND_FAILED = "otelcol_exporter_send_failed_metric_points_total"
 
 # Labels.
 ROUTE, STATUS, ERROR = (

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 __all__ = ["COLLECTOR_IMAGE", "CollectorOptions", "generate"]
 
-COLLECTOR_IMAGE = "otel/opentelemetry-collector-contrib:0.136.0"
+COLLECTOR_IMAGE = "otel/opentelemetry-collector-contrib:0.161.0"  # = collector/build/manifest.yaml
 _VERSION = COLLECTOR_IMAGE.rpartition(":")[2]
 _HOST_PORT = re.compile(r"[A-Za-z0-9._-]+:\d{1,5}")
 _JOB = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
@@ -23,6 +23,25 @@ _INSTANCE_FALLBACK = (
     'set(attributes["service.instance.id"], attributes["host.name"])'
     ' where attributes["service.instance.id"] == nil and attributes["host.name"] != nil'
 )
+# The exporters take service.* for job and instance and leave them off target_info; direct mode
+# (and Prometheus' own OTLP receiver) keeps them there as service_name etc.: copy them.
+_IDENTITY_COPIES = tuple(
+    f'set(attributes["{name.replace(".", "_")}"], attributes["{name}"])'
+    f' where attributes["{name}"] != nil'
+    for name in ("service.name", "service.namespace", "service.instance.id")
+)
+_DURATION = re.compile(r"(\d+)([smh])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+def _seconds(duration: str) -> int:
+    match = _DURATION.fullmatch(duration)
+    assert match, duration
+    return int(match[1]) * _SECONDS[match[2]]
+
+
+def _duration(seconds: int) -> str:
+    return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
 
 
 @dataclass(frozen=True)
@@ -39,6 +58,13 @@ class CollectorOptions:
     # Direct-mode scrape jobs (job name, host:port); the default is the compose demo's app.
     direct_targets: tuple[tuple[str, str], ...] = (("shop-direct", "shop-direct:8000"),)
     scrape_interval: str = "15s"
+    # How often the apps push (OTEL_METRIC_EXPORT_INTERVAL; otel-kit's default is 15 s). A
+    # series leaves the Collector's page after 4 intervals without a push (at least 1 min).
+    push_interval: str = "15s"
+
+    @property
+    def metric_expiration(self) -> str:
+        return _duration(max(60, 4 * _seconds(self.push_interval)))
 
     def __post_init__(self) -> None:
         ports = {
@@ -61,13 +87,16 @@ class CollectorOptions:
         for job, target in self.direct_targets:
             if not _JOB.fullmatch(job) or not _HOST_PORT.fullmatch(target):
                 raise ValueError(f"direct target {job}={target}: expected JOB=HOST:PORT")
-        if not re.fullmatch(r"\d+[smh]", self.scrape_interval):
-            raise ValueError(f"scrape_interval = {self.scrape_interval!r}: expected e.g. 15s")
+        for name in ("scrape_interval", "push_interval"):
+            value = getattr(self, name)
+            if not _DURATION.fullmatch(value) or _seconds(value) == 0:
+                raise ValueError(f"{name} = {value!r}: expected a duration such as 15s, 1m or 1h")
 
 
 def generate(options: CollectorOptions | None = None) -> dict[str, str]:
     """{file name: content}: the Collector (single or gateway), its agent, the remote-write
-    overlay (unless a URL is given, which goes into the main file) and prometheus.yml."""
+    overlay (unless a URL is given, which goes into the main file), the receiver-auth overlay
+    and prometheus.yml."""
     o = options or CollectorOptions()
     files = {
         "otelcol-config.yaml": _collector(o),
@@ -76,6 +105,7 @@ def generate(options: CollectorOptions | None = None) -> dict[str, str]:
     }
     if o.remote_write_url is None:
         files["otelcol-remote-write.yaml"] = _remote_write_overlay()
+    files["otelcol-auth.yaml"] = _auth_overlay()
     return dict(sorted(files.items()))
 
 
@@ -86,7 +116,9 @@ extensions:
     endpoint: 0.0.0.0:{o.health_port}
 
 receivers:
-  otlp:  # what otel-kit pushes to (OTEL_METRICS_EXPORTER=otlp): gRPC or HTTP/protobuf
+  # What otel-kit pushes to (OTEL_METRICS_EXPORTER=otlp): gRPC or HTTP/protobuf. No auth and
+  # no TLS: for a private network only; otelcol-auth.yaml adds a bearer token (and TLS).
+  otlp:
     protocols:
       grpc:
         endpoint: 0.0.0.0:{o.otlp_grpc_port}
@@ -94,12 +126,15 @@ receivers:
         endpoint: 0.0.0.0:{o.otlp_http_port}
 
 processors:
-  # First in every pipeline: refuses data before the Collector runs out of memory. Senders
-  # retry, and otel-kit's metrics are cumulative, so refused data is sent again, not lost.
+  # First in every pipeline: refuses data before the Collector runs out of memory, when its
+  # heap passes 60 % (soft) or 75 % (hard) of the container's memory limit, or of the host's
+  # memory without one: set a limit, and GOMEMLIMIT to 80 % of it (the Go runtime then
+  # collects harder before the kernel kills it). Senders retry, and otel-kit's metrics are
+  # cumulative, so refused data is sent again, not lost.
   memory_limiter:
     check_interval: 1s
-    limit_percentage: 80
-    spike_limit_percentage: 20
+    limit_percentage: 75
+    spike_limit_percentage: 15
   batch:
     send_batch_size: 8192
     timeout: 1s
@@ -143,6 +178,7 @@ def _collector(o: CollectorOptions) -> str:
     else:
         overlay = "otelcol-remote-write.yaml"
         remote_write = f"  # Remote write: add --config {overlay} (see that file).\n"
+    statements = "".join(f"          - {s}\n" for s in (_INSTANCE_FALLBACK, *_IDENTITY_COPIES))
     return f"""\
 # OpenTelemetry Collector for otel-kit (otelcol-contrib {_VERSION}), generated by
 # `otel-kit collector-config`. Apps push OTLP here; Prometheus scrapes :{o.prometheus_port}.
@@ -152,20 +188,27 @@ def _collector(o: CollectorOptions) -> str:
 
 {_receivers(o)}  # The exporters make service.name and service.instance.id the job and instance.
   # otel-kit always sends an instance id; other senders may not, and then all processes of a
-  # service would write into the same series: fall back to the host name.
+  # service would write into the same series: fall back to the host name. The service.*
+  # attributes are copied so that target_info has service_name etc., as in direct mode.
   transform/identity:
     error_mode: ignore
     metric_statements:
       - context: resource
         statements:
-          - {_INSTANCE_FALLBACK}
-
+{statements}
 exporters:
   # Scraped with honor_labels: true so each app keeps its own job and instance. Other resource
   # attributes stay on target_info, as in direct mode: dashboards and rules work on both.
   prometheus:
     endpoint: 0.0.0.0:{o.prometheus_port}
-    metric_expiration: 5m  # a process gone for 5 min (restart: new instance) disappears
+    # Each sample carries the time the app measured it. When an app's stream moves to another
+    # gateway (a gateway added, removed or restarted), the old gateway's frozen copy keeps its
+    # old timestamp and Prometheus drops it, instead of mixing two copies into one series.
+    send_timestamps: true
+    # A stream without a push for 4 push intervals ({o.push_interval}) leaves the page: a
+    # process that is gone (a restart starts a new instance) stops counting in sums.
+    metric_expiration: {o.metric_expiration}
+    without_scope_info: true  # no otel_scope_* labels, as in direct mode
 {remote_write}
 service:
   extensions: [health_check]
@@ -193,6 +236,40 @@ service:
 """
 
 
+def _auth_overlay() -> str:
+    return """\
+# Adds a bearer token to the OTLP receivers of otelcol-config.yaml or otelcol-agent.yaml,
+# generated by `otel-kit collector-config` (docs/security.md):
+#   OTLP_TOKEN=... otelcol-contrib --config otelcol-config.yaml --config otelcol-auth.yaml
+# Senders then need it, e.g. OTEL_EXPORTER_OTLP_HEADERS="authorization=Bearer $OTLP_TOKEN";
+# a request without it is refused (401, or gRPC Unauthenticated). The token crosses the
+# network in clear unless TLS is on: uncomment the tls blocks (files mounted from a secret).
+
+extensions:
+  bearertokenauth/otlp:
+    token: ${env:OTLP_TOKEN}
+
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        auth:
+          authenticator: bearertokenauth/otlp
+        # tls:
+        #   cert_file: /etc/otelcol/tls/tls.crt
+        #   key_file: /etc/otelcol/tls/tls.key
+      http:
+        auth:
+          authenticator: bearertokenauth/otlp
+        # tls:
+        #   cert_file: /etc/otelcol/tls/tls.crt
+        #   key_file: /etc/otelcol/tls/tls.key
+
+service:
+  extensions: [health_check, bearertokenauth/otlp]
+"""
+
+
 def _agent(o: CollectorOptions) -> str:
     return f"""\
 # OpenTelemetry Collector agent for otel-kit (otelcol-contrib {_VERSION}), generated by
@@ -215,7 +292,7 @@ exporters:
     resolver:
       dns:
         hostname: ${{env:GATEWAY_HOSTNAME}}
-        port: {o.otlp_grpc_port}
+        port: "{o.otlp_grpc_port}"  # a string: the resolver refuses a number
 
 service:
   extensions: [health_check]
@@ -249,8 +326,8 @@ def _prometheus(o: CollectorOptions) -> str:
     collector = json.dumps(f"{o.collector_host}:{o.prometheus_port}")
     telemetry = json.dumps(f"{o.collector_host}:{o.telemetry_port}")
     return f"""\
-# Prometheus for otel-kit, generated by `otel-kit collector-config`: scrapes the Collector
-# (collector mode) and apps that serve /metrics (direct mode), loads otel-kit's rules.
+# Prometheus (2.48 or newer) for otel-kit, generated by `otel-kit collector-config`: scrapes
+# the Collector (collector mode) and apps that serve /metrics (direct mode), loads the rules.
 global:
   scrape_interval: {o.scrape_interval}
   evaluation_interval: {o.scrape_interval}
@@ -261,8 +338,10 @@ rule_files:
 scrape_configs:
   # Collector mode: every app's metrics, with the job and instance the Collector derived from
   # service.name and service.instance.id; honor_labels keeps them over the Collector's own.
+  # The samples carry the apps' timestamps: a series that leaves the page is marked stale.
   - job_name: otel-collector
     honor_labels: true
+    track_timestamps_staleness: true
     static_configs:
       - targets: [{collector}]
   # The Collector's health (refused, dropped, failed points); only its otelcol_* series.

@@ -68,10 +68,11 @@ from otel_kit.generate._promql import (
     SERVER,
     SERVER_ERRORS,
     STATUS,
+    TARGET_INFO,
     TIMEOUTS,
-    UP,
     WAIT,
     pool_saturation,
+    selector,
 )
 
 __all__ = ["DASHBOARDS", "render", "write"]
@@ -96,8 +97,9 @@ SERVICE = Dashboard(
              "How long does the slowest 1% of requests take?"),
         stat("In progress", "short", gauges(ACTIVE, VARS),
              "How many requests are being served right now?"),
-        stat("Targets up", "short", gauges(UP, VARS),
-             "How many of the service's instances does Prometheus reach?"),
+        stat("Instances up", "short", (Query(f"count({selector(TARGET_INFO, VARS)})"),),
+             "How many of the service's instances report metrics: scraped (direct mode) or "
+             "pushed within the Collector's expiry (collector mode)?"),
         Panel("Request rate by route", "reqps", rates(HTTP_COUNT, ROUTE_VARS, ROUTE),
               "Which routes take the traffic?"),
         Panel("Error ratio by route", "percentunit",

@@ -28,6 +28,8 @@ from otel_kit.generate._promql import (
     HTTP_COUNT,
     HTTP_DURATION,
     LOOKUPS,
+    OTELCOL_REFUSED,
+    OTELCOL_SEND_FAILED,
     POOL,
     ROUTE,
     SERVER,
@@ -125,6 +127,7 @@ class Alert:
     inputs: tuple[str, ...]  # the series the condition reads: present while the service runs
     for_: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    collector_only: bool = False  # reads the Collector's own otelcol_* series
 
 
 @dataclass(frozen=True)
@@ -337,6 +340,23 @@ def alerts(slo: SLO, thresholds: Thresholds) -> tuple[Group, ...]:
                     inputs=(up,),
                 ),
                 Alert(
+                    name="OtelKitPushStopped",
+                    expr=f"group by (job) (present_over_time({info}[1h]))"
+                    f" unless on (job) group by (job) ({info})"
+                    f" unless on (job) group by (job) ({up})",
+                    for_="2m",
+                    severity="ticket",
+                    summary="{{ $labels.job }} has stopped pushing metrics",
+                    description="No instance of {{ $labels.job }} has pushed metrics for the "
+                    "Collector's expiry and 2 minutes, though it did within the last hour. In "
+                    "collector mode no scrape fails when an app dies: this is its 'target down'.",
+                    runbook="Check the processes (crash loop, OOM kill), their log for OTLP "
+                    "export errors, and the Collector: OtelKitCollectorRefusing, its "
+                    "otelcol_receiver_* series, its log. Jobs Prometheus scrapes itself are left "
+                    "to OtelKitTargetDown.",
+                    inputs=(info,),
+                ),
+                Alert(
                     name="OtelKitMetricsAbsent",
                     expr=f"absent({info})",
                     for_="10m",
@@ -352,7 +372,47 @@ def alerts(slo: SLO, thresholds: Thresholds) -> tuple[Group, ...]:
                 ),
             ),
         ),
+        Group(
+            "otel-kit-collector",
+            (
+                Alert(
+                    name="OtelKitCollectorRefusing",
+                    expr=f"{_otelcol(OTELCOL_REFUSED)} > 0",
+                    for_="5m",
+                    severity="ticket",
+                    summary="Collector {{ $labels.instance }} refuses metric points",
+                    description="The Collector has refused points sent to it for 5 minutes "
+                    "({{ $value | humanize }}/s): its memory_limiter is above its limit, or the "
+                    "points are malformed. Senders retry, but the newest data waits.",
+                    runbook="Collector log, and its memory (otelcol_process_memory_rss_bytes) "
+                    "against the container limit: raise the limit (and GOMEMLIMIT), or add "
+                    "gateways. docs/deploy.md, 'Sizing'.",
+                    inputs=(_otelcol(OTELCOL_REFUSED),),
+                    collector_only=True,
+                ),
+                Alert(
+                    name="OtelKitCollectorExportFailing",
+                    expr=f"{_otelcol(OTELCOL_SEND_FAILED)} > 0",
+                    for_="5m",
+                    severity="ticket",
+                    summary="Collector {{ $labels.instance }} fails to export metric points",
+                    description="The Collector's exporter {{ $labels.exporter }} has failed to "
+                    "send points for 5 minutes ({{ $value | humanize }}/s): a gateway or the "
+                    "remote-write endpoint does not take them; after its retries they are lost.",
+                    runbook="Collector log names the endpoint and the error; check that the "
+                    "gateways (agent) or the TSDB (remote write) are up and reachable.",
+                    inputs=(_otelcol(OTELCOL_SEND_FAILED),),
+                    collector_only=True,
+                ),
+            ),
+        ),
     )
+
+
+def _otelcol(counter: str) -> str:
+    """Per-second rate of one of the Collector's own counters, per Collector (and exporter)."""
+    by = "job, instance, exporter" if counter == OTELCOL_SEND_FAILED else "job, instance"
+    return f"sum by ({by}) (rate({counter}[5m]))"
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9(][^\n]*")

@@ -1,4 +1,5 @@
-"""A real Prometheus server (Debian package `prometheus`) on loopback, stopped by PID."""
+"""A real Prometheus server on loopback, stopped by PID: Debian's `prometheus` (2.x), or the
+Prometheus 3 that .ci/build-prometheus builds (tests.integration.otelcol.prometheus3_binary)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -19,9 +20,12 @@ from tests.integration.processes import free_port, terminate
 
 
 @contextmanager
-def prometheus(config: str, directory: Path) -> Iterator[str]:
-    """Start Prometheus with `config` (prometheus.yml text); yield its base URL once ready."""
-    binary = shutil.which("prometheus")
+def prometheus(
+    config: str, directory: Path, binary: str | None = None, args: Sequence[str] = ()
+) -> Iterator[str]:
+    """Start Prometheus (`binary`, else Debian's) with `config` (prometheus.yml text) and extra
+    `args`; yield its base URL once ready."""
+    binary = binary or shutil.which("prometheus")
     if binary is None:
         pytest.fail("prometheus not found; install it with: apt-get install prometheus")
     (directory / "prometheus.yml").write_text(config)
@@ -33,6 +37,7 @@ def prometheus(config: str, directory: Path) -> Iterator[str]:
         f"--storage.tsdb.path={directory / 'data'}",
         f"--web.listen-address=127.0.0.1:{port}",
         "--log.level=warn",
+        *args,
     ]
     with log.open("wb") as out:
         process = subprocess.Popen(args, cwd=directory, stdout=out, stderr=out)

@@ -1,10 +1,14 @@
-"""Every dashboard query and every rule, evaluated by a real Prometheus scraping the shop.
+"""Every dashboard query and every rule, evaluated by a real Prometheus 3 in each mode: scraping
+the shop (direct), scraping the real Collector the shop pushes to (collector), and taking the
+shop's pushes itself (its OTLP receiver).
 
 The test drives known traffic through the shop (SQLite orders, users cached in a real Redis, an
 outbound payment call): 20% of requests fail, 80% of user lookups hit the cache. Prometheus
-(scrape and rule evaluation every second) loads the committed rule files; then each panel
-expression of each committed dashboard, each variable query and each rule is evaluated through
-the HTTP API: each must return finite data, and the key ratios must match what was injected.
+(scrape and rule evaluation every second, the shop pushing every second) loads the committed
+rule files; then each panel expression of each committed dashboard, each variable query and
+each rule is evaluated through the HTTP API: each must return finite data, and the key ratios
+must match what was injected. The series of the three modes must be the same, and in collector
+mode a shop that stops pushing must trip OtelKitPushStopped.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +28,12 @@ import pytest
 import redis
 
 from otel_kit.generate import rules
+from tests.integration.otelcol import (
+    COLLECTOR,
+    collector,
+    prometheus3_binary,
+    shipped_prometheus_config,
+)
 from tests.integration.processes import ROOT, free_port, server
 from tests.integration.prometheus_server import prometheus, query, wait_for, wait_for_rules
 
@@ -32,18 +45,6 @@ CYCLES = 60  # per cycle: 10 server requests, 2 of them 5xx; 5 user lookups, 4 o
 WARM_UP = 6  # server requests made before the measured traffic
 # Longer than the whole test: rates then cover all the injected traffic.
 RATE_INTERVAL = "5m"
-
-CONFIG = """
-global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-rule_files: {rule_files}
-scrape_configs:
-  - job_name: shop
-    static_configs:
-      - targets: ["127.0.0.1:{port}"]
-"""
 
 
 def values(result: list[dict[str, Any]]) -> list[float]:
@@ -73,45 +74,165 @@ def drive(client: httpx.Client) -> None:
         assert client.get(f"/orders/{created.json()['id']}").status_code == 200
 
 
-def test_every_panel_and_rule_against_prometheus(tmp_path: Path, redis_server: int) -> None:
-    assert len(DASHBOARDS) == 5 and len(RULE_FILES) == 2
+MODES = ("direct", "collector", "prometheus-otlp")
+# Prometheus' OTLP receiver keeps service.* on target_info (as direct mode and the Collector do).
+OTLP_CONFIG = """
+otlp:
+  keep_identifying_resource_attributes: true
+"""
+Series = set[tuple[str, tuple[tuple[str, str], ...]]]
+# Differ between any two processes, in every mode: the scrape address or the instance id.
+PER_PROCESS = {"instance", "service_instance_id"}
+
+
+@dataclass
+class Setup:
+    """The shop and a Prometheus 3 that gets its metrics one way (`mode`): scraped (direct),
+    through the real Collector (the shipped otelcol-config.yaml and prometheus.yml), or pushed to
+    Prometheus' OTLP receiver. `stop_shop()` stops the shop alone."""
+
+    mode: str
+    shop: str
+    prom: str
+    stop_shop: Callable[[], None]
+
+
+@contextmanager
+def shop_in(mode: str, directory: Path, redis_server: int, port: int) -> Iterator[Setup]:
+    directory.mkdir()
     redis.Redis(port=redis_server, db=5).flushdb()  # the user cache starts empty
-    port = free_port()
     env = {
-        "SHOP_DATABASE_URL": f"sqlite:///{tmp_path / 'shop.db'}",
+        "SHOP_DATABASE_URL": f"sqlite:///{directory / 'shop.db'}",
         "SHOP_REDIS_URL": f"redis://127.0.0.1:{redis_server}/5",
     }
+    push = {"OTEL_METRICS_EXPORTER": "otlp", "OTEL_METRIC_EXPORT_INTERVAL": "1000"}
     # server() pipes the output without reading it: 120 tracebacks of /error would fill the pipe
     # and block the shop, so only critical messages are logged
     args = ["-m", "uvicorn", "examples.shop.app:app", "--port", str(port)]
     args += ["--log-level", "critical"]
-    config = CONFIG.format(rule_files=json.dumps([str(p) for p in RULE_FILES]), port=port)
-    (tmp_path / "prometheus").mkdir()
-    with (
-        server(args, port, env) as base,
-        httpx.Client(base_url=base, timeout=10) as client,
-        prometheus(config, tmp_path / "prometheus") as prom,
-    ):
-        # Warm-up: one of each kind, so every counter exists before the measured traffic
-        # (a rate cannot see the increments made before a series' first scrape).
-        assert [client.get("/users/1").status_code for _ in range(2)] == [200, 200]
-        assert client.get("/error", headers={"Connection": "close"}).status_code == 500
-        order = {"user_id": 1, "total": 5, "payment_method": "card"}
-        assert client.post("/orders", json=order).status_code == 201
-        assert client.get("/orders/1").status_code == 200
-        total = 'sum(http_server_request_duration_seconds_count{job="shop"})'
-        wait_for(prom, f"{total} == {WARM_UP}")
-        drive(client)
-        wait_for(prom, f"{total} == {WARM_UP + CYCLES * 10}")
-        counts = 'http_server_request_duration_seconds_count{job="shop"}'
-        (last_scrape,) = values(query(prom, f"max(timestamp({counts}))"))
-        # groups run concurrently: two more evaluations (1 s apart) and the alerts have read
-        # recordings of the last scrape
-        wait_for_rules(prom, after=last_scrape + 2)
-        at = time.time()
-        instance = f"127.0.0.1:{port}"
-        check_dashboards(prom, at, instance)
-        check_rules(prom, at)
+    with ExitStack() as stack:
+        prometheus_args: list[str] = []
+        if mode == "direct":
+            direct = {"shop": f"127.0.0.1:{port}"}
+            config = shipped_prometheus_config(RULE_FILES, direct=direct)
+        elif mode == "collector":
+            ports = stack.enter_context(
+                collector([COLLECTOR / "otelcol-config.yaml"], directory / "otelcol")
+            )
+            env |= push | {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{ports.http}"}
+            config = shipped_prometheus_config(
+                RULE_FILES,
+                collectors=[f"127.0.0.1:{ports.metrics}"],
+                telemetry=[f"127.0.0.1:{ports.telemetry}"],
+            )
+        else:
+            config = shipped_prometheus_config(RULE_FILES) + OTLP_CONFIG
+            prometheus_args = ["--web.enable-otlp-receiver"]
+        (directory / "prometheus").mkdir()
+        prom = stack.enter_context(
+            prometheus(config, directory / "prometheus", prometheus3_binary(), prometheus_args)
+        )
+        if mode == "prometheus-otlp":
+            env |= push | {"OTEL_EXPORTER_OTLP_ENDPOINT": f"{prom}/api/v1/otlp"}
+        shop = stack.enter_context(ExitStack())
+        ready = "/metrics" if mode == "direct" else "/healthz"
+        base = shop.enter_context(server(args, port, env, ready_path=ready))
+        yield Setup(mode, base, prom, shop.close)
+
+
+def test_same_series_dashboards_and_rules_in_every_mode(tmp_path: Path, redis_server: int) -> None:
+    """The same traffic in each mode: every panel and rule works, and the series are the same."""
+    assert len(DASHBOARDS) == 5 and len(RULE_FILES) == 2
+    port = free_port()  # one port for every mode: the payment call's server_port is the same
+    seen: dict[str, Series] = {}
+    for mode in MODES:
+        with shop_in(mode, tmp_path / mode, redis_server, port) as setup:
+            with httpx.Client(base_url=setup.shop, timeout=10) as client:
+                instance = exercise(client, setup.prom)
+            seen[mode] = shop_series(setup.prom)
+            at = time.time()
+            check_dashboards(setup.prom, at, instance)
+            check_rules(setup.prom, at, mode)
+            if mode == "collector":
+                check_push_stopped(setup)
+    compare_series(seen)
+
+
+def exercise(client: httpx.Client, prom: str) -> str:
+    """Warm-up, then the measured traffic, each counted exactly; the shop's instance label."""
+    # Warm-up: one of each kind, so every counter exists before the measured traffic
+    # (a rate cannot see the increments made before a series' first sample).
+    assert [client.get("/users/1").status_code for _ in range(2)] == [200, 200]
+    assert client.get("/error", headers={"Connection": "close"}).status_code == 500
+    order = {"user_id": 1, "total": 5, "payment_method": "card"}
+    assert client.post("/orders", json=order).status_code == 201
+    assert client.get("/orders/1").status_code == 200
+    total = 'sum(http_server_request_duration_seconds_count{job="shop"})'
+    wait_for(prom, f"{total} == {WARM_UP}", timeout=60)
+    drive(client)
+    wait_for(prom, f"{total} == {WARM_UP + CYCLES * 10}", timeout=60)
+    counts = 'http_server_request_duration_seconds_count{job="shop"}'
+    per_route = {
+        (s["metric"]["http_route"], s["metric"]["http_response_status_code"]): float(s["value"][1])
+        for s in query(prom, counts)
+    }
+    assert per_route == {
+        ("/users/{user_id}", "200"): 2 + CYCLES * 5,
+        ("/error", "500"): 1 + CYCLES * 2,
+        ("/orders", "201"): 1 + CYCLES,
+        ("/orders/{order_id}", "200"): 1 + CYCLES,
+        ("/payments/authorize", "200"): 1 + CYCLES,
+    }
+    (last,) = values(query(prom, f"max(timestamp({counts}))"))
+    # groups run concurrently: two more evaluations (1 s apart) and the alerts have read
+    # recordings of the last sample
+    wait_for_rules(prom, after=last + 2)
+    (info,) = query(prom, 'target_info{job="shop"}')
+    instance: str = info["metric"]["instance"]
+    return instance
+
+
+def shop_series(prom: str) -> Series:
+    """Every series of the shop: its name and labels (bucket bounds as numbers: Python writes
+    le="1.0", Go "1")."""
+    response = httpx.get(f"{prom}/api/v1/series", params={"match[]": '{job="shop"}'}, timeout=10)
+    found: Series = set()
+    for labels in response.json()["data"]:
+        if "le" in labels:
+            labels["le"] = repr(float(labels["le"]))
+        found.add((labels.pop("__name__"), tuple(sorted(labels.items()))))
+    return found
+
+
+def compare_series(seen: dict[str, Series]) -> None:
+    """The same names and label sets in every mode; only a process's identity differs."""
+
+    def comparable(series: Series) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+        return {
+            (name, tuple((k, "*" if k in PER_PROCESS else v) for k, v in labels))
+            for name, labels in series
+        }
+
+    direct = comparable(seen["direct"])
+    assert len(direct) > 100  # every histogram bucket of every route, and more
+    for mode in MODES[1:]:
+        other = comparable(seen[mode])
+        assert other == direct, (
+            f"{mode} vs direct: only in {mode}: {sorted(other - direct)[:20]}; "
+            f"only direct: {sorted(direct - other)[:20]}"
+        )
+
+
+def check_push_stopped(setup: Setup) -> None:
+    """The shop dies: it is an 'Instances up' of 0 at once... after the Collector's expiry, and
+    OtelKitPushStopped holds (pending for its 2 minutes; Prometheus evaluates it)."""
+    setup.stop_shop()
+    stopped = time.monotonic()
+    alert = 'ALERTS{alertname="OtelKitPushStopped", job="shop"}'
+    wait_for(setup.prom, alert, timeout=150)
+    gone = time.monotonic() - stopped
+    assert not query(setup.prom, 'target_info{job="shop"}')
+    print(f"OtelKitPushStopped active {gone:.0f} s after the shop stopped")
 
 
 def substitute(expr: str, instance: str) -> str:
@@ -155,7 +276,7 @@ def check_dashboards(prom: str, at: float, instance: str) -> None:
     # burst of a few scrapes is extrapolated by up to a scrape interval, alike for every series)
     orders = one(results["otel-kit-service/Request rate by route/A"], http_route="/orders")
     assert stat("otel-kit-service/Requests/s/A") == pytest.approx(10 * orders, rel=0.05)
-    assert stat("otel-kit-service/Targets up/A") == 1
+    assert stat("otel-kit-service/Instances up/A") == 1
     assert stat("otel-kit-service/p95 latency/A") < 0.25
     # 4 of 5 user lookups hit the cache (Redis)
     assert stat("otel-kit-cache/Hit ratio/A") == pytest.approx(0.8, abs=0.03)
@@ -196,7 +317,7 @@ def check_variable(prom: str, definition: str, instance: str) -> None:
     assert expected <= found, (definition, found)
 
 
-def check_rules(prom: str, at: float) -> None:
+def check_rules(prom: str, at: float, mode: str) -> None:
     groups = rules.generate(rules.SLO(), rules.Thresholds())
     loaded = httpx.get(f"{prom}/api/v1/rules", timeout=10).json()["data"]["groups"]
     states: dict[tuple[str, str], str] = {}
@@ -214,6 +335,10 @@ def check_rules(prom: str, at: float) -> None:
             assert query(prom, f'{rule.record}{{job="shop"}}', at), f"{rule.record} not recorded"
         else:
             for expr in rule.inputs:
+                if rule.collector_only and mode != "collector":
+                    continue  # the Collector's own series
+                if expr == "up" and mode == "prometheus-otlp":
+                    continue  # nothing is scraped
                 assert query(prom, expr, at), f"{rule.name}: no data for {expr}"
             # the condition holds exactly when Prometheus' own evaluation made the alert active
             state = states[(rule.name, rule.labels.get("long_window", ""))]

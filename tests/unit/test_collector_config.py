@@ -1,16 +1,15 @@
 """The shipped Collector, Prometheus, Grafana, compose and Kubernetes files, and
 `otel-kit collector-config`.
 
-No Collector binary can be installed here, so the Collector configs are validated
-structurally: they parse, every component is of a type otelcol-contrib has, pipelines use only
-defined components, ports agree with the app's defaults. `promtool check config` runs on the
-Prometheus configs.
+The real Collector validates and runs the configs in tests/integration/test_collector.py; here:
+the manifest it is built from has exactly the components they use, pipelines use every
+component they define, ports agree with the app's defaults and between the files. Prometheus
+3's `promtool check config` runs on the Prometheus configs.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -24,33 +23,23 @@ from typer.testing import CliRunner
 from otel_kit._exporters.push import DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT
 from otel_kit.cli.collector_config import register
 from otel_kit.generate.collector import COLLECTOR_IMAGE, CollectorOptions, generate
+from tests import go_tools
 
 COLLECTOR = Path(__file__).resolve().parents[2] / "collector"
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
-# Component types of otelcol-contrib 0.136.0, from the distribution's manifest
-# (open-telemetry/opentelemetry-collector-releases, distributions/otelcol-contrib/manifest.yaml),
-# limited to the metrics-relevant ones a config here could reasonably use.
-KNOWN_TYPES = {
-    "extensions": {
-        "health_check", "pprof", "zpages", "basicauth", "bearertokenauth", "headers_setter",
-        "oauth2client", "sigv4auth", "file_storage", "k8s_observer", "docker_observer",
-    },
-    "receivers": {
-        "otlp", "prometheus", "hostmetrics", "kubeletstats", "k8s_cluster", "docker_stats",
-        "filelog", "nop",
-    },
-    "processors": {
-        "batch", "memory_limiter", "attributes", "resource", "transform", "filter",
-        "k8sattributes", "resourcedetection", "cumulativetodelta", "deltatocumulative",
-        "metricstransform", "groupbyattrs", "interval", "metricstarttime",
-    },
-    "exporters": {
-        "otlp", "otlphttp", "prometheus", "prometheusremotewrite", "loadbalancing", "debug",
-        "nop", "file", "kafka",
-    },
-    "connectors": {"count", "forward", "routing", "spanmetrics"},
-}  # fmt: skip
+MANIFEST = COLLECTOR / "build" / "manifest.yaml"
+# The component type each module of the manifest brings.
+MODULE_TYPES = {
+    "otlpreceiver": "otlp",
+    "batchprocessor": "batch",
+    "memorylimiterprocessor": "memory_limiter",
+    "transformprocessor": "transform",
+    "prometheusexporter": "prometheus",
+    "prometheusremotewriteexporter": "prometheusremotewrite",
+    "loadbalancingexporter": "loadbalancing",
+    "healthcheckextension": "health_check",
+    "bearertokenauthextension": "bearertokenauth",
+}
 TOP_LEVEL = {"extensions", "receivers", "processors", "exporters", "connectors", "service"}
 ENV_PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 
@@ -79,12 +68,9 @@ def env_names(text: str) -> set[str]:
 
 
 def check_collector(config: dict[str, Any]) -> None:
-    """Structure: known component types, pipelines reference defined components only, every
-    defined component is used, memory_limiter first and batch last."""
+    """Pipelines reference defined components only, every defined component is used,
+    memory_limiter first and batch last."""
     assert set(config) <= TOP_LEVEL
-    for kind in TOP_LEVEL - {"service"}:
-        for component_id in config.get(kind) or {}:
-            assert component_id.split("/")[0] in KNOWN_TYPES[kind], f"{kind}: {component_id}"
     service = config["service"]
     assert set(service.get("extensions", [])) == set(config.get("extensions", {}))
     used: dict[str, set[str]] = {"receivers": set(), "processors": set(), "exporters": set()}
@@ -117,6 +103,7 @@ def test_shipped_files_equal_the_generators_default_output() -> None:
     files = generate()
     assert sorted(files) == [
         "otelcol-agent.yaml",
+        "otelcol-auth.yaml",
         "otelcol-config.yaml",
         "otelcol-remote-write.yaml",
         "prometheus.yml",
@@ -139,7 +126,28 @@ def test_k8s_configmaps_hold_the_shipped_configs_verbatim() -> None:
     assert agent["data"] == {"otelcol-agent.yaml": files["otelcol-agent.yaml"]}
 
 
-# -- Collector configs, structurally ---------------------------------------------------------
+def component_types(config: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (kind, component_id.split("/")[0])
+        for kind in TOP_LEVEL - {"service"}
+        for component_id in config.get(kind) or {}
+    }
+
+
+def test_the_manifest_builds_exactly_the_components_the_configs_use() -> None:
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    built = set()
+    for kind in ("receivers", "processors", "exporters", "extensions"):
+        for entry in manifest[kind]:
+            module, version = entry["gomod"].split()
+            assert version == f"v{manifest['dist']['version']}", entry  # one release
+            built.add((kind, MODULE_TYPES[module.rsplit("/", 1)[1]]))
+    used = set().union(*(component_types(yaml.safe_load(text)) for text in generate().values()))
+    assert built == used
+    assert COLLECTOR_IMAGE.endswith(f":{manifest['dist']['version']}")
+
+
+# -- Collector configs -----------------------------------------------------------------------
 
 
 def test_collector_config() -> None:
@@ -155,7 +163,14 @@ def test_collector_config() -> None:
     assert port(config["exporters"]["prometheus"]["endpoint"]) == 8889
     # job/instance come from service.name/service.instance.id; copying every resource
     # attribute onto every series would make collector mode differ from direct mode.
-    assert "resource_to_telemetry_conversion" not in config["exporters"]["prometheus"]
+    exporter = config["exporters"]["prometheus"]
+    assert "resource_to_telemetry_conversion" not in exporter
+    # the labels of direct mode (no otel_scope_*); the apps' timestamps (a frozen copy on a
+    # gateway an app moved away from is dropped); 4 push intervals of 15 s, at least 1 min
+    assert exporter["without_scope_info"] is True and exporter["send_timestamps"] is True
+    assert exporter["metric_expiration"] == "1m"
+    statements = config["processors"]["transform/identity"]["metric_statements"][0]["statements"]
+    assert 'set(attributes["service_name"], attributes["service.name"])' in statements[1]
     assert port(config["extensions"]["health_check"]["endpoint"]) == 13133
     assert env_names((COLLECTOR / "otelcol-config.yaml").read_text()) == set()
 
@@ -171,13 +186,32 @@ def test_remote_write_overlay_merges_into_a_valid_config() -> None:
     assert env_names(text) == {"REMOTE_WRITE_URL", "REMOTE_WRITE_TENANT"}
 
 
+def test_auth_overlay_requires_a_bearer_token_on_both_receivers() -> None:
+    text = (COLLECTOR / "otelcol-auth.yaml").read_text()
+    for base in ("otelcol-config.yaml", "otelcol-agent.yaml"):
+        merged = merge(load(base), yaml.safe_load(text))
+        check_collector(merged)
+        for protocol in merged["receivers"]["otlp"]["protocols"].values():
+            assert protocol["auth"] == {"authenticator": "bearertokenauth/otlp"}
+            assert protocol["endpoint"].startswith("0.0.0.0:")  # the base's endpoint stays
+    assert env_names(text) == {"OTLP_TOKEN"}
+
+
+def test_k8s_agent_runs_on_every_node() -> None:
+    agent = next(doc for doc in k8s("agent.yaml") if doc["kind"] == "DaemonSet")
+    assert agent["spec"]["template"]["spec"]["tolerations"] == [{"operator": "Exists"}]
+
+
 def test_agent_config_forwards_to_the_gateways_grpc_port() -> None:
     agent = load("otelcol-agent.yaml")
     check_collector(agent)
     assert receiver_ports(agent) == (4317, 4318)
     balancer = agent["exporters"]["loadbalancing"]
     assert balancer["routing_key"] == "resource"  # an app instance always hits one gateway
-    assert balancer["resolver"]["dns"]["port"] == receiver_ports(load("otelcol-config.yaml"))[0]
+    # a string: the 0.161 config decoder refuses a number (tests/integration/test_collector.py)
+    assert balancer["resolver"]["dns"]["port"] == str(
+        receiver_ports(load("otelcol-config.yaml"))[0]
+    )
     assert env_names((COLLECTOR / "otelcol-agent.yaml").read_text()) == {"GATEWAY_HOSTNAME"}
 
 
@@ -204,7 +238,7 @@ def test_generated_with_other_ports_and_remote_write() -> None:
     assert exporters == ["prometheus", "prometheusremotewrite"]
     agent = yaml.safe_load(files["otelcol-agent.yaml"])
     check_collector(agent)
-    assert agent["exporters"]["loadbalancing"]["resolver"]["dns"]["port"] == 14317
+    assert agent["exporters"]["loadbalancing"]["resolver"]["dns"]["port"] == "14317"
     prometheus = yaml.safe_load(files["prometheus.yml"])
     targets = {
         job["job_name"]: job["static_configs"][0]["targets"] for job in prometheus["scrape_configs"]
@@ -236,7 +270,10 @@ def test_bad_options(options: dict[str, Any], message: str) -> None:
 
 def promtool(path: Path) -> None:
     result = subprocess.run(
-        [PROMTOOL, "check", "config", str(path)], capture_output=True, text=True, timeout=60
+        [go_tools.promtool3(), "check", "config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -275,13 +312,14 @@ def test_k8s_scrape_config_passes_promtool(tmp_path: Path) -> None:
     gateway = next(doc for doc in k8s("gateway.yaml") if doc["kind"] == "Deployment")
     ports = {p["name"]: p["containerPort"] for p in containers(gateway)[0]["ports"]}
     assert keep == ["otel-gateway", "metrics"] and ports["metrics"] == 8889
-    # Debian's promtool is built without Kubernetes service discovery: check the rest of the
-    # file with each kubernetes_sd_configs swapped for an empty static list.
-    for job in prometheus["scrape_configs"]:
-        job.pop("kubernetes_sd_configs")
-        job["static_configs"] = [{"targets": []}]
+    assert jobs["otel-gateway"]["track_timestamps_staleness"] is True
+    # the Collectors' own metrics, gateways and agents alike, for the otel-kit-collector alerts
+    internal = jobs["otel-collector-internal"]["relabel_configs"]
+    assert [rule["regex"] for rule in internal[:2]] == ["otel-gateway|otel-agent", "telemetry"]
+    agent = next(doc for doc in k8s("agent.yaml") if doc["kind"] == "DaemonSet")
+    assert containers(agent)[0]["ports"][2] == {"name": "telemetry", "containerPort": 8888}
     path = tmp_path / "prometheus.yml"
-    path.write_text(yaml.safe_dump(prometheus))
+    path.write_text(config_map["data"]["prometheus.yml"])
     promtool(path)
 
 
@@ -303,8 +341,13 @@ def test_docker_compose_wires_the_shipped_files() -> None:
     mounts = dict(volume.split(":")[1::-1] for volume in collector["volumes"])
     config_args = [arg.removeprefix("--config=") for arg in collector["command"]]
     assert [mounts[path] for path in config_args] == ["./otelcol-config.yaml"]
-    published = {int(mapping.split(":")[0]) for mapping in collector["ports"]}
+    published = {int(mapping.split(":")[1]) for mapping in collector["ports"]}
     assert published == {4317, 4318, 8889, 13133}
+    for name, service in services.items():  # nothing unauthenticated on other interfaces
+        assert all(m.startswith("127.0.0.1:") for m in service.get("ports", [])), name
+    assert collector["mem_limit"] == "512m" and collector["environment"]["GOMEMLIMIT"] == "410MiB"
+    password = services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert password.startswith("${GRAFANA_ADMIN_PASSWORD:?")  # no default password
 
     shop = services["shop"]["environment"]
     assert shop["OTEL_METRICS_EXPORTER"] == "otlp"
@@ -324,7 +367,7 @@ def test_docker_compose_wires_the_shipped_files() -> None:
     (datasource,) = load("grafana/provisioning/datasources/prometheus.yml")["datasources"]
     assert datasource["type"] == "prometheus"
     assert datasource["url"] == "http://prometheus:9090"
-    assert "9090:9090" in prometheus["ports"]
+    assert "127.0.0.1:9090:9090" in prometheus["ports"]
 
 
 # -- Kubernetes ----------------------------------------------------------------------------------
@@ -362,6 +405,12 @@ def test_k8s_workloads(file: str, kind: str) -> None:
     assert ports["telemetry"] == readers[0]["pull"]["exporter"]["prometheus"]["port"]
     if "prometheus" in config["exporters"]:
         assert ports["metrics"] == port(config["exporters"]["prometheus"]["endpoint"])
+    # GOMEMLIMIT at 80 % of the memory limit, memory_limiter's hard limit (75 %) below it
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    limit = container["resources"]["limits"]["memory"]
+    mebibytes = int(limit[:-2]) * (1024 if limit.endswith("Gi") else 1)
+    assert env["GOMEMLIMIT"] == f"{int(mebibytes * 0.8)}MiB"
+    assert config["processors"]["memory_limiter"]["limit_percentage"] == 75
     for service in (doc for doc in docs if doc["kind"] == "Service"):
         assert service["spec"]["selector"].items() <= labels.items()
         for service_port in service["spec"]["ports"]:
@@ -382,7 +431,7 @@ def test_k8s_agents_resolve_every_gateway() -> None:
     )
     (grpc,) = headless["spec"]["ports"]
     config = yaml.safe_load(generate()["otelcol-agent.yaml"])
-    assert grpc["port"] == config["exporters"]["loadbalancing"]["resolver"]["dns"]["port"]
+    assert str(grpc["port"]) == config["exporters"]["loadbalancing"]["resolver"]["dns"]["port"]
 
 
 def test_k8s_kustomization_lists_every_manifest() -> None:

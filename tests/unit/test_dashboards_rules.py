@@ -127,10 +127,12 @@ def test_every_metric_name_is_in_the_catalogue_or_the_real_exposition(
     assert runtime <= real  # the runtime names the dashboards use are what the kit emits
     recorded = {rule.record for rule in defined_rules() if isinstance(rule, rules.Recording)}
     allowed = catalogue_names() | real | {"up"}
+    collector_own = {_promql.OTELCOL_REFUSED, _promql.OTELCOL_SEND_FAILED}  # exist: see
+    # tests/integration/test_prometheus_rules.py, collector mode
     used_by_dashboards = {name for expr in panel_exprs() for name in metric_names(expr)}
     used_by_rules = {name for expr in rule_exprs() for name in metric_names(expr)}
     assert used_by_dashboards - allowed == set()
-    assert used_by_rules - allowed - recorded == set()
+    assert used_by_rules - allowed - recorded == collector_own
     # and the extraction works: the names it finds are the ones a reader sees
     assert "http_server_request_duration_seconds_bucket" in used_by_dashboards
     assert {"up", "target_info", "job:http_server_request_error:ratio_rate1h"} <= used_by_rules
@@ -248,7 +250,10 @@ def test_rule_names_labels_and_annotations() -> None:
         "OtelKitDBPoolSaturated",
         "OtelKitOutboundErrors",
         "OtelKitTargetDown",
+        "OtelKitPushStopped",
         "OtelKitMetricsAbsent",
+        "OtelKitCollectorRefusing",
+        "OtelKitCollectorExportFailing",
     }
 
 
@@ -256,7 +261,9 @@ def test_slo_for_one_service_filters_every_selector() -> None:
     slo = rules.SLO(service="shop", availability_objective=0.99, latency_objective=0.95)
     exprs = [rule.expr for rule in defined_rules(slo) if isinstance(rule, rules.Recording)]
     exprs += [
-        a.expr for a in alerts(slo) if a.name in ("OtelKitTargetDown", "OtelKitMetricsAbsent")
+        a.expr
+        for a in alerts(slo)
+        if a.name in ("OtelKitTargetDown", "OtelKitPushStopped", "OtelKitMetricsAbsent")
     ]
     for expr in exprs:
         for _name, matchers in _SELECTOR.findall(expr):
@@ -328,7 +335,7 @@ def run(*args: str | Path) -> str:
 
 def test_promtool_checks_the_committed_rules_and_a_custom_slo(tmp_path: Path) -> None:
     output = run("check", "rules", *sorted(RULES_DIR.glob("*.yml")))
-    assert "SUCCESS: 14 rules found" in output and "SUCCESS: 20 rules found" in output
+    assert "SUCCESS: 17 rules found" in output and "SUCCESS: 20 rules found" in output
     slo = rules.SLO(service='sh"op', latency_threshold=1.0, availability_objective=0.95)
     run("check", "rules", *rules.write(tmp_path, slo))
 
@@ -336,7 +343,7 @@ def test_promtool_checks_the_committed_rules_and_a_custom_slo(tmp_path: Path) ->
 def test_promtool_unit_tests_fire_and_do_not_fire() -> None:
     tests = sorted((RULES_DIR / "tests").glob("*.yml"))
     output = run("test", "rules", *tests)
-    assert output.count("SUCCESS") == len(tests) == 2
+    assert output.count("SUCCESS") == len(tests) == 3
     # each alert is expected firing somewhere and expected silent somewhere
     text = "\n".join(path.read_text() for path in tests)
     blocks = re.findall(r"alertname: (\w+)\n\s+exp_alerts:( \[\])?", text)
