@@ -41,6 +41,7 @@ __all__ = [
     "METHOD",
     "OTELCOL_REFUSED",
     "OTELCOL_SEND_FAILED",
+    "OTELCOL_SENT",
     "PENDING",
     "POOL",
     "POOL_COUNT",
@@ -108,7 +109,8 @@ GC_UNCOLLECTABLE = c.CPYTHON_GC_UNCOLLECTABLE_OBJECTS.prometheus
 UP, TARGET_INFO = "up", "target_info"
 # The Collector's own counters (its telemetry, scraped by the otel-collector-internal job).
 OTELCOL_REFUSED = "otelcol_receiver_refused_metric_points_total"
-OTELCOL_SEND_FAILED = "otelcol_exporter_send_failed_metric_points_total"
+OTELCOL_SEND_FAILED = "otelcol_exporter_send_failed_metric_points_total"  # from a 1st failure
+OTELCOL_SENT = "otelcol_exporter_sent_metric_points_total"
 
 # Labels.
 ROUTE, STATUS, ERROR = (

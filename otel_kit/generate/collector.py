@@ -151,6 +151,7 @@ def _telemetry(o: CollectorOptions) -> str:
               prometheus:
                 host: 0.0.0.0
                 port: {o.telemetry_port}
+                without_type_suffix: false  # counters end in _total, as the alerts expect
 """
 
 

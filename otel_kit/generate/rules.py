@@ -30,6 +30,7 @@ from otel_kit.generate._promql import (
     LOOKUPS,
     OTELCOL_REFUSED,
     OTELCOL_SEND_FAILED,
+    OTELCOL_SENT,
     POOL,
     ROUTE,
     SERVER,
@@ -384,9 +385,9 @@ def alerts(slo: SLO, thresholds: Thresholds) -> tuple[Group, ...]:
                     description="The Collector has refused points sent to it for 5 minutes "
                     "({{ $value | humanize }}/s): its memory_limiter is above its limit, or the "
                     "points are malformed. Senders retry, but the newest data waits.",
-                    runbook="Collector log, and its memory (otelcol_process_memory_rss_bytes) "
-                    "against the container limit: raise the limit (and GOMEMLIMIT), or add "
-                    "gateways. docs/deploy.md, 'Sizing'.",
+                    runbook="Collector log, and its memory against the container limit: raise "
+                    "the limit (and GOMEMLIMIT with it), or add gateways. docs/deploy.md, "
+                    "'Sizing'.",
                     inputs=(_otelcol(OTELCOL_REFUSED),),
                     collector_only=True,
                 ),
@@ -401,7 +402,9 @@ def alerts(slo: SLO, thresholds: Thresholds) -> tuple[Group, ...]:
                     "remote-write endpoint does not take them; after its retries they are lost.",
                     runbook="Collector log names the endpoint and the error; check that the "
                     "gateways (agent) or the TSDB (remote write) are up and reachable.",
-                    inputs=(_otelcol(OTELCOL_SEND_FAILED),),
+                    # the failure counter appears with the first failure; the sent one is
+                    # there from the first export on
+                    inputs=(_otelcol(OTELCOL_SENT),),
                     collector_only=True,
                 ),
             ),
@@ -411,7 +414,7 @@ def alerts(slo: SLO, thresholds: Thresholds) -> tuple[Group, ...]:
 
 def _otelcol(counter: str) -> str:
     """Per-second rate of one of the Collector's own counters, per Collector (and exporter)."""
-    by = "job, instance, exporter" if counter == OTELCOL_SEND_FAILED else "job, instance"
+    by = "job, instance" if counter == OTELCOL_REFUSED else "job, instance, exporter"
     return f"sum by ({by}) (rate({counter}[5m]))"
 
 

@@ -6,6 +6,7 @@ on the command line (`--set`): every listen address becomes 127.0.0.1 and a free
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -44,14 +45,16 @@ class Ports:
     def free(cls) -> Ports:
         return cls(*(free_port() for _ in range(5)))
 
-    def overrides(self, gateway: bool) -> list[str]:
-        prom = f"{{host: 127.0.0.1, port: {self.telemetry}}}"
-        reader = f"[{{pull: {{exporter: {{prometheus: {prom}}}}}}}]"
+    def overrides(self, config: Path, gateway: bool) -> list[str]:
+        """--set options: `config`'s listen addresses on 127.0.0.1 and these ports (its
+        telemetry reader as shipped but for host and port: a list is replaced whole)."""
+        (reader,) = yaml.safe_load(config.read_text())["service"]["telemetry"]["metrics"]["readers"]
+        reader["pull"]["exporter"]["prometheus"] |= {"host": "127.0.0.1", "port": self.telemetry}
         sets = [
             f"receivers::otlp::protocols::grpc::endpoint=127.0.0.1:{self.grpc}",
             f"receivers::otlp::protocols::http::endpoint=127.0.0.1:{self.http}",
             f"extensions::health_check::endpoint=127.0.0.1:{self.health}",
-            f"service::telemetry::metrics::readers={reader}",
+            f"service::telemetry::metrics::readers={json.dumps([reader])}",
         ]
         if gateway:
             sets.append(f"exporters::prometheus::endpoint=127.0.0.1:{self.metrics}")
@@ -86,9 +89,10 @@ def collector(
 ) -> Iterator[Ports]:
     """Validate, then run the Collector with `configs` until it is healthy; stop it by PID."""
     ports = ports or Ports.free()
-    args = config_args(configs, [*ports.overrides(gateway), *extra])
+    overrides = [*ports.overrides(configs[0], gateway), *extra]
+    args = config_args(configs, overrides)
     environment = {**os.environ, **(env or {})}
-    validate(configs, environment, [*ports.overrides(gateway), *extra])
+    validate(configs, environment, overrides)
     directory.mkdir(parents=True, exist_ok=True)
     log = directory / "otelcol.log"
     with log.open("ab") as out:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import yaml
 
+from otel_kit.generate import rules
 from tests.integration.otelcol import (
     COLLECTOR,
     Ports,
@@ -234,22 +235,26 @@ def test_a_stream_moving_between_gateways_stays_one_correct_series(
         prom = stack.enter_context(prometheus3(tmp_path / "prom", config))
         client = stack.enter_context(shop(tmp_path, f"http://127.0.0.1:{agent_ports.http}"))
         env = {"GATEWAY_HOSTNAME": "unused"}
+        agent = stack.enter_context(ExitStack())
         with Load(client, per_second=20) as load:
             for stage in ((a,), (a, b), (b,)):
-                with collector(
-                    [AGENT],
-                    tmp_path / "agent",
-                    env=env,
-                    ports=agent_ports,
-                    gateway=False,
-                    extra=static_resolver(*stage),
-                ):
-                    time.sleep(8)  # the traffic of this stage (a duration, not a wait)
+                agent.close()  # the agent restarts with the new gateway list
+                agent.enter_context(
+                    collector(
+                        [AGENT],
+                        tmp_path / "agent",
+                        env=env,
+                        ports=agent_ports,
+                        gateway=False,
+                        extra=static_resolver(*stage),
+                    )
+                )
+                time.sleep(8)  # the traffic of this stage (a duration, not a wait)
         window = f"{int(time.time() - load.started) + 5}s"
         if send_timestamps:
             wait_for(prom, f"{COUNT} == {load.sent}", timeout=60)
         else:
-            wait_for(prom, f"{COUNT}", timeout=60)
+            wait_for(prom, COUNT, timeout=60)
         resets = float(query(prom, f"resets({COUNT}[{window}])")[0]["value"][1])
         peak = max_rate(prom, load.started, load.stopped)
         rate = load.sent / (load.stopped - load.started)
@@ -275,3 +280,31 @@ def max_rate(prom: str, start: float, end: float) -> float:
     body = httpx.get(f"{prom}/api/v1/query_range", params=params, timeout=10).json()
     assert body["status"] == "success", body
     return max(float(v) for series in body["data"]["result"] for _, v in series["values"])
+
+
+def test_a_failing_export_trips_the_collector_alerts_condition(tmp_path: Path) -> None:
+    """Remote write to a closed port: the Collector's failure counter, scraped by the shipped
+    otel-collector-internal job, makes OtelKitCollectorExportFailing's condition true."""
+    groups = rules.alerts(rules.SLO(), rules.Thresholds())
+    (alert,) = [a for g in groups for a in g.rules if a.name == "OtelKitCollectorExportFailing"]
+    assert isinstance(alert, rules.Alert)
+    ports = Ports.free()
+    env = {"REMOTE_WRITE_URL": f"http://127.0.0.1:{free_port()}/api/v1/write"}
+    retry = "--set=exporters::prometheusremotewrite::retry_on_failure"
+    give_up = f"{retry}={{max_elapsed_time: 1s, max_interval: 1s, initial_interval: 100ms}}"
+    config = shipped_prometheus_config(telemetry=[f"127.0.0.1:{ports.telemetry}"])
+    with (
+        collector([GATEWAY, REMOTE_WRITE], tmp_path / "gw", env=env, ports=ports, extra=[give_up]),
+        prometheus3(tmp_path / "prom", config) as prom,
+        shop(tmp_path, f"http://127.0.0.1:{ports.http}") as client,
+    ):
+        requests(client, 5)
+        (failing,) = wait_for(prom, alert.expr, timeout=60)
+        assert failing["metric"] == {
+            "job": "otel-collector-internal",
+            "instance": f"127.0.0.1:{ports.telemetry}",
+            "exporter": "prometheusremotewrite",
+        }
+        # the prometheus exporter beside it is fine: its points are sent
+        sent = query(prom, 'otelcol_exporter_sent_metric_points_total{exporter="prometheus"}')
+        assert float(sent[0]["value"][1]) > 0

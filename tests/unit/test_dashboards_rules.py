@@ -127,8 +127,8 @@ def test_every_metric_name_is_in_the_catalogue_or_the_real_exposition(
     assert runtime <= real  # the runtime names the dashboards use are what the kit emits
     recorded = {rule.record for rule in defined_rules() if isinstance(rule, rules.Recording)}
     allowed = catalogue_names() | real | {"up"}
-    collector_own = {_promql.OTELCOL_REFUSED, _promql.OTELCOL_SEND_FAILED}  # exist: see
-    # tests/integration/test_prometheus_rules.py, collector mode
+    # the Collector's own: tests/integration/test_collector.py and test_prometheus_rules.py
+    collector_own = {_promql.OTELCOL_REFUSED, _promql.OTELCOL_SEND_FAILED, _promql.OTELCOL_SENT}
     used_by_dashboards = {name for expr in panel_exprs() for name in metric_names(expr)}
     used_by_rules = {name for expr in rule_exprs() for name in metric_names(expr)}
     assert used_by_dashboards - allowed == set()
