@@ -308,3 +308,29 @@ def test_a_failing_export_trips_the_collector_alerts_condition(tmp_path: Path) -
         # the prometheus exporter beside it is fine: its points are sent
         sent = query(prom, 'otelcol_exporter_sent_metric_points_total{exporter="prometheus"}')
         assert float(sent[0]["value"][1]) > 0
+
+
+def test_a_restarted_app_is_counted_once_after_the_expiry(tmp_path: Path) -> None:
+    """The shop restarts (a new instance id): for up to the shipped metric_expiration (1 min)
+    the Collector still shows the old instance, then Prometheus marks its series stale, and
+    sums of gauges count the live process only."""
+    ports = Ports.free()
+    config = shipped_prometheus_config(collectors=[f"127.0.0.1:{ports.metrics}"])
+    instances = 'count(target_info{job="shop"})'
+    gauges = 'count(http_server_active_requests{job="shop"})'
+    with (
+        collector([GATEWAY], tmp_path / "gw", ports=ports),
+        prometheus3(tmp_path / "prom", config) as prom,
+    ):
+        otlp = f"http://127.0.0.1:{ports.http}"
+        with shop(directory(tmp_path / "first"), otlp) as client:
+            requests(client, 3)
+            wait_for(prom, f"{COUNT} == 3", timeout=60)
+        with shop(directory(tmp_path / "second"), otlp) as client:
+            requests(client, 2)
+            wait_for(prom, f"{instances} == 2 and {gauges} == 2", timeout=60)
+            restarted = time.monotonic()
+            wait_for(prom, f"{instances} == 1 and {gauges} == 1", timeout=120)
+            print(f"the old instance left the sums {time.monotonic() - restarted:.0f} s later")
+            (live,) = query(prom, COUNT)
+            assert live["value"][1] == "2"  # the new process's own count

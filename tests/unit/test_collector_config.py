@@ -258,6 +258,9 @@ def test_generated_with_other_ports_and_remote_write() -> None:
         ({"prometheus_port": 4318}, "the Collector's ports must differ"),
         ({"remote_write_url": "mimir:9009"}, "expected an http:// or https:// URL"),
         ({"direct_targets": (("api", "api"),)}, "direct target api=api: expected JOB=HOST:PORT"),
+        ({"push_interval": "15"}, "push_interval = '15': expected a duration such as 15s, 1m"),
+        ({"push_interval": "0s"}, "push_interval = '0s': expected a duration"),
+        ({"scrape_interval": "1d"}, "scrape_interval = '1d': expected a duration"),
     ],
 )
 def test_bad_options(options: dict[str, Any], message: str) -> None:
@@ -493,6 +496,26 @@ def test_command_with_the_users_ports_and_options(tmp_path: Path) -> None:
     config = yaml.safe_load((tmp_path / "otelcol-config.yaml").read_text())
     assert receiver_ports(config) == (5317, 5318)
     assert "prometheusremotewrite" in config["service"]["pipelines"]["metrics"]["exporters"]
+
+
+@pytest.mark.parametrize(
+    ("push_interval", "expiration"), [("1s", "1m"), ("15s", "1m"), ("20s", "80s"), ("1m", "4m")]
+)
+def test_metric_expiration_is_four_push_intervals(push_interval: str, expiration: str) -> None:
+    files = generate(CollectorOptions(push_interval=push_interval))
+    config = yaml.safe_load(files["otelcol-config.yaml"])
+    assert config["exporters"]["prometheus"]["metric_expiration"] == expiration
+
+
+def test_command_takes_the_push_interval(tmp_path: Path) -> None:
+    args = ["collector-config", "--out", str(tmp_path), "--push-interval", "1m"]
+    result = CliRunner().invoke(cli(), args)
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load((tmp_path / "otelcol-config.yaml").read_text())
+    assert config["exporters"]["prometheus"]["metric_expiration"] == "4m"
+    bad = CliRunner().invoke(cli(), [*args[:3], "--push-interval", "soon"])
+    assert bad.exit_code == 2
+    assert "push_interval = 'soon': expected a duration such as 15s, 1m or 1h" in bad.output
 
 
 def test_command_without_direct_targets(tmp_path: Path) -> None:
