@@ -144,15 +144,17 @@ def test_remote_write_overlay_into_prometheus(tmp_path: Path) -> None:
 
 
 def test_agent_forwards_to_the_gateway(tmp_path: Path) -> None:
-    """The shipped agent, its DNS resolver on 127.0.0.1 (the gateway's gRPC port), in front of
-    the shipped gateway."""
+    """The agent in front of a gateway, both from the Kubernetes ConfigMaps (the same files as
+    collector/, which the other tests run): the agent's DNS resolver on 127.0.0.1 and the
+    gateway's gRPC port."""
+    k8s = k8s_files(tmp_path)
     gateway = Ports.free()
     port = f'--set=exporters::loadbalancing::resolver::dns::port="{gateway.grpc}"'
     config = shipped_prometheus_config(collectors=[f"127.0.0.1:{gateway.metrics}"])
     with (
-        collector([GATEWAY], tmp_path / "gw", ports=gateway),
+        collector([k8s["otelcol-config.yaml"]], tmp_path / "gw", ports=gateway),
         collector(
-            [AGENT],
+            [k8s["otelcol-agent.yaml"]],
             tmp_path / "agent",
             env={"GATEWAY_HOSTNAME": "127.0.0.1"},
             gateway=False,
