@@ -230,6 +230,8 @@ def compare_series(seen: dict[str, Series]) -> None:
 
     direct = comparable(seen["direct"])
     assert len(direct) > 100  # every histogram bucket of every route, and more
+    names = {name for name, _ in direct}
+    print(f"{len(direct)} series of {len(names)} names, the same in {', '.join(MODES)}")
     for mode in MODES[1:]:
         other = comparable(seen[mode])
         assert other == direct, (
