@@ -19,6 +19,7 @@ COLLECTOR_IMAGE = "otel/opentelemetry-collector-contrib:0.161.0"  # = collector/
 _VERSION = COLLECTOR_IMAGE.rpartition(":")[2]
 _HOST_PORT = re.compile(r"[A-Za-z0-9._-]+:\d{1,5}")
 _JOB = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
 _INSTANCE_FALLBACK = (
     'set(attributes["service.instance.id"], attributes["host.name"])'
     ' where attributes["service.instance.id"] == nil and attributes["host.name"] != nil'
@@ -81,9 +82,16 @@ class CollectorOptions:
             raise ValueError(f"the Collector's ports must differ: {ports}")
         url = self.remote_write_url
         if url is not None and (
-            urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname
+            urlsplit(url).scheme not in ("http", "https")
+            or not urlsplit(url).hostname
+            or not url.isprintable()
+            or " " in url
         ):
             raise ValueError(f"remote_write_url = {url!r}: expected an http:// or https:// URL")
+        if not _HOST.fullmatch(self.collector_host):
+            raise ValueError(
+                f"collector_host = {self.collector_host!r}: expected a host name or IP address"
+            )
         for job, target in self.direct_targets:
             if not _JOB.fullmatch(job) or not _HOST_PORT.fullmatch(target):
                 raise ValueError(f"direct target {job}={target}: expected JOB=HOST:PORT")
