@@ -198,13 +198,20 @@ class Load:
 
     def __init__(self, client: httpx.Client, per_second: float) -> None:
         self.sent = 0
+        self.failures: list[str] = []  # the thread's, checked by the test once it has stopped
         self._client, self._pause = client, 1 / per_second
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run)
 
     def _run(self) -> None:
         while not self._stop.wait(self._pause):
-            assert self._client.get("/users/1").status_code == 200
+            try:
+                status = self._client.get("/users/1").status_code
+            except httpx.HTTPError as exc:
+                status = repr(exc)
+            if status != 200:
+                self.failures.append(str(status))
+                return
             self.sent += 1
 
     def __enter__(self) -> Load:
@@ -216,6 +223,9 @@ class Load:
         self._stop.set()
         self._thread.join(timeout=30)
         self.stopped = time.time()
+
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
 
 @pytest.mark.parametrize("send_timestamps", [True, False], ids=["shipped", "no-timestamps"])
@@ -252,6 +262,7 @@ def test_a_stream_moving_between_gateways_stays_one_correct_series(
                     )
                 )
                 time.sleep(8)  # the traffic of this stage (a duration, not a wait)
+        assert load.failures == [] and not load.running()
         window = f"{int(time.time() - load.started) + 5}s"
         if send_timestamps:
             wait_for(prom, f"{COUNT} == {load.sent}", timeout=60)
