@@ -154,14 +154,17 @@ def test_same_series_dashboards_and_rules_in_every_mode(tmp_path: Path, redis_se
     port = free_port()  # one port for every mode: the payment call's server_port is the same
     seen: dict[str, Series] = {}
     for mode in MODES:
-        print(f"mode {mode}")
         with shop_in(mode, tmp_path / mode, redis_server, port) as setup:
             with httpx.Client(base_url=setup.shop, timeout=10) as client:
                 instance = exercise(client, setup.prom)
             seen[mode] = shop_series(setup.prom)
             at = time.time()
-            check_dashboards(setup.prom, at, instance)
-            check_rules(setup.prom, at, mode)
+            try:
+                check_dashboards(setup.prom, at, instance)
+                check_rules(setup.prom, at, mode)
+            except AssertionError as exc:  # say which mode, and keep pytest's details
+                exc.args = (f"{mode} mode: {exc.args[0] if exc.args else ''}", *exc.args[1:])
+                raise
             if mode == "collector":
                 check_push_stopped(setup)
     compare_series(seen)
