@@ -48,6 +48,8 @@ __all__ = ["BURN_WINDOWS", "SLO", "Alert", "BurnWindow", "Group", "Recording", "
 __all__ += ["generate", "render", "write"]
 
 Severity = Literal["page", "ticket"]
+# In a PromQL string ("…") or an alert template ({{ … }}) these would end it or start code.
+_UNSAFE_IN_RULES = re.compile(r'^$|["\\{}]')
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,13 @@ class SLO:
             value = getattr(self, name)
             if not 0 < value < 1:
                 raise ValueError(f"{name} must be between 0 and 1, e.g. 0.999; got {value!r}")
-        if self.service is not None and not self.service:
-            raise ValueError("service must be a job name or None (every job); got ''")
+        if self.service is not None and (
+            not self.service.isprintable() or _UNSAFE_IN_RULES.search(self.service)
+        ):
+            raise ValueError(
+                "service must be a job name or None (every job): printable, without quotes, "
+                f"backslashes or braces (they would break the rule file); got {self.service!r}"
+            )
         if not any(math.isclose(b, self.latency_threshold) for b in self.buckets):
             bounds = ", ".join(f"{b:g}" for b in self.buckets)
             raise ValueError(

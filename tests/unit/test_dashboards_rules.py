@@ -285,6 +285,9 @@ def test_slo_for_one_service_filters_every_selector() -> None:
         ({"availability_objective": 1.0}, "availability_objective must be between 0 and 1"),
         ({"latency_objective": 0}, "latency_objective must be between 0 and 1"),
         ({"service": ""}, "service must be a job name or None"),
+        ({"service": "{{ $value }}"}, "without quotes, backslashes or braces"),
+        ({"service": 'shop", job=~".*'}, "without quotes, backslashes or braces"),
+        ({"service": "shop\n"}, "service must be a job name or None (every job): printable"),
     ],
 )
 def test_slo_validation(kwargs: dict[str, Any], message: str) -> None:
