@@ -48,8 +48,8 @@ __all__ = ["BURN_WINDOWS", "SLO", "Alert", "BurnWindow", "Group", "Recording", "
 __all__ += ["generate", "render", "write"]
 
 Severity = Literal["page", "ticket"]
-# In a PromQL string ("…") or an alert template ({{ … }}) these would end it or start code.
-_UNSAFE_IN_RULES = re.compile(r'^$|["\\{}]')
+# In an alert's annotations the service name is template text: {{ }} would run as a template.
+_UNSAFE_IN_RULES = re.compile(r"^$|\{\{|\}\}")
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,8 @@ class SLO:
             not self.service.isprintable() or _UNSAFE_IN_RULES.search(self.service)
         ):
             raise ValueError(
-                "service must be a job name or None (every job): printable, without quotes, "
-                f"backslashes or braces (they would break the rule file); got {self.service!r}"
+                "service must be a job name or None (every job): printable, without {{ or }} "
+                f"(alert templates would run them); got {self.service!r}"
             )
         if not any(math.isclose(b, self.latency_threshold) for b in self.buckets):
             bounds = ", ".join(f"{b:g}" for b in self.buckets)
