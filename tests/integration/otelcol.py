@@ -9,28 +9,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-import pytest
 import yaml
 
 from tests import go_tools
-from tests.integration.processes import ROOT, free_port, terminate
+from tests.integration.processes import ROOT, free_port, terminate, wait_until_ready
 
 COLLECTOR = ROOT / "collector"
-
-
-def otelcol_binary() -> str:
-    return go_tools.otelcol()
-
-
-def prometheus3_binary() -> str:
-    return go_tools.prometheus3()
 
 
 @dataclass(frozen=True)
@@ -68,7 +57,7 @@ def config_args(configs: Sequence[Path], extra: Sequence[str] = ()) -> list[str]
 def validate(configs: Sequence[Path], env: dict[str, str], extra: Sequence[str] = ()) -> None:
     """`otelcol validate`: every component known and its configuration accepted."""
     done = subprocess.run(
-        [otelcol_binary(), "validate", *config_args(configs, extra)],
+        [go_tools.otelcol(), "validate", *config_args(configs, extra)],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -97,24 +86,13 @@ def collector(
     log = directory / "otelcol.log"
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [otelcol_binary(), *args], env=environment, stdout=out, stderr=out
+            [go_tools.otelcol(), *args], env=environment, stdout=out, stderr=out
         )
     try:
-        deadline = time.monotonic() + 30
-        while not _healthy(ports.health):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the Collector did not become healthy within 30 s:\n{log.read_text()}")
-            time.sleep(0.1)
+        wait_until_ready(process, f"http://127.0.0.1:{ports.health}/", log, "the Collector")
         yield ports
     finally:
         terminate(process)
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def shipped_prometheus_config(

@@ -39,6 +39,24 @@ def terminate(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
 
 
+def wait_until_ready(
+    process: subprocess.Popen[bytes], url: str, log: Path, what: str, timeout: float = 30
+) -> None:
+    """Poll until GET `url` answers 200; fail with `log` if `process` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not _answers_200(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{what} did not become ready within {timeout:g} s:\n{log.read_text()}")
+        time.sleep(0.1)
+
+
+def _answers_200(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 @contextmanager
 def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     """A threaded HTTP server on a free loopback port (its base URL) for the block."""

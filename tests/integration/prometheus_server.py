@@ -1,5 +1,5 @@
 """A real Prometheus server on loopback, stopped by PID: Debian's `prometheus` (2.x), or the
-Prometheus 3 that .ci/build-prometheus builds (tests.integration.otelcol.prometheus3_binary)."""
+Prometheus 3 that .ci/build-prometheus builds (tests.go_tools.prometheus3)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.processes import free_port, terminate
+from tests.integration.processes import free_port, terminate, wait_until_ready
 
 
 @contextmanager
@@ -43,21 +43,10 @@ def prometheus(
         process = subprocess.Popen(args, cwd=directory, stdout=out, stderr=out)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while not _ready(base):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"prometheus did not become ready within 30 s:\n{log.read_text()}")
-            time.sleep(0.1)
+        wait_until_ready(process, f"{base}/-/ready", log, "prometheus")
         yield base
     finally:
         terminate(process)
-
-
-def _ready(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/-/ready", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def query(base: str, expr: str, at: float | None = None) -> list[dict[str, Any]]:

@@ -16,11 +16,11 @@ import pytest
 import yaml
 
 from otel_kit.generate import rules
+from tests import go_tools
 from tests.integration.otelcol import (
     COLLECTOR,
     Ports,
     collector,
-    prometheus3_binary,
     shipped_prometheus_config,
     validate,
 )
@@ -102,7 +102,7 @@ def directory(path: Path) -> Path:
 
 @contextmanager
 def prometheus3(path: Path, config: str, *args: str) -> Iterator[str]:
-    with prometheus(config, directory(path), prometheus3_binary(), args) as base:
+    with prometheus(config, directory(path), go_tools.prometheus3(), args) as base:
         yield base
 
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from otel_kit.generate import _promql
-from tests.integration.otelcol import prometheus3_binary
+from tests import go_tools
 from tests.integration.prometheus_server import prometheus, wait_for
 from tests.integration.test_collector import requests, shop
 
@@ -49,7 +49,9 @@ def test_translation_strategy_names(tmp_path: Path, strategy: str) -> None:
     prom_dir = tmp_path / "prom"
     prom_dir.mkdir()
     with (
-        prometheus(config, prom_dir, prometheus3_binary(), ["--web.enable-otlp-receiver"]) as prom,
+        prometheus(
+            config, prom_dir, go_tools.prometheus3(), ["--web.enable-otlp-receiver"]
+        ) as prom,
         shop(tmp_path, f"{prom}/api/v1/otlp") as client,
     ):
         requests(client, 7)

@@ -29,10 +29,10 @@ import pytest
 import redis
 
 from otel_kit.generate import rules
+from tests import go_tools
 from tests.integration.otelcol import (
     COLLECTOR,
     collector,
-    prometheus3_binary,
     shipped_prometheus_config,
 )
 from tests.integration.processes import ROOT, free_port, server
@@ -138,7 +138,7 @@ def shop_in(mode: str, directory: Path, redis_server: int, port: int) -> Iterato
             prometheus_args = ["--web.enable-otlp-receiver"]
         (directory / "prometheus").mkdir()
         prom = stack.enter_context(
-            prometheus(config, directory / "prometheus", prometheus3_binary(), prometheus_args)
+            prometheus(config, directory / "prometheus", go_tools.prometheus3(), prometheus_args)
         )
         if mode == "prometheus-otlp":
             env |= push | {"OTEL_EXPORTER_OTLP_ENDPOINT": f"{prom}/api/v1/otlp"}
