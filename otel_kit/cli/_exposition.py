@@ -7,12 +7,18 @@ needs and turns every failure into a `SourceError` whose message a CLI can print
 from __future__ import annotations
 
 import base64
+import contextlib
+import ipaddress
+import os
 import re
+import socket
 import sys
-from collections.abc import Callable, Iterable
+import threading
+import zlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated, Any, cast
 
 import httpx
 import typer
@@ -21,18 +27,24 @@ from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "PROMETHEUS_ACCEPT",
     "TEXT_ACCEPT",
     "BasicAuthOption",
     "BearerTokenOption",
     "Exposition",
+    "Limits",
+    "MaxBytesOption",
     "Samples",
     "SourceError",
     "auth_headers",
     "fetch",
     "flatten",
     "parse",
+    "parse_size",
+    "printable",
     "read",
+    "redact",
 ]
 
 # What Prometheus itself sends: `check` sees the format Prometheus would scrape.
@@ -51,24 +63,69 @@ _parse_openmetrics = cast(
     Callable[[str], Iterable[Metric]], openmetrics_parser.text_string_to_metric_families
 )
 
-# Credentials for a protected endpoint, by default the ones the service itself is given.
+# Credentials for a protected endpoint: by default the ones the service itself is given, sent
+# only where that service listens (auth_headers).
+BEARER_TOKEN_ENV = "OTEL_KIT_METRICS_BEARER_TOKEN"
+BASIC_AUTH_ENV = "OTEL_KIT_METRICS_BASIC_AUTH"
+_PROMETHEUS_HOST_ENV = ("OTEL_KIT_PROMETHEUS_HOST", "OTEL_EXPORTER_PROMETHEUS_HOST")  # config's
+_ANY_ADDRESS = ("", "0.0.0.0", "::")
+_ENV_DEFAULT = " Default: ${}, sent only to a loopback host or $OTEL_EXPORTER_PROMETHEUS_HOST."
 BearerTokenOption = Annotated[
     str | None,
     typer.Option(
-        envvar="OTEL_KIT_METRICS_BEARER_TOKEN",
-        help="Send 'Authorization: Bearer TOKEN' (wins over --basic-auth).",
+        help="Send 'Authorization: Bearer TOKEN' (wins over --basic-auth)."
+        + _ENV_DEFAULT.format(BEARER_TOKEN_ENV),
         show_default=False,
     ),
 ]
 BasicAuthOption = Annotated[
     str | None,
     typer.Option(
-        envvar="OTEL_KIT_METRICS_BASIC_AUTH",
         metavar="USER:PASSWORD",
-        help="Send HTTP basic auth.",
+        help="Send HTTP basic auth." + _ENV_DEFAULT.format(BASIC_AUTH_ENV),
         show_default=False,
     ),
 ]
+
+DEFAULT_MAX_BYTES = 64 * 1024**2
+_SIZE = re.compile(r"(\d+)\s*(KiB|MiB|GiB)?", re.IGNORECASE)
+_UNITS = {"": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def parse_size(value: str | int) -> int:
+    """`--max-bytes`: a number of bytes, optionally with a KiB, MiB or GiB suffix."""
+    if isinstance(value, int):  # the default
+        return value
+    match = _SIZE.fullmatch(value.strip())
+    if match is None or int(match[1]) == 0:
+        raise typer.BadParameter(
+            f"{value!r} is not a size: give a positive number of bytes, optionally with "
+            "KiB, MiB or GiB (e.g. 1048576, 512KiB, 64MiB)"
+        )
+    return int(match[1]) * _UNITS[(match[2] or "").lower()]
+
+
+MaxBytesOption = Annotated[
+    int,
+    typer.Option(
+        parser=parse_size,
+        metavar="BYTES",
+        help="Refuse an answer larger than this, as sent or once decompressed "
+        "(e.g. 1048576, 512KiB, 64MiB).",
+    ),
+]
+
+# Every C0 control character, DEL and C1 (ESC, BEL, CSI...) -> its `\x..` escape.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one read may cost: `timeout` seconds in all, `max_bytes` of body."""
+
+    timeout: float = 10.0
+    max_bytes: int = DEFAULT_MAX_BYTES
+
 
 # (sample name, labels) -> value: one entry per series.
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -87,8 +144,20 @@ class Exposition:
     untotalled_counters: frozenset[str]
 
 
-def auth_headers(bearer_token: str | None, basic_auth: str | None) -> dict[str, str]:
-    """The `Authorization` header for the credentials given (none: no header)."""
+def auth_headers(
+    url: str,
+    bearer_token: str | None,
+    basic_auth: str | None,
+    environ: Mapping[str, str] = os.environ,
+) -> dict[str, str]:
+    """The `Authorization` header for `url` (none: no header).
+
+    Credentials given on the command line go to the URL given. The environment's are the
+    service's own secret: they go only where that service listens, a loopback address or
+    the host its metrics port binds, so `check https://elsewhere/metrics` cannot leak them.
+    """
+    if not (bearer_token or basic_auth) and _env_credentials_allowed(url, environ):
+        bearer_token, basic_auth = environ.get(BEARER_TOKEN_ENV), environ.get(BASIC_AUTH_ENV)
     if bearer_token:
         return {"Authorization": f"Bearer {bearer_token}"}
     if basic_auth:
@@ -96,38 +165,172 @@ def auth_headers(bearer_token: str | None, basic_auth: str | None) -> dict[str, 
     return {}
 
 
-def fetch(client: httpx.Client, url: str) -> tuple[str, bool]:
-    """GET `url`: (body, is OpenMetrics). Raises SourceError."""
+def _env_credentials_allowed(url: str, environ: Mapping[str, str]) -> bool:
     try:
-        response = client.get(url)
-    except httpx.TimeoutException:
-        raise SourceError(f"{url}: no answer within {client.timeout.read} s") from None
-    except httpx.HTTPError as exc:
-        raise SourceError(f"cannot reach {url}: {exc or type(exc).__name__}") from None
-    if response.status_code == 401:
-        given = "authorization" in client.headers
-        why = "credentials refused" if given else "give --bearer-token or --basic-auth"
-        raise SourceError(f"{url} answered HTTP 401 ({why})")
-    if response.status_code != 200:
-        raise SourceError(f"{url} answered HTTP {response.status_code}, expected 200")
+        host = httpx.URL(url).host.lower()
+    except httpx.InvalidURL:
+        return False
+    configured = next((environ[n] for n in _PROMETHEUS_HOST_ENV if environ.get(n)), "")
+    configured = configured.strip().strip("[]").lower()
+    if host and host == configured and configured not in _ANY_ADDRESS:
+        return True
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def redact(url: str) -> str:
+    """`url` with the password in it, if any, replaced: `http://user:***@host/metrics`."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not (at and colon):
+        return url
+    return f"{scheme}://{user}:***@{host}{rest[end:]}"
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (C0, DEL, C1: ESC, BEL, newlines...) written as `\\x1b`.
+
+    Everything `check` and `top` print from a scraped exposition goes through it: a label
+    value must not move the cursor, retitle or clear the terminal, or forge a line of output.
+    """
+    return text.translate(_ESCAPES)
+
+
+def fetch(
+    url: str,
+    limits: Limits,
+    accept: str = PROMETHEUS_ACCEPT,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[str, bool]:
+    """GET `url`: (body, is OpenMetrics), within `limits`. Raises SourceError."""
+    shown = redact(url)
+    # gzip only: `_body` inflates it itself, so it can stop at the cap.
+    sent = {"Accept": accept, "Accept-Encoding": "gzip", **(headers or {})}
+    # A client per fetch: each one connects, so the watchdog sees the socket it must cut.
+    with httpx.Client(timeout=limits.timeout, headers=sent) as client, _Watchdog(limits) as dog:
+        try:
+            with client.stream("GET", url, extensions={"trace": dog.trace}) as response:
+                if response.status_code == 401:
+                    raise SourceError(f"{shown} answered HTTP 401 ({_refused(sent)})")
+                if response.status_code != 200:
+                    status = response.status_code
+                    raise SourceError(f"{shown} answered HTTP {status}, expected 200")
+                body = _body(response, shown, limits.max_bytes)
+        except httpx.HTTPError as exc:
+            if dog.expired.is_set() or isinstance(exc, httpx.TimeoutException):
+                message = f"{shown}: no complete answer within --timeout {limits.timeout:g} s"
+                raise SourceError(message) from None
+            raise SourceError(f"cannot reach {shown}: {exc or type(exc).__name__}") from None
     content_type = response.headers.get("content-type", "")
-    return response.text, content_type.startswith(_OPENMETRICS_TYPE)
+    # The formats are UTF-8 by specification.
+    return body.decode("utf-8", errors="replace"), content_type.startswith(_OPENMETRICS_TYPE)
+
+
+class _Watchdog:
+    """Ends a fetch `limits.timeout` after it started, even inside a blocking read.
+
+    httpx's timeout bounds each read, so a server sending a byte every second would hold a
+    fetch forever; shutting the socket down wakes the read, which then fails.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        self.expired = threading.Event()
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self._timer = threading.Timer(limits.timeout, self._expire)
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        self._timer.join()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpx's `trace` extension: remember the socket once connected (or TLS-wrapped)."""
+        if event.endswith((".connect_tcp.complete", ".start_tls.complete")):
+            with self._lock:
+                self._socket = info["return_value"].get_extra_info("socket")
+            if self.expired.is_set():  # connected just after the deadline
+                self._expire()
+
+    def _expire(self) -> None:
+        self.expired.set()
+        with self._lock, contextlib.suppress(OSError):
+            if self._socket is not None:
+                self._socket.shutdown(socket.SHUT_RDWR)
+
+
+def _refused(headers: Mapping[str, str]) -> str:
+    if "Authorization" in headers:
+        return "credentials refused"
+    hint = "give --bearer-token or --basic-auth"
+    if os.environ.get(BEARER_TOKEN_ENV) or os.environ.get(BASIC_AUTH_ENV):
+        hint += " (the OTEL_KIT_METRICS_* variables go only to loopback or the prometheus host)"
+    return hint
+
+
+def _body(response: httpx.Response, shown: str, max_bytes: int) -> bytes:
+    """The body, decompressed, never holding more than `max_bytes` of it."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip", "x-gzip"):
+        raise SourceError(f"{shown}: unsupported Content-Encoding {encoding!r} (asked for gzip)")
+    announced = response.headers.get("content-length", "")
+    if announced.isdigit() and int(announced) > max_bytes:
+        detail = f" (it announces {int(announced)} bytes)"
+        raise SourceError(_too_large(shown, max_bytes, detail))
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding != "identity" else None
+    received, parts, size = 0, [], 0
+    try:
+        for chunk in response.iter_raw():
+            received += len(chunk)
+            if received > max_bytes:
+                raise SourceError(_too_large(shown, max_bytes))
+            while chunk:
+                if inflate is None:
+                    data, chunk = chunk, b""
+                else:  # at most one byte past the cap: a gzip bomb stops there
+                    data = inflate.decompress(chunk, max_bytes - size + 1)
+                    chunk = inflate.unconsumed_tail
+                size += len(data)
+                if size > max_bytes:
+                    raise SourceError(_too_large(shown, max_bytes, " once decompressed"))
+                parts.append(data)
+        if inflate is not None:  # what a last match left in zlib's window: a few bytes
+            parts.append(inflate.flush())
+    except zlib.error as exc:
+        raise SourceError(f"{shown}: the gzip body is corrupt ({exc})") from None
+    return b"".join(parts)
+
+
+def _too_large(shown: str, max_bytes: int, detail: str = "") -> str:
+    return (
+        f"{shown}: the answer is over --max-bytes {max_bytes}{detail}; raise --max-bytes to read it"
+    )
 
 
 def read(
     source: str,
-    timeout: float = 10.0,
+    limits: Limits = Limits(),
     accept: str = PROMETHEUS_ACCEPT,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Exposition:
     """Read and parse `source`: an http(s) URL, a file path, or `-` for stdin."""
     if "://" in source:
         if not source.startswith(("http://", "https://")):
-            raise SourceError(f"{source}: only http:// and https:// URLs can be fetched")
-        with httpx.Client(timeout=timeout, headers={"Accept": accept, **(headers or {})}) as client:
-            text, openmetrics = fetch(client, source)
+            raise SourceError(f"{redact(source)}: only http:// and https:// URLs can be fetched")
+        text, openmetrics = fetch(source, limits, accept, headers)
     else:
-        text = _read_text(source)
+        text = _read_text(source, limits.max_bytes)
         # OpenMetrics ends with `# EOF`; the Prometheus text format has no such line.
         openmetrics = text.rstrip().endswith("# EOF")
     return parse(text, openmetrics, source)
@@ -165,16 +368,23 @@ def flatten(families: Iterable[Metric]) -> Samples:
     }
 
 
-def _read_text(source: str) -> str:
+def _read_text(source: str, max_bytes: int) -> str:
     try:
         if source == "-":
-            return sys.stdin.read()
-        return Path(source).read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise SourceError(f"{_name(source)} is not UTF-8 text") from None
+            data = sys.stdin.buffer.read(max_bytes + 1)
+        else:
+            with Path(source).open("rb") as file:
+                data = file.read(max_bytes + 1)
     except OSError as exc:
         raise SourceError(f"cannot read {_name(source)}: {exc.strerror or exc}") from None
+    if len(data) > max_bytes:
+        message = f"{_name(source)} is over --max-bytes {max_bytes}"
+        raise SourceError(f"{message}; raise --max-bytes to read it")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SourceError(f"{_name(source)} is not UTF-8 text") from None
 
 
 def _name(source: str) -> str:
-    return "stdin" if source == "-" else source
+    return "stdin" if source == "-" else redact(source)

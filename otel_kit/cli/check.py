@@ -16,11 +16,16 @@ from rich.console import Console
 from rich.text import Text
 
 from otel_kit.cli._exposition import (
+    DEFAULT_MAX_BYTES,
     BasicAuthOption,
     BearerTokenOption,
+    Limits,
+    MaxBytesOption,
     SourceError,
     auth_headers,
+    printable,
     read,
+    redact,
 )
 from otel_kit.cli._lint import Report, lint
 
@@ -55,17 +60,22 @@ def check(
     cardinality_threshold: Annotated[
         int, typer.Option(min=1, help="Error when a label has more distinct values.")
     ] = 100,
-    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for a URL.")] = 10.0,
+    timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a URL has to answer in full.")
+    ] = 10.0,
+    max_bytes: MaxBytesOption = DEFAULT_MAX_BYTES,
     bearer_token: BearerTokenOption = None,
     basic_auth: BasicAuthOption = None,
 ) -> None:
     """Lint a metrics exposition: cardinality, label values that look like IDs, paths,
     emails or times, names, units, HELP texts and histogram buckets."""
+    headers = auth_headers(source, bearer_token, basic_auth)
     try:
-        exposition = read(source, timeout=timeout, headers=auth_headers(bearer_token, basic_auth))
-    except SourceError as exc:
-        typer.echo(f"otel-kit check: {exc}", err=True)
+        exposition = read(source, Limits(timeout, max_bytes), headers=headers)
+    except SourceError as exc:  # the message may quote the input
+        typer.echo(f"otel-kit check: {printable(str(exc))}", err=True)
         raise typer.Exit(2) from None
+    source = redact(source)
     report = lint(exposition, cardinality_threshold, max_series)
     failed = any(
         finding.severity == "error" or fail_on is Level.warning for finding in report.findings
@@ -128,24 +138,27 @@ def to_json(
 def _print(
     console: Console, report: Report, source: str, fmt: str, fail_on: Level, failed: bool
 ) -> None:
+    """Names, labels and examples come from the exposition: printed through `printable`."""
     families = _plural(len(report.families), "family")
-    console.print(Text(f"{source}: {fmt}, {families}, {report.series} series"))
+    console.print(Text(f"{printable(source)}: {fmt}, {families}, {report.series} series"))
     # One family per line and its labels indented below: readable at any terminal width.
     console.print(Text("series  type       family: labels (distinct values)", style="bold"))
     for family in report.families:
-        console.print(Text(f"{family.series:>6}  {family.type:<9}  {family.name}"))
+        line = f"{family.series:>6}  {family.type:<9}  {family.name}"
+        console.print(Text(printable(line)))
         if family.labels:
             labels = "  ".join(f"{name}={n}" for name, n in family.labels)
-            console.print(Text(f"{'':19}{labels}", style="dim"))
+            console.print(Text(printable(f"{'':19}{labels}"), style="dim"))
     for f in sorted(report.findings, key=lambda f: f.severity != "error"):
         where = (f.family or "exposition") + (f"{{{f.label}}}" if f.label else "")
-        console.print(Text.assemble((f"{f.severity:8}", _STYLES[f.severity]), f"{f.rule}  {where}"))
+        heading = printable(f"{f.rule}  {where}")
+        console.print(Text.assemble((f"{f.severity:8}", _STYLES[f.severity]), heading))
         detail = f.message
         if f.example is not None and f.label == "le":
             detail += f"; buckets: {f.example}"
         elif f.example is not None:
             detail += f', e.g. {f.label}="{f.example}"' if f.label else f", e.g. {f.example}"
-        console.print(Text(f"{_INDENT}{detail}"))
+        console.print(Text(printable(f"{_INDENT}{detail}")))
         console.print(Text(f"{_INDENT}hint: {f.hint}", style="dim"))
     count = _count(report)
     verdict = f"fails --fail-on {fail_on.value}" if failed else "passes"

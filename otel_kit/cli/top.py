@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Annotated
 
-import httpx
 import typer
 from rich import box
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
@@ -31,15 +30,20 @@ from otel_kit.catalogue import (
     MetricSpec,
 )
 from otel_kit.cli._exposition import (
+    DEFAULT_MAX_BYTES,
     TEXT_ACCEPT,
     BasicAuthOption,
     BearerTokenOption,
+    Limits,
+    MaxBytesOption,
     Samples,
     SourceError,
     auth_headers,
     fetch,
     flatten,
     parse,
+    printable,
+    redact,
 )
 from otel_kit.cli._rates import Labels, counter_windows, histogram_windows
 
@@ -93,31 +97,40 @@ def top(
     once: Annotated[
         bool, typer.Option("--once", help="Print one frame after two scrapes and exit.")
     ] = False,
-    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait per scrape.")] = 5.0,
+    timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a scrape has to answer in full.")
+    ] = 5.0,
+    max_bytes: MaxBytesOption = DEFAULT_MAX_BYTES,
     bearer_token: BearerTokenOption = None,
     basic_auth: BasicAuthOption = None,
 ) -> None:
     """Live view of a service from its /metrics: per route req/s, errors, p50/p95/p99."""
     console = Console()
-    headers = {"Accept": TEXT_ACCEPT, **auth_headers(bearer_token, basic_auth)}
-    with httpx.Client(timeout=timeout, headers=headers) as client:
-        try:
-            before = _scrape(client, url)
-            if once:
-                time.sleep(interval)
-                console.print(render(_frame(before, _scrape(client, url)), url, interval, sort))
-                return
-        except SourceError as exc:
-            typer.echo(f"otel-kit top: {exc}", err=True)
-            raise typer.Exit(2) from None
-        # Ctrl-C is how top ends: exit 0; Live has restored the terminal by then.
-        with contextlib.suppress(KeyboardInterrupt):
-            _live(console, client, url, interval, sort, before)
+    headers = auth_headers(url, bearer_token, basic_auth)
+    limits = Limits(timeout, max_bytes)
+
+    def scrape() -> tuple[float, Samples]:
+        text, openmetrics = fetch(url, limits, TEXT_ACCEPT, headers)
+        return time.monotonic(), flatten(parse(text, openmetrics, url).families)
+
+    shown = redact(url)
+    try:
+        before = scrape()
+        if once:
+            time.sleep(interval)
+            console.print(render(_frame(before, scrape()), shown, interval, sort))
+            return
+    except SourceError as exc:  # the message may quote the scraped text
+        typer.echo(f"otel-kit top: {printable(str(exc))}", err=True)
+        raise typer.Exit(2) from None
+    # Ctrl-C is how top ends: exit 0; Live has restored the terminal by then.
+    with contextlib.suppress(KeyboardInterrupt):
+        _live(console, scrape, shown, interval, sort, before)
 
 
 def _live(
     console: Console,
-    client: httpx.Client,
+    scrape: Callable[[], tuple[float, Samples]],
     url: str,
     interval: float,
     sort: Sort,
@@ -131,16 +144,11 @@ def _live(
             time.sleep(interval)
             problem = None
             try:
-                after = _scrape(client, url)
+                after = scrape()
                 frame, before = _frame(before, after), after
             except SourceError as exc:  # keep showing the last frame; the service may be back
                 problem = str(exc)
             live.update(render(frame, url, interval, sort, problem), refresh=True)
-
-
-def _scrape(client: httpx.Client, url: str) -> tuple[float, Samples]:
-    text, openmetrics = fetch(client, url)
-    return time.monotonic(), flatten(parse(text, openmetrics, url).families)
 
 
 def _frame(before: tuple[float, Samples], after: tuple[float, Samples]) -> Frame:
@@ -234,7 +242,10 @@ def _percent(ratio: float | None) -> str:
 def render(
     frame: Frame | None, url: str, interval: float, sort: Sort, problem: str | None = None
 ) -> RenderableType:
-    """One screen of `top`; its tables are laid out for the width it is drawn at."""
+    """One screen of `top`; its tables are laid out for the width it is drawn at.
+
+    Route, operation, peer and cache names come from the scrape: printed through `printable`.
+    """
     return _Screen(frame, url, interval, sort, problem)
 
 
@@ -250,10 +261,10 @@ class _Screen:
         wide = options.max_width >= _NARROW
         quit_hint = "  Ctrl-C quits" if wide else ""
         yield Text.assemble(
-            ("otel-kit top ", "bold"), self.url, f"  every {self.interval:g}s{quit_hint}"
+            ("otel-kit top ", "bold"), printable(self.url), f"  every {self.interval:g}s{quit_hint}"
         )
         if self.problem:
-            yield Text(f"last scrape failed: {self.problem}", style="bold red")
+            yield Text(f"last scrape failed: {printable(self.problem)}", style="bold red")
         frame = self.frame
         if frame is None:
             yield Text("waiting for the second scrape…")
@@ -269,14 +280,15 @@ class _Screen:
         if frame.cache:
             table = _new_table("cache", ["lookups/s", "hit %"])
             for name, per_second, hit in frame.cache:
-                table.add_row(name, f"{per_second:.1f}", _percent(hit))
+                table.add_row(Text(printable(name)), f"{per_second:.1f}", _percent(hit))
             yield table
 
 
 def _summary(frame: Frame) -> Text:
     total = sum(row.rate for row in frame.routes)
     errors = sum(row.rate * (row.error_ratio or 0.0) for row in frame.routes)
-    by_method = ", ".join(f"{m} {n:g}" for m, n in sorted(frame.active.items()) if n)
+    active = sorted(frame.active.items())
+    by_method = printable(", ".join(f"{m} {n:g}" for m, n in active if n))
     return Text(
         f"{total:.1f} req/s  errors {_percent(errors / total if total else None)}"
         f"  in progress {sum(frame.active.values()):g}"
@@ -291,7 +303,7 @@ def _table(heading: str, rate: str, rows: list[Row], wide: bool) -> Table:
     for row in rows:
         latencies = [row.p50, row.p95, row.p99] if wide else [row.p95, row.p99]
         table.add_row(
-            row.name,
+            Text(printable(row.name)),  # Text: no markup from scraped names
             f"{row.rate:.1f}",
             _percent(row.error_ratio),
             *(format_seconds(v) for v in latencies),

@@ -71,7 +71,7 @@ def test_urls_are_fetched_like_prometheus_scrapes(web: str) -> None:
     [
         ("/missing", [], "{url} answered HTTP 404, expected 200"),
         ("/html", [], "{url} is not valid Prometheus text exposition: invalid metric name"),
-        ("/slow", ["--timeout", "0.3"], "{url}: no answer within 0.3 s"),
+        ("/slow", ["--timeout", "0.3"], "{url}: no complete answer within --timeout 0.3 s"),
     ],
 )
 def test_unusable_urls_exit_2(web: str, path: str, options: list[str], message: str) -> None:
