@@ -108,6 +108,7 @@ class MetricsHandle:
             if measure:
                 disable_fastapi_metrics(app)
             options["fastapi_routes"] = hasattr(app, "_telemetry")
+            options["routes_of"] = app  # an own route at the metrics path is reported
         return options
 
     def instrument_engine(self, engine: Any) -> Any:

@@ -1,5 +1,5 @@
-"""What every integration module shares: its context, the `error.type` rule, and the loop
-that instruments each enabled one at setup."""
+"""What every integration module shares: its context, the `error.type` and `server.address`
+rules, and the loop that instruments each enabled one at setup."""
 
 from __future__ import annotations
 
@@ -15,9 +15,21 @@ from otel_kit._instruments import FastHistogram, FastInstruments, FastSum
 from otel_kit.catalogue import MetricSpec
 from otel_kit.config import Settings
 
-__all__ = ["IntegrationContext", "error_type", "instrument_all"]
+__all__ = [
+    "MAX_HOST_LENGTH",
+    "OVERLONG_HOST",
+    "IntegrationContext",
+    "error_type",
+    "instrument_all",
+    "server_address",
+]
 
 _log = logging.getLogger("otel_kit")
+
+# A DNS name has at most 255 octets: a longer host is no name a lookup could reach, only
+# something that makes labels (and so every scrape) as large as the caller likes.
+MAX_HOST_LENGTH = 255
+OVERLONG_HOST = "_OTHER"  # as for unknown HTTP methods: one series for all of them
 
 
 @dataclass(frozen=True)
@@ -42,6 +54,16 @@ def error_type(exc: BaseException) -> str:
     """`error.type` for an exception: its class name (`ValueError`, `ConnectError`), bounded
     and the same rule in every integration."""
     return type(exc).__qualname__
+
+
+def server_address(host: str) -> str:
+    """`server.address` for a host: itself, or `_OTHER` when it is longer than 255 characters.
+
+    One fixed value rather than a truncated name: a cut name is a wrong one, and overlong
+    names (generated or hostile) then share one series instead of each making its own.
+    The cardinality limit bounds the number of series; this bounds their size.
+    """
+    return host if len(host) <= MAX_HOST_LENGTH else OVERLONG_HOST
 
 
 def instrument_all(integration: IntegrationContext) -> list[Callable[[], None]]:

@@ -140,6 +140,46 @@ def _generic_route(scope: Scope, cache: dict[int, tuple[Any, list[Leaf]]]) -> st
     return _matching(leaves, scope)
 
 
+def _paths(routes: Any, prefix: str = "", depth: int = 0) -> Iterator[str]:
+    """The full path template of every route and mount in a Starlette route tree."""
+    for route in routes:
+        inner = getattr(route, "routes", None)  # Mount and Host
+        path_format = getattr(route, "path_format", None)
+        path = prefix
+        if isinstance(path_format, str):
+            path += path_format.removesuffix("/{path}") if inner is not None else path_format
+            yield path
+        if inner and depth < 8:
+            yield from _paths(inner, path, depth + 1)
+
+
+def _warn_if_hidden(app: Any, metrics_path: str) -> None:
+    """Log when a route (or mount) of `app` is at the metrics path: the middleware answers
+    that path itself, so the app's own endpoint there (prometheus-fastapi-instrumentator's,
+    a hand-written one) would be unreachable without a word."""
+    try:
+        hidden = metrics_path in _paths(getattr(app, "routes", ()))
+    except Exception:  # a route class of its own: no warning rather than a failed setup
+        return
+    if hidden:
+        _log.warning(
+            "otel-kit: its metrics endpoint hides the app's own route at %s; set metrics_path "
+            "(OTEL_KIT_METRICS_PATH) to another path to reach that route",
+            metrics_path,
+        )
+
+
+def _status_code(status: object) -> int | None:
+    """The `http.response.status_code` of a status that is not a plain int, which ASGI
+    requires but some servers do not check: an int subclass (`HTTPStatus.OK`) is its value,
+    a string of three digits ("200") the status it spells; anything else gets no label."""
+    if isinstance(status, int) and not isinstance(status, bool):
+        return int(status)
+    if isinstance(status, str) and len(status) == 3 and status.isascii() and status.isdigit():
+        return int(status)
+    return None
+
+
 class MetricsMiddleware:
     """Records `http.server.request.duration` and `http.server.active_requests`."""
 
@@ -155,7 +195,11 @@ class MetricsMiddleware:
         fastapi_routes: bool = False,
         measure: bool = True,
         on_shutdown: Callable[[], object] | None = None,
+        routes_of: Any = None,
     ) -> None:
+        """`routes_of`: the Starlette app whose routes the metrics path may hide, checked
+        here because Starlette builds its middleware (this) when it starts, after every
+        route was added."""
         self.app = app
         self._on_shutdown = on_shutdown
         self._duration = duration
@@ -168,6 +212,8 @@ class MetricsMiddleware:
         self._request_record = _fastapi_request_record() if fastapi_routes else None
         self._measure = measure
         self._templates: dict[int, tuple[Any, list[Leaf]]] = {}
+        if self._metrics_path is not None and routes_of is not None:
+            _warn_if_hidden(routes_of, self._metrics_path)
 
     def _flush_at_shutdown(self, send: Send) -> Send:
         """uvicorn re-raises SIGTERM after its graceful shutdown, so atexit handlers (the SDK's
@@ -226,7 +272,7 @@ class MetricsMiddleware:
         if owned:
             prefix = scope.get("app_root_path", root_path).rstrip("/")
             record = scope[_TELEMETRY_KEY] = self._request_record(prefix)  # type: ignore[misc]
-        status: int | None = None
+        status: Any = None  # as the app sent it: an int, unless the server is lax
         done = False
         start = perf_counter()
 
@@ -235,23 +281,27 @@ class MetricsMiddleware:
             nonlocal done
             done = True
             elapsed = perf_counter() - start
-            if error is None and status is not None and status >= 500:
-                error = str(status)
             try:
+                self._active.add(-1, active_key)  # first: a failure below cannot leak it
+                code = status if type(status) is int else _status_code(status)
+                if error is None and code is not None and code >= 500:
+                    error = str(code)
                 route = getattr(record, "route", None)
                 if route is None or route.endswith("/{path}"):
                     # FastAPI's hook stops at a mounted app that is not FastAPI ("/sub/{path}")
                     route = _generic_route(scope, self._templates) or route
-                self._duration.record(elapsed, (method, route, status, error))
-                self._active.add(-1, active_key)
+                self._duration.record(elapsed, (method, route, code, error))
             except Exception:  # a metrics failure must never reach the application
                 report_failure("HTTP server")
 
         async def send_with_metrics(message: Message) -> None:
             nonlocal status
-            kind = message["type"]
-            if kind == "http.response.start":
-                status = message["status"]
+            try:
+                kind = message["type"]
+                if kind == "http.response.start":
+                    status = message["status"]
+            except Exception:  # the server is the judge of a message: pass it on as it is
+                kind = None
             await send(message)
             if not done and (
                 (kind == "http.response.body" and not message.get("more_body", False))

@@ -12,7 +12,8 @@ httpx reads the body afterwards, so body download time and a timeout while readi
 are not part of it. Each transport call is one measurement: retries are counted one by one.
 
 Labels: `http.request.method` (`_OTHER` for methods the conventions do not know),
-`server.address` (URL host), `server.port` (explicit, or 80/443 by scheme),
+`server.address` (URL host; `_OTHER` for a host longer than 255 characters, the DNS maximum,
+so a label's size stays bounded), `server.port` (explicit, or 80/443 by scheme),
 `http.response.status_code`, `error.type` (the status code for status >= 400, or the exception
 class name when no response came), and `peer.service` when the `peer_services` setting maps
 `host:port` or `host` to a name. URL paths and queries are never labels. An app calling many
@@ -26,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from otel_kit._instrumentation._context import IntegrationContext, error_type
+from otel_kit._instrumentation._context import IntegrationContext, error_type, server_address
 from otel_kit._support import Patches, report_failure, timed
 from otel_kit.catalogue import HTTP_CLIENT_REQUEST_DURATION, KNOWN_HTTP_METHODS
 
@@ -56,7 +57,7 @@ class _Recorder:
             if method not in KNOWN_HTTP_METHODS:
                 method = "_OTHER"
             url = request.url
-            host = url.host
+            host = server_address(url.host)
             port = url.port or _DEFAULT_PORTS.get(url.scheme)
             peer = None
             if self._peers:
