@@ -103,6 +103,7 @@ class Pipeline:
                 pull,
                 self.resource,
                 keep_instance_id="service.instance.id" in settings.resource_attributes,
+                cardinality_limit=limit,
                 # Only where otel-kit runs the process: it replaces signal.signal process-wide.
                 handle_sigterm="OTEL_KIT_RUN_PID" in os.environ,
             )

@@ -286,16 +286,25 @@ def check_dashboards(prom: str, at: float, instance: str) -> None:
         (value,) = values(results[key])
         return value
 
-    # 20% of the requests failed; all of /error, none of /users/{user_id}
-    assert stat("otel-kit-service/Error ratio/A") == pytest.approx(0.2, abs=0.02)
-    by_route = results["otel-kit-service/Error ratio by route/A"]
-    assert one(by_route, http_route="/error") == 1
-    assert one(by_route, http_route="/users/{user_id}") == 0
+    # The counts were checked exactly in exercise(). Rates of different series over a burst are
+    # extrapolated differently (CI once saw 19% between two routes), so each stat panel must
+    # agree exactly with the per-route panel over the same series, and only loosely with the
+    # injected shares: 20% of requests fail (all of /error, none of /users/{user_id}), and
+    # each cycle makes 10 requests, one of them POST /orders.
+    by_route = {
+        s["metric"]["http_route"]: float(s["value"][1])
+        for s in results["otel-kit-service/Request rate by route/A"]
+    }
+    total = stat("otel-kit-service/Requests/s/A")
+    assert total == pytest.approx(sum(by_route.values()), rel=1e-9)
+    assert stat("otel-kit-service/Error ratio/A") == pytest.approx(by_route["/error"] / total)
+    assert by_route["/error"] / total == pytest.approx(0.2, rel=0.35)
+    assert by_route["/orders"] / total == pytest.approx(0.1, rel=0.35)
+    orders = by_route["/orders"]
+    errors_by_route = results["otel-kit-service/Error ratio by route/A"]
+    assert one(errors_by_route, http_route="/error") == 1
+    assert one(errors_by_route, http_route="/users/{user_id}") == 0
     assert one(results["otel-kit-service/Errors by type/A"], error_type="RuntimeError") > 0
-    # each cycle makes 10 requests, one of them POST /orders (rates, not counts: a rate over a
-    # burst of a few scrapes is extrapolated by up to a scrape interval, alike for every series)
-    orders = one(results["otel-kit-service/Request rate by route/A"], http_route="/orders")
-    assert stat("otel-kit-service/Requests/s/A") == pytest.approx(10 * orders, rel=0.05)
     assert stat("otel-kit-service/Instances up/A") == 1
     assert stat("otel-kit-service/p95 latency/A") < 0.25
     # 4 of 5 user lookups hit the cache (Redis)

@@ -7,6 +7,8 @@ MeterProvider, reader and socket in a shared directory, exactly as separate proc
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import logging
 import signal
@@ -50,7 +52,7 @@ BOUNDS = (0.1, 1.0)
 class Participant:
     """One 'process': its own provider, fast instruments and Multiprocess in `directory`."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, limit: int = 2000) -> None:
         self.fast = FastInstruments("test")
         resource = Resource.create({"service.name": "shop"})
         reader = PullReader(self.fast, resource, 2000)
@@ -59,7 +61,9 @@ class Participant:
         self.requests = self.fast.histogram(catalogue.HTTP_SERVER_REQUEST_DURATION, BOUNDS, 100)
         self.active = self.fast.sum(catalogue.HTTP_SERVER_ACTIVE_REQUESTS, 100)
         self.gauge = self.meter.create_gauge("queue.depth")
-        self.mp = Multiprocess(str(directory), reader, resource, keep_instance_id=False)
+        self.mp = Multiprocess(
+            str(directory), reader, resource, keep_instance_id=False, cardinality_limit=limit
+        )
 
     def text(self) -> str:
         """What a scrape answered by this participant shows."""
@@ -82,8 +86,8 @@ def make(directory: Path) -> Iterator[type[Participant]]:
     made: list[Participant] = []
 
     class Made(Participant):
-        def __init__(self) -> None:
-            super().__init__(directory)
+        def __init__(self, limit: int = 2000) -> None:
+            super().__init__(directory, limit)
             made.append(self)
 
     yield Made
@@ -99,6 +103,14 @@ def kill(participant: Participant) -> None:
     sock.sendto(b"wake up", sock.getsockname())
     participant.mp._thread.join(timeout=5)
     sock.close()
+
+
+def leave(path: Path, data: bytes) -> None:
+    """A snapshot file as processes write it (whole, by rename): a background compaction may
+    read it at any moment."""
+    tmp = path.with_name(path.name + ".test")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 def get(route: str, status: int = 200) -> tuple[str, str, int, None]:
@@ -117,8 +129,8 @@ def test_counters_and_histograms_add_up_over_live_and_dead_processes() -> None:
     one = {"c": metric("counter", a=2, b=1), "h": MetricPoints("histogram", "s", "", {(): hist})}
     two = {"c": metric("counter", a=3), "h": MetricPoints("histogram", "s", "", {(): hist.copy()})}
     total: Snapshot = {}
-    merge_into(total, one, live=True)
-    merge_into(total, two, live=False)
+    merge_into(total, one, live=True, limit=2000)
+    merge_into(total, two, live=False, limit=2000)
     assert total["c"].points == {(("k", "a"),): 5, (("k", "b"),): 1}
     merged = total["h"].points[()]
     assert (merged.counts, merged.sum, merged.min, merged.max) == ([2, 4, 0], 3.0, 0.05, 0.9)
@@ -131,7 +143,7 @@ def test_gauges_and_updown_counters_only_from_live_processes() -> None:
     dead = {"g": metric("gauge", a=100), "u": metric("updown", a=100)}
     total: Snapshot = {}
     for part, is_live in ((live, True), (other, True), (dead, False)):
-        merge_into(total, part, live=is_live)
+        merge_into(total, part, live=is_live, limit=2000)
     assert total["u"].points == {(("k", "a"),): 5}  # up-down counters add up
     assert total["g"].points == {(("k", "a"),): 7}  # gauges: the largest value
 
@@ -257,20 +269,186 @@ def test_a_killed_process_keeps_what_the_last_scrape_showed(
     assert not (directory / f"{b.mp._token}.sock").exists()
 
 
-def test_folded_processes_are_never_counted_twice(make: type[Participant], directory: Path) -> None:
+LEFT = {"http.server.request.duration": MetricPoints("histogram", "s", "", {
+    (("http.request.method", "GET"),): HistogramPoint(BOUNDS, [2, 0, 0], 0.1, 0.05, 0.05)
+})}  # fmt: skip
+LEFT_TOKEN = "0123456789ab"
+
+
+class Crash(Exception):
+    """A process dying between writing the archive and removing what it folded."""
+
+
+def crash_while_folding(a: Participant, directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def dies(path: object) -> None:
+        raise Crash
+
+    with monkeypatch.context() as patch, view.directory_lock(directory, 1.0):
+        patch.setattr(view, "unlink", dies)
+        with contextlib.suppress(Crash):
+            view._gather(directory, a.mp._token, set(), 2000)
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        steps
+        for length in range(1, 5)
+        for steps in itertools.product(("scrape", "compact", "crash"), repeat=length)
+    ],
+    ids="-".join,
+)
+def test_folded_processes_are_counted_once_whatever_the_interleaving(
+    make: type[Participant],
+    directory: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    steps: tuple[str, ...],
+) -> None:
+    """What an exited process left (a snapshot, no socket), then every order of scrapes, the
+    background compaction and folds that crash before removing the file: counted exactly
+    once, at every scrape and at the end, and its file is gone."""
     a = make()
-    # What a process that exited left: a snapshot and no socket.
-    left = {"http.server.request.duration": MetricPoints("histogram", "s", "", {
-        (("http.request.method", "GET"),): HistogramPoint(BOUNDS, [2, 0, 0], 0.1, 0.05, 0.05)
-    })}  # fmt: skip
-    (directory / "0123456789ab.json").write_bytes(encode(left))
+    leave(directory / f"{LEFT_TOKEN}.json", encode(LEFT))
+    for step in steps:
+        if step == "scrape":
+            assert value(a.text(), COUNT) == 2
+        elif step == "compact":
+            view.compact(directory, a.mp._token, 2000)
+        else:
+            crash_while_folding(a, directory, monkeypatch)
     assert value(a.text(), COUNT) == 2
-    assert value(a.text(), COUNT) == 2  # a scrape in between (or the startup compaction)
-    # A crash between writing the archive and removing the folded file leaves it behind:
-    (directory / "0123456789ab.json").write_bytes(encode(left))
+    assert not (directory / f"{LEFT_TOKEN}.json").exists()
     assert value(a.text(), COUNT) == 2
-    assert not (directory / "0123456789ab.json").exists()
+
+
+def test_a_live_process_whose_socket_vanished_counts_once(
+    make: type[Participant], directory: Path
+) -> None:
+    """A /tmp cleaner removed a live process's socket: scrapes take it for dead and fold its
+    snapshot; it notices, rejoins under a new token and counts on from what was folded (once
+    folded again and again, counters grew with no traffic: 40 -> 100 in 27 s)."""
+    a, b = make(), make()
+    b.requests.record(0.05, get("/b"))
+    b.requests.record(0.05, get("/b"))
     assert value(a.text(), COUNT) == 2
+    old = b.mp._token
+    (directory / f"{old}.sock").unlink()
+    for _ in range(3):  # scrapes fold it; its periodic snapshots go on meanwhile
+        assert value(a.text(), COUNT) == 2
+        b.mp.write_snapshot()
+    assert b.mp._token != old
+    b.requests.record(0.05, get("/b"))
+    for text in (a.text(), b.text(), a.text()):
+        assert value(text, COUNT, http_route="/b") == 3
+    assert not list(directory.glob(f"{old}.*"))
+
+
+def test_a_bad_snapshot_is_set_aside_once(
+    make: type[Participant], directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Valid JSON that is no snapshot (wrong types, bucket counts that do not match the
+    bounds), a file too big, a bad archive: each is set aside with one warning; scrapes go
+    on with the rest (a bad snapshot folded into the archive used to fail every scrape)."""
+    a = make()
+    a.requests.record(0.05, get("/a"))
+    good = encode(LEFT)
+    leave(directory / "aaaaaaaaaaaa.json", good.replace(b"[2,0,0]", b"[2,0]"))
+    leave(directory / "bbbbbbbbbbbb.json", good.replace(b"0.1,0.05", b'"x",0.05'))
+    leave(directory / "cccccccccccc.json", b'{"format": 1, "metrics": [[1, 2]]}')
+    leave(directory / "dddddddddddd.json", good)  # fine: counted
+    with caplog.at_level(logging.WARNING, "otel_kit"):
+        assert value(a.text(), COUNT) == 3
+        assert value(a.text(), COUNT) == 3
+    bad = sorted(p.name for p in directory.glob("*.bad"))
+    assert bad == [f"{t * 12}.json.bad" for t in "abc"]
+    assert len([r for r in caplog.records if "set aside" in r.getMessage()]) == 3
+    archive = directory / "archive.json"
+    archive.write_bytes(archive.read_bytes().replace(b'"format":1', b'"format":1,"folded":7'))
+    assert value(a.text(), COUNT) == 3  # a bad list of folded tokens is no list
+    archive.write_bytes(b"[]")  # no archive: what it held is lost, scrapes go on
+    assert value(a.text(), COUNT) == 1
+    assert (directory / "archive.json.bad").exists()
+
+
+def test_a_huge_snapshot_is_not_read(
+    make: type[Participant], directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(view, "MAX_SNAPSHOT_BYTES", 4096)
+    a = make()
+    points = {(("k", str(i)),): 1 for i in range(400)}
+    huge = encode({"app.jobs": MetricPoints("counter", "", "", points)})
+    assert len(huge) > 4096
+    leave(directory / "eeeeeeeeeeee.json", huge)
+    assert "app_jobs" not in a.text()
+    assert (directory / "eeeeeeeeeeee.json.bad").exists()
+
+
+def test_the_cardinality_limit_applies_to_merged_data(make: type[Participant]) -> None:
+    """Each of 10 processes (or recycled workers, in the archive) within the limit of 3
+    routes, 10 routes together: the merge keeps 3 and puts the rest in the overflow series,
+    as one process does (ten recycled workers once left 1,001 series with a limit of 100)."""
+    a = make(limit=3)
+    for i in range(10):
+        worker = make(limit=3)
+        worker.requests.record(0.05, get(f"/r{i}"))
+        worker.requests.record(0.05, get(f"/r{i}"))
+        if i % 2:
+            worker.mp.close()  # half of them ended: in the archive
+    text = a.text()
+    counts = series(text, COUNT)
+    assert len(counts) == 4
+    assert {s.get("otel_metric_overflow") for s in counts} == {None, "true"}
+    assert value(text, COUNT) == 20
+    assert value(text, COUNT, otel_metric_overflow="true") == 14
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real file system of 256 KiB (tmpfs), to fill up."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                          capture_output=True)  # fmt: skip
+    if made.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_full_disk_degrades_to_the_last_data(small_disk: Path) -> None:
+    """No space left: scrapes still answer with every count (the scraped process's own from
+    memory, the others' last snapshots), nothing is folded away unwritten, and once space is
+    back the view is exact again."""
+    directory = small_disk / "mp"
+    a, b, c = Participant(directory), Participant(directory), Participant(directory)
+    try:
+        a.requests.record(0.05, get("/a"))
+        b.requests.record(0.05, get("/b"))
+        c.requests.record(0.05, get("/c"))
+        assert value(a.text(), COUNT) == 3
+        filler = small_disk / "filler"
+        with contextlib.suppress(OSError), filler.open("wb") as file:
+            while True:
+                file.write(b"x" * 4096)
+                file.flush()
+        c.close()  # its final snapshot was written before; its socket is gone
+        a.requests.record(0.05, get("/a"))
+        b.requests.record(0.05, get("/b"))
+        for _ in range(2):
+            assert value(a.text(), COUNT, http_route="/a") == 2  # from memory
+            assert value(a.text(), COUNT, http_route="/c") == 1  # not folded: no archive
+            assert value(a.text(), COUNT) == 4  # b: its last file, from before the disk filled
+        filler.unlink()
+        deadline = time.monotonic() + 10
+        while value(a.text(), COUNT) != 5:
+            assert time.monotonic() < deadline, a.text()
+            time.sleep(0.05)
+        assert value(b.text(), COUNT) == 5
+    finally:
+        for participant in (a, b, c):
+            participant.close()
 
 
 def test_unanswered_processes_are_waited_for_a_bounded_time(
@@ -282,7 +460,7 @@ def test_unanswered_processes_are_waited_for_a_bounded_time(
     stuck = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     stuck.bind(str(directory / "ba5eba11ba5e.sock"))
     left = {"app.jobs": metric("counter", a=4), "app.queue": metric("updown", a=3)}
-    (directory / "ba5eba11ba5e.json").write_bytes(encode(left))
+    leave(directory / "ba5eba11ba5e.json", encode(left))
     try:
         text = a.text()
     finally:
@@ -359,7 +537,10 @@ SIGTERM_SCRIPT = textwrap.dedent("""
     resource = Resource.create({"service.name": "shop"})
     reader = PullReader(FastInstruments("test"), resource, 2000)
     provider = MeterProvider(metric_readers=[reader], resource=resource)
-    mp = Multiprocess(sys.argv[1], reader, resource, keep_instance_id=False, handle_sigterm=True)
+    mp = Multiprocess(
+        sys.argv[1], reader, resource, keep_instance_id=False, cardinality_limit=2000,
+        handle_sigterm=True,
+    )
     assert signal.signal is not original, "signal.signal not replaced"
     assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, "no SIGTERM handler"
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -33,6 +33,7 @@ from otel_kit._otel_data import (
 from otel_kit._support import LogOnce
 
 __all__ = [
+    "OVERFLOW",
     "HistogramPoint",
     "MetricPoints",
     "Snapshot",
@@ -45,6 +46,10 @@ __all__ = [
 
 _FORMAT = 1
 _CUMULATIVE_KINDS = ("counter", "histogram")
+_KINDS = ("counter", "updown", "gauge", "histogram")
+_ATTRIBUTE_TYPES = (str, bool, int, float)
+# The SDK's point for attribute sets past the cardinality limit.
+OVERFLOW: AttributesKey = (("otel.metric.overflow", True),)
 _SCOPE = InstrumentationScope("otel_kit.multiprocess")
 _warn_once = LogOnce().warning
 
@@ -133,9 +138,12 @@ def snapshot_of(data: MetricsData) -> Snapshot:
     return out
 
 
-def merge_into(total: Snapshot, part: Snapshot, *, live: bool) -> None:
+def merge_into(total: Snapshot, part: Snapshot, *, live: bool, limit: int) -> None:
     """Add `part` (one process) to `total`. An ended process adds only counters and histograms:
-    its gauges and up-down counters described a state that ended with it."""
+    its gauges and up-down counters described a state that ended with it. Past `limit`
+    attribute sets per metric (the cardinality limit, as in one process), new ones land in the
+    `otel.metric.overflow` point: the merge of many processes, or of every recycled worker in
+    the archive, stays as bounded as one process."""
     for name, metric in part.items():
         if not live and metric.kind not in _CUMULATIVE_KINDS:
             continue
@@ -147,6 +155,8 @@ def merge_into(total: Snapshot, part: Snapshot, *, live: bool) -> None:
             continue
         points = into.points
         for key, value in metric.points.items():
+            if key not in points and len(points) - (OVERFLOW in points) >= limit:
+                key = OVERFLOW
             points[key] = _combine(metric.kind, points.get(key), value)
 
 
@@ -164,28 +174,63 @@ def encode(snapshot: Snapshot, **extra: Any) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def _decode_key(pairs: list[list[Any]]) -> AttributesKey:
-    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in pairs)
+def _decode_key(pairs: Any) -> AttributesKey:
+    key = []
+    for name, value in pairs:
+        if isinstance(value, list):
+            value = tuple(value)
+            if not all(isinstance(v, _ATTRIBUTE_TYPES) for v in value):
+                raise TypeError("attribute sequence of non-scalars")
+        elif not isinstance(value, _ATTRIBUTE_TYPES):
+            raise TypeError(f"attribute value {type(value).__name__}")
+        key.append((_text(name), value))
+    return tuple(key)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {type(value).__name__}")
+    return value
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    return value
+
+
+def _histogram(bounds: Any, counts: Any, total: Any, low: Any, high: Any) -> HistogramPoint:
+    checked = tuple(_number(b) for b in bounds)
+    if list(checked) != sorted(checked):
+        raise ValueError("histogram bounds out of order")
+    if len(counts) != len(checked) + 1 or not all(
+        isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts
+    ):
+        raise ValueError("histogram counts do not match the bounds")
+    return HistogramPoint(checked, list(counts), _number(total), _number(low), _number(high))
 
 
 def decode(data: bytes) -> tuple[Snapshot, dict[str, Any]]:
-    """The snapshot and the document's other fields; ValueError if it is not a snapshot."""
+    """The snapshot and the document's other fields; ValueError if it is not a well-formed
+    snapshot. Files are untrusted input (any process of the directory's owner writes them): a
+    snapshot that decodes can be merged and rendered without error."""
     document = json.loads(data)
     if not isinstance(document, dict) or document.get("format") != _FORMAT:
         raise ValueError("not an otel-kit snapshot of this version")
     snapshot: Snapshot = {}
     try:
         for name, kind, unit, description, raw_points in document.pop("metrics"):
+            if kind not in _KINDS:
+                raise ValueError(f"unknown kind {kind!r}")
             points: dict[AttributesKey, Any] = {}
             if kind == "histogram":
-                for key, bounds, counts, total, low, high in raw_points:
-                    point = HistogramPoint(tuple(bounds), counts, total, low, high)
-                    points[_decode_key(key)] = point
+                for key, *histogram in raw_points:
+                    points[_decode_key(key)] = _histogram(*histogram)
             else:
                 for key, value in raw_points:
-                    points[_decode_key(key)] = value
-            snapshot[name] = MetricPoints(kind, unit, description, points)
-    except (KeyError, TypeError) as exc:
+                    points[_decode_key(key)] = _number(value)
+            snapshot[_text(name)] = MetricPoints(kind, _text(unit), _text(description), points)
+    except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"malformed otel-kit snapshot: {exc}") from None
     return snapshot, document
 

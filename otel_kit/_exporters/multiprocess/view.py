@@ -54,6 +54,9 @@ __all__ = [
 
 SCRAPE_WAIT = 1.0  # s a scrape waits for the other processes' fresh snapshots
 FOLDED_KEPT = 1024  # tokens of folded processes remembered, so a file left behind never counts
+# A snapshot holds at most cardinality_limit points per metric: ~100 bytes each in JSON. A file
+# far larger is not one (or not worth a scrape's memory): it is set aside unread.
+MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
 _REQUEST, _ANSWER = b"snapshot", b"ok"
 _log = logging.getLogger("otel_kit")
 _warn_once = LogOnce().warning
@@ -129,75 +132,122 @@ def answer(sock: socket.socket, senders: Iterable[Any]) -> None:
 
 
 def collect(
-    directory: Path, own: str, write_own: Callable[[], Snapshot], resource: Resource
+    directory: Path,
+    own: str,
+    write_own: Callable[[], Snapshot],
+    resource: Resource,
+    limit: int,
 ) -> MetricsData:
-    """Every process's metrics, merged. `write_own` writes this process's (token `own`)
-    snapshot and returns it."""
+    """Every process's metrics, merged, at most `limit` attribute sets per metric. `write_own`
+    writes this process's (token `own`) snapshot and returns it."""
     reply_path = str(directory / f"{own}-{secrets.token_hex(3)}.reply")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as replies:
-        replies.bind(reply_path)
         try:
-            pending, refused = _ask_all(directory, own, replies)
-            # Written too, like the others': if this process is killed later, what this
-            # scrape showed of it stays counted (totals never go down).
+            replies.bind(reply_path)
+        except OSError:  # a full disk: no fresh snapshots, the last ones still count
+            _warn_once(f"otel-kit: cannot create {reply_path}; used the processes' last data")
+            pending: dict[str, str] = {}
+            refused: set[str] = set()
             local = write_own()
-            _await(replies, pending)
-        finally:
-            unlink(reply_path)
+        else:
+            try:
+                pending, refused = _ask_all(directory, own, replies)
+                # Written too, like the others': if this process is killed later, what this
+                # scrape showed of it stays counted (totals never go down).
+                local = write_own()
+                _await(replies, pending)
+            finally:
+                unlink(reply_path)
     with directory_lock(directory, timeout=10.0):
-        total, live = _gather(directory, own, refused)
+        total, live = _gather(directory, own, refused, limit)
     live[own] = local
     for token in sorted(live):  # the same order whichever process is scraped
-        merge_into(total, live[token], live=True)
+        merge_into(total, live[token], live=True, limit=limit)
     return to_metrics_data(total, resource)
 
 
-def _read_archive(directory: Path) -> tuple[Snapshot, list[str]]:
+def _quarantine(path: str, reason: str) -> None:
+    """Set a file that is not a good snapshot aside (`.bad`), once, with one warning: left in
+    place it would fail or skew every scrape, and nobody may be watching the directory."""
+    _log.warning("otel-kit: set aside %s (%s) as %s.bad", path, reason, os.path.basename(path))
     try:
-        archive, extra = decode((directory / ARCHIVE).read_bytes())
+        os.replace(path, path + ".bad")
+    except OSError:
+        unlink(path)
+
+
+def _read(path: str) -> tuple[Snapshot, dict[str, Any]] | None:
+    """A snapshot file's content; None if it is gone or was set aside (bad or too big)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
-        return {}, []
-    return archive, list(extra.get("folded", []))
+        return None
+    except OSError as exc:  # a symbolic link (ELOOP), or unreadable
+        _quarantine(path, exc.strerror or "unreadable")
+        return None
+    with os.fdopen(fd, "rb") as file:
+        data = file.read(MAX_SNAPSHOT_BYTES + 1)
+    if len(data) > MAX_SNAPSHOT_BYTES:
+        _quarantine(path, f"larger than {MAX_SNAPSHOT_BYTES} bytes")
+        return None
+    try:
+        return decode(data)
+    except ValueError as exc:
+        _quarantine(path, str(exc)[:200])
+        return None
 
 
-def _gather(directory: Path, own: str, refused: set[str]) -> tuple[Snapshot, dict[str, Snapshot]]:
+def _gather(
+    directory: Path, own: str, refused: set[str], limit: int
+) -> tuple[Snapshot, dict[str, Snapshot]]:
     """Under the directory lock: fold dead processes into the archive; return the archive
-    and the live processes' snapshots by token (but `own`'s)."""
-    archive, folded = _read_archive(directory)
+    and the live processes' snapshots by token (but `own`'s).
+
+    A process's counts are folded at most once, whatever the interleaving of scrapes,
+    compactions and crashes: the archive and the tokens it folded are written together
+    (one rename), and a snapshot whose token the archive lists is removed unread (a crash
+    between writing the archive and removing the files leaves it behind, and the next fold
+    removes it). Tokens are random and never reused; the archive keeps the last FOLDED_KEPT,
+    and always all of the latest fold's."""
+    read = _read(str(directory / ARCHIVE))
+    archive, extra = ({}, {}) if read is None else read
+    listed = extra.get("folded")
+    folded = [t for t in listed if isinstance(t, str)] if isinstance(listed, list) else []
     live: dict[str, Snapshot] = {}
     dead: list[str] = []
-    for entry in os.scandir(directory):
-        name = entry.name
-        if not name.endswith(".json") or name == ARCHIVE:
-            continue
-        token = name.removesuffix(".json")
-        if token == own:
-            continue
-        if token in folded:  # folded, then a crash before its removal: never count twice
-            unlink(entry.path)
-            continue
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            name = entry.name
+            if not name.endswith(".json") or name == ARCHIVE:
+                continue
+            token = name.removesuffix(".json")
+            if token == own:
+                continue
+            if token in folded:  # folded, then a crash before its removal: never count twice
+                unlink(entry.path)
+                continue
+            part = _read(entry.path)
+            if part is None:
+                continue
+            if token in refused or not (directory / f"{token}.sock").exists():
+                merge_into(archive, part[0], live=False, limit=limit)
+                dead.append(token)
+            else:
+                live[token] = part[0]
+    if dead:
         try:
-            part, _extra = decode(Path(entry.path).read_bytes())
-        except FileNotFoundError:
-            continue
-        except ValueError:
-            _warn_once(f"otel-kit: ignored unreadable snapshot {entry.path}")
-            continue
-        if token in refused or not (directory / f"{token}.sock").exists():
-            merge_into(archive, part, live=False)
-            dead.append(token)
-        else:
-            live[token] = part
-    dead_sockets = [t for t in refused if t not in dead]
-    if dead:  # tokens are random and never reused: remembering the last ones costs nothing
-        write_atomic(directory / ARCHIVE, encode(archive, folded=(folded + dead)[-FOLDED_KEPT:]))
-    for token in dead + dead_sockets:
+            kept = folded[max(0, len(folded) + len(dead) - FOLDED_KEPT) :] + dead
+            write_atomic(directory / ARCHIVE, encode(archive, folded=kept))
+        except OSError as exc:  # a full disk: this scrape shows them; a later one folds them
+            _warn_once(f"otel-kit: cannot write {directory / ARCHIVE} ({exc.strerror})")
+            return archive, live
+    for token in dead + [t for t in refused if t not in dead]:
         for suffix in (".json", ".sock", ".json.tmp"):
             unlink(directory / f"{token}{suffix}")
     return archive, live
 
 
-def compact(directory: Path, own: str) -> None:
+def compact(directory: Path, own: str, limit: int) -> None:
     """Fold what dead processes left, so recycled workers leave no files even unscraped."""
     try:
         names = set(os.listdir(directory))
@@ -212,7 +262,7 @@ def compact(directory: Path, own: str) -> None:
         )
         if refused or exited:
             with directory_lock(directory, timeout=10.0):
-                _gather(directory, own, refused)
+                _gather(directory, own, refused, limit)
     except Exception:
         _log.exception("otel-kit: folding finished processes' metrics failed")
 
