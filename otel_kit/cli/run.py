@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import grp
 import inspect
 import os
-import shutil
+import pwd
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -92,33 +94,80 @@ def _name_flags(message: str, given: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _data_directory(path: str | None) -> tuple[Path, Path | None]:
-    """The multi-process directory and, if this run created it, that same path."""
-    from otel_kit._exporters import multiprocess  # POSIX only: imported when needed
+def _data_directory(path: str | None, owner: tuple[int, int] | None) -> tuple[Path, str | None]:
+    """The multi-process directory and, if this run created it, the run's id (in its marker:
+    only then is it removed at exit). `owner`: gunicorn's --user/--group (`_gunicorn_user`)."""
+    from otel_kit._exporters.multiprocess import directory as files  # POSIX only: when needed
 
+    uid = None if owner is None else owner[0]
     if path is None:
         try:
-            created = Path(tempfile.mkdtemp(prefix="otel-kit-"))
+            created = Path(tempfile.mkdtemp(prefix="otel-kit-"))  # mode 0700
         except OSError as exc:
             raise ConfigError(
                 f"cannot create the multi-process data directory in {tempfile.gettempdir()} "
                 f"({exc.strerror}); give one with --multiproc-dir (OTEL_KIT_MULTIPROC_DIR)"
             ) from None
-        (created / multiprocess.OWNED_MARKER).touch()
+        run_id = secrets.token_hex(16)
         try:
-            return multiprocess.check_directory(str(created)), created
+            files.write_atomic(created / files.OWNED_MARKER, run_id.encode())
+            if owner is not None:  # the workers' user must write there after gunicorn's setuid
+                for name in (files.OWNED_MARKER, "."):
+                    os.chown(created / name, *owner, follow_symlinks=False)
+            return files.check_directory(str(created), uid), run_id
         except ConfigError:
-            shutil.rmtree(created)
+            files.remove_created(created, run_id)
             raise
-    directory = multiprocess.check_directory(path)
-    live = multiprocess.live_processes(directory)
+        except OSError as exc:
+            files.remove_created(created, run_id)
+            raise ConfigError(f"cannot prepare the data directory {created} ({exc})") from None
+    directory = files.check_directory(path, uid)
+    live = files.live_processes(directory)
     if live:
         raise ConfigError(
             f"invalid setting multiproc_dir / OTEL_KIT_MULTIPROC_DIR = {path!r}: {len(live)} "
             "running process(es) use it; give each running service its own directory"
         )
-    multiprocess.reset(directory)  # what an earlier run left would be added to this one's
+    files.reset(directory)  # what an earlier run left would be added to this one's
     return directory, None
+
+
+def _gunicorn_user(command: list[str]) -> tuple[int, int] | None:
+    """(uid, gid) that `gunicorn -u/--user U [-g/--group G]` run as root switches its workers
+    to, when U is not root; None otherwise. Only the command line is read: a user set in a
+    gunicorn config file (or GUNICORN_CMD_ARGS) is not seen."""
+    if os.geteuid() != 0 or os.path.basename(command[0]) != "gunicorn":
+        return None
+    user, group = (
+        _last_option(command[1:], "-u", "--user"),
+        _last_option(command[1:], "-g", "--group"),
+    )
+    if user is None:
+        return None
+    try:  # as gunicorn reads them: a number or a name; the group defaults to ours
+        uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
+        if group is None:
+            gid = os.getegid()
+        else:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        return None  # gunicorn itself refuses the unknown name
+    return None if uid == 0 else (uid, gid)
+
+
+def _last_option(args: list[str], short: str, long: str) -> str | None:
+    """The last value of an option in `-u U`, `-uU`, `--user U` or `--user=U` form."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg in (short, long) and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(long + "="):
+            value = arg.removeprefix(long + "=")
+        elif arg.startswith(short) and not arg.startswith("--") and len(arg) > len(short):
+            value = arg.removeprefix(short)
+    return value
 
 
 def _run(command: list[str], values: dict[str, Any]) -> NoReturn:
@@ -138,17 +187,26 @@ def _run(command: list[str], values: dict[str, Any]) -> NoReturn:
     env["PYTHONPATH"] = os.pathsep.join([here, *python_path])
     # The process exec'd below keeps this PID: it sets up first, and owns the directory.
     env["OTEL_KIT_RUN_PID"] = str(os.getpid())
-    created = None
+    for name in ("OTEL_KIT_RUN_ID", "OTEL_KIT_RUN_UID"):  # an enclosing run's are not ours
+        env.pop(name, None)
+    run_id = None
     if "prometheus" in settings.metrics_exporter:
+        owner = _gunicorn_user(command)
         try:
-            directory, created = _data_directory(settings.multiproc_dir)
+            directory, run_id = _data_directory(settings.multiproc_dir, owner)
         except ConfigError as exc:
             _fail(str(exc))
         env["OTEL_KIT_MULTIPROC_DIR"] = str(directory)
+        if run_id is not None:
+            env["OTEL_KIT_RUN_ID"] = run_id  # the root process removes the directory at exit
+        if owner is not None:
+            env["OTEL_KIT_RUN_UID"] = str(owner[0])  # the directory's owner: directory.py
     try:
         os.execvpe(command[0], command, env)
     except OSError as exc:
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
+        if run_id is not None:
+            from otel_kit._exporters.multiprocess.directory import remove_created
+
+            remove_created(directory, run_id)
         typer.echo(f"otel-kit run: cannot run {command[0]!r}: {exc.strerror}", err=True)
         raise typer.Exit(127 if isinstance(exc, FileNotFoundError) else 126) from None
