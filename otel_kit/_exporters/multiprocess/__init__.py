@@ -25,7 +25,6 @@ import atexit
 import logging
 import os
 import secrets
-import shutil
 import socket
 import threading
 import weakref
@@ -39,11 +38,13 @@ from opentelemetry.sdk.resources import Resource
 from otel_kit._exporters.multiprocess import signals, view
 from otel_kit._exporters.multiprocess.directory import (
     OWNED_MARKER,
+    bind,
     check_directory,
     claim_port,
     directory_lock,
     instance_id,
     live_processes,
+    remove_created,
     reset,
     touch,
     unlink,
@@ -130,7 +131,7 @@ class Multiprocess:
     def _listen(self) -> None:
         token = secrets.token_hex(6)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(str(self.directory / f"{token}.sock"))
+        bind(sock, self.directory / f"{token}.sock")  # directory.bind: see gunicorn --user
         self._token, self._sock = token, sock
         self._thread = threading.Thread(
             target=self._serve, args=(sock,), name="otel-kit-multiprocess", daemon=True
@@ -200,13 +201,10 @@ class Multiprocess:
 
     def exit(self) -> None:
         """At process exit: close; the root process of `otel-kit run` also removes the
-        directory it created."""
+        directory if that run created it (its marker holds the run's id: `remove_created`)."""
         self.close()
-        if (
-            os.environ.get("OTEL_KIT_RUN_PID") == str(os.getpid())
-            and (self.directory / OWNED_MARKER).exists()
-        ):
-            shutil.rmtree(self.directory, ignore_errors=True)
+        if os.environ.get("OTEL_KIT_RUN_PID") == str(os.getpid()):
+            remove_created(self.directory, os.environ.get("OTEL_KIT_RUN_ID", ""))
 
     def claim_port(self) -> bool:
         """True for the one process that serves the metrics port (no EADDRINUSE in workers)."""
