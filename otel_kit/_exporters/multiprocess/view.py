@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from otel_kit._exporters.multiprocess.directory import (
     ARCHIVE,
     alive,
+    bind,
     directory_lock,
     unlink,
     write_atomic,
@@ -143,7 +144,7 @@ def collect(
     reply_path = str(directory / f"{own}-{secrets.token_hex(3)}.reply")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as replies:
         try:
-            replies.bind(reply_path)
+            bind(replies, Path(reply_path))  # root's is handed to gunicorn --user's user
         except OSError:  # a full disk: no fresh snapshots, the last ones still count
             _warn_once(f"otel-kit: cannot create {reply_path}; used the processes' last data")
             pending: dict[str, str] = {}
