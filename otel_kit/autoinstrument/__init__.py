@@ -1,7 +1,9 @@
 """`otel-kit run` inside each Python process: set up metrics, measure every Starlette app.
 
-Called by `pythonpath/sitecustomize.py` beside this file; never raises (a failure is logged
-and the application runs without otel-kit metrics). Imports only the standard library until needed.
+Called by `pythonpath/sitecustomize.py` beside this file, after it ran the `sitecustomize` it
+shadows (itself, so that happens even where otel-kit cannot load); never raises (a failure is
+logged and the application runs without otel-kit metrics). Imports only the standard library
+until needed.
 
 - The command's own process (`OTEL_KIT_RUN_PID`) sets up at once: it may serve the metrics
   port, and a forking server (gunicorn) passes the setup on to its workers.
@@ -44,11 +46,7 @@ _failed = False
 
 
 def initialize() -> None:
-    """Run the next `sitecustomize` on sys.path, then bootstrap otel-kit."""
-    try:
-        _run_next_sitecustomize()
-    except Exception:
-        _log.exception("otel-kit: the application's own sitecustomize failed")
+    """Bootstrap otel-kit in this process (the `sitecustomize` it shadows ran already)."""
     try:
         if os.environ.get("OTEL_KIT_RUN_PID") == str(os.getpid()):
             _activate()
@@ -57,15 +55,6 @@ def initialize() -> None:
             _patch_starlette(sys.modules[_STARLETTE])
     except Exception:
         _log.exception("otel-kit: bootstrap failed; the application runs without its metrics")
-
-
-def _run_next_sitecustomize() -> None:
-    """Ours shadows any other `sitecustomize` (a distribution's, a virtualenv's): run it too."""
-    ours = os.path.realpath(PYTHONPATH)
-    path = [p for p in sys.path if os.path.realpath(p or ".") != ours]
-    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", path)
-    if spec is not None and spec.loader is not None:
-        spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
 
 def _activate() -> Any:
