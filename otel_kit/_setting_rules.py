@@ -1,7 +1,8 @@
-"""What each setting accepts: parsers for `otel_kit.config.Settings`' validators.
+"""What each setting accepts: parsers for `otel_kit.config.Settings`' validators, and how a
+value is shown wherever otel-kit prints or logs it (`shown`, `redact_url`).
 
-Each takes the raw value (text from the environment, or a keyword argument) and returns it
-parsed, or raises ValueError whose message is the rule; `load_settings()` adds the setting's
+Each parser takes the raw value (text from the environment, or a keyword argument) and returns
+it parsed, or raises ValueError whose message is the rule; `load_settings()` adds the setting's
 names and the value.
 """
 
@@ -22,6 +23,7 @@ __all__ = [
     "EXPORTERS",
     "INSTRUMENTATIONS",
     "INT_RULES",
+    "URL_SETTINGS",
     "basic_auth",
     "bearer_token",
     "boolean",
@@ -37,6 +39,8 @@ __all__ = [
     "pairs",
     "patterns",
     "protocol",
+    "redact_url",
+    "shown",
     "url_path",
 ]
 
@@ -59,6 +63,10 @@ INT_RULES: dict[str, tuple[int, int, str]] = {
         f"expected {_MS} from 100 to 600000 (the OTel spec unit: 10 s is 10000)",
     ),
 }
+URL_SETTINGS = ("otlp_endpoint", "otlp_metrics_endpoint")
+# C0 controls and DEL: CR/LF would split a header; none belongs in a header value or a URL.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HOSTNAME = re.compile(
     r"(?=.{1,253}\.?$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?"
 )
@@ -207,7 +215,12 @@ def otlp_url(value: Any) -> Any:
         return value
     if not value.strip():
         return None  # an empty spec variable means "not set", as in the SDK
-    rule = "expected an http:// or https:// URL with a host, e.g. http://localhost:4318"
+    rule = (
+        "expected an http:// or https:// URL with a host, without spaces or control "
+        "characters, e.g. http://localhost:4318"
+    )
+    if any(char.isspace() or _CONTROL.match(char) for char in value.strip()):
+        raise ValueError(rule)  # urlsplit would silently drop some of them
     try:
         url = urlsplit(value.strip())
         port_ok = url.port is None or url.port > 0
@@ -228,14 +241,50 @@ def protocol(value: Any) -> Any:
 
 
 def headers(value: Any) -> Any:
-    if not isinstance(value, str):
+    """The messages name the header, never its value: it is often a credential."""
+    if isinstance(value, str):
+        parsed: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            name, sep, val = item.partition("=")
+            if not sep:
+                name = ""  # "api-key" alone: no value
+            parsed[name.strip().lower()] = unquote(val.strip())
+        value = parsed
+    if not isinstance(value, dict):
         return value
-    parsed: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in value.split(","))):
-        name, sep, val = item.partition("=")
-        if not sep or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name.strip()):
+    for name, val in value.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
             raise ValueError(
                 "expected name1=value1,name2=value2 (HTTP header names, percent-encoded values)"
             )
-        parsed[name.strip().lower()] = unquote(val.strip())
-    return parsed
+        text = val.get_secret_value() if isinstance(val, SecretStr) else val
+        if isinstance(text, str) and _CONTROL.search(text):
+            raise ValueError(
+                f"header values must not contain control characters (CR, LF, tab, ...); "
+                f"the value of header {name!r} does"
+            )
+    return value
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password of its user info replaced: http://user:***@host:4318.
+
+    The user info ends at the last '@' (a password may hold an unencoded one), so an '@' in a
+    path hides a little more than needed; it never shows a password, even in a malformed URL.
+    """
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    userinfo, at, after = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    return f"{head}{sep}{user}:***@{after}" if at and colon else url
+
+
+def shown(name: str, value: Any) -> str:
+    """A setting's value as otel-kit prints or logs it: header names without their values,
+    URLs without their password, anything else as its repr (SecretStr shows stars)."""
+    if name == "otlp_headers" and isinstance(value, dict):
+        return ",".join(f"{header}=***" for header in value) or "{}"
+    if name in URL_SETTINGS and isinstance(value, str):
+        return repr(redact_url(value))
+    return repr(value)

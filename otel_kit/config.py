@@ -9,7 +9,7 @@ and what is allowed.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict, get_args
 
@@ -233,9 +233,15 @@ class Settings(BaseSettings):
     _host = field_validator("prometheus_host", mode="before")(rules.host)
     _unset = field_validator("multiproc_dir", mode="before")(rules.empty_is_unset)
     _non_empty = field_validator("service_name")(rules.non_empty)
-    _url = field_validator("otlp_endpoint", "otlp_metrics_endpoint", mode="before")(rules.otlp_url)
+    _url = field_validator(*rules.URL_SETTINGS, mode="before")(rules.otlp_url)
     _protocol = field_validator("otlp_protocol", mode="before")(rules.protocol)
     _headers = field_validator("otlp_headers", mode="before")(rules.headers)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """repr() without a URL's password (SecretStr fields already show stars)."""
+        for name, value in super().__repr_args__():
+            redact = name in rules.URL_SETTINGS and isinstance(value, str)
+            yield name, rules.redact_url(value) if redact else value
 
 
 class SettingKeywords(TypedDict, total=False):
@@ -328,8 +334,9 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
             message = str(error["msg"]).removeprefix("Value error, ")
             doc = docs.get(field)
             where = field if doc is None else " / ".join((field, *doc.env))
-            # Credentials: never echo them into logs.
-            shown = "<redacted>" if doc is not None and doc.secret else repr(error.get("input"))
+            # Credentials: never echo them into logs (nor a URL's password).
+            secret = doc is not None and doc.secret
+            shown = "<redacted>" if secret else rules.shown(field, error.get("input"))
             lines.append(f"invalid setting {where} = {shown}: {message}")
         raise ConfigError("\n".join(lines)) from None
     if settings.sdk_disabled:  # the OTel spec's switch: no exporter, no instrumentation

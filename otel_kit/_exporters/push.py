@@ -19,9 +19,10 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 from opentelemetry.sdk.metrics.export import (
@@ -38,6 +39,7 @@ from opentelemetry.util.types import AttributeValue
 from otel_kit._exporters import INSTRUMENT_CLASSES, cardinality_limits
 from otel_kit._instruments import FastInstruments
 from otel_kit._otel_data import Baseline
+from otel_kit._setting_rules import redact_url
 from otel_kit._support import at_fork
 from otel_kit.config import ConfigError, Settings
 
@@ -101,17 +103,33 @@ class _Quiet(logging.Filter):
             self._local.active = False
 
 
+def _secrets(settings: Settings) -> tuple[str, ...]:
+    """What must never reach a log: the header values and the endpoints' passwords (as given
+    and percent-decoded), longest first so that none is left half-hidden."""
+    found = {value.get_secret_value() for value in settings.otlp_headers.values()}
+    for url in (settings.otlp_endpoint, settings.otlp_metrics_endpoint):
+        password = urlsplit(url).password if url else None
+        if password:
+            found |= {password, unquote(password)}
+    return tuple(sorted(filter(None, found), key=len, reverse=True))
+
+
 class ExportHealth:
     """One warning when exports start failing, a summary at most every `repeat_s` while they
-    keep failing, one info line when they work again."""
+    keep failing, one info line when they work again.
+
+    `target` is shown without its password; `secrets` are masked in the reasons (the SDK's
+    messages and exceptions, which may quote a URL or a header)."""
 
     def __init__(
         self,
         target: str,
         repeat_s: float = REPEAT_WARNING_S,
         clock: Callable[[], float] = time.monotonic,
+        secrets: Sequence[str] = (),
     ) -> None:
-        self._target = target
+        self._target = redact_url(target)
+        self._secrets = secrets
         self._repeat_s = repeat_s
         self._clock = clock
         self._since: float | None = None
@@ -119,6 +137,8 @@ class ExportHealth:
         self._next_warning = 0.0
 
     def failed(self, reason: str) -> None:
+        for secret in self._secrets:
+            reason = reason.replace(secret, "***")
         now = self._clock()
         self._failures += 1
         if self._since is None:
@@ -166,6 +186,7 @@ class _PushExporter(MetricExporter):
         target: str,
         *,
         keep_instance_id: bool,
+        secrets: Sequence[str] = (),
     ) -> None:
         super().__init__(
             preferred_temporality=inner._preferred_temporality,
@@ -176,7 +197,7 @@ class _PushExporter(MetricExporter):
         self._resource = resource
         self._keep_instance_id = keep_instance_id
         self._baseline = Baseline()  # what this process inherited through fork: nothing yet
-        self._health = ExportHealth(target)
+        self._health = ExportHealth(target, secrets=secrets)
         self._quiet = _Quiet()
         for name in _SDK_LOGGERS:
             logging.getLogger(name).addFilter(self._quiet)
@@ -368,8 +389,11 @@ def push_reader(
     else:
         inner, target = ConsoleMetricExporter(), "the console"
     keep_instance_id = "service.instance.id" in settings.resource_attributes
+    exporter = _PushExporter(
+        inner, fast, resource, target, keep_instance_id=keep_instance_id, secrets=_secrets(settings)
+    )
     return _PushReader(
-        _PushExporter(inner, fast, resource, target, keep_instance_id=keep_instance_id),
+        exporter,
         settings.export_interval_ms,
         settings.cardinality_limit,
     )

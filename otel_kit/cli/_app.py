@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from otel_kit import __version__
+from otel_kit._setting_rules import shown
 from otel_kit.cli import check, collector_config, dashboard, rules, run, top
 from otel_kit.config import ConfigError, load_settings, setting_docs
 
@@ -44,7 +45,7 @@ def config() -> None:
         raise typer.Exit(2) from None
     table = Table("setting (keyword argument)", "environment variables", "value")
     for doc in setting_docs():
-        table.add_row(doc.name, "\n".join(doc.env), repr(getattr(settings, doc.name)))
+        table.add_row(doc.name, "\n".join(doc.env), shown(doc.name, getattr(settings, doc.name)))
     Console().print(table)
 
 
