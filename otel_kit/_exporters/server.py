@@ -94,7 +94,8 @@ class _MetricsServer(WSGIServer):
                 conn, address = self.socket.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:  # e.g. out of file descriptors: the next round tries again
+            except OSError:  # e.g. out of file descriptors: back off, or this loop would spin
+                self._stop.wait(0.1)
                 return
             if len(waiting) >= MAX_WAITING:
                 self._drop(selector, waiting, next(iter(waiting)))
