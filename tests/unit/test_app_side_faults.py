@@ -198,7 +198,7 @@ async def fetch(app: Any, path: str) -> httpx.Response:
         return await c.get(path)
 
 
-@pytest.mark.parametrize("routes_added", ["before setup", "after setup"])
+@pytest.mark.parametrize("routes_added", ["before setup", "after setup", "before the app started"])
 async def test_an_app_route_at_the_metrics_path_is_reported(
     make_handle: MakeHandle, caplog: pytest.LogCaptureFixture, routes_added: str
 ) -> None:
@@ -209,8 +209,10 @@ async def test_an_app_route_at_the_metrics_path_is_reported(
         async def own_metrics() -> str:
             return "app's own"
 
-    if routes_added == "before setup":
+    if routes_added != "after setup":
         add_route()
+    if routes_added == "before the app started":  # setup wraps the middleware stack built
+        assert (await fetch(app, "/metrics")).text == '"app\'s own"'
     make_handle(app)
     if routes_added == "after setup":
         add_route()
