@@ -31,11 +31,11 @@ SETTING = "multiproc_dir / OTEL_KIT_MULTIPROC_DIR"
 SECRET = "s3cret-token-from-a-file-the-service-can-read"
 
 
-@pytest.fixture(scope="module")
-def system_user() -> Iterator[pwd.struct_passwd]:
-    """A user of its own for the test (created with useradd, removed afterwards)."""
+@contextlib.contextmanager
+def created_user() -> Iterator[pwd.struct_passwd]:
+    """A user of its own for a test (useradd; skips when not root), removed afterwards."""
     if os.geteuid() != 0:
-        pytest.skip("creating a user takes root")
+        pytest.skip("creating a user (useradd) takes root")
     name = f"otk{secrets.token_hex(4)}"
     subprocess.run(
         ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/bin/false", name],
@@ -45,6 +45,12 @@ def system_user() -> Iterator[pwd.struct_passwd]:
         yield pwd.getpwnam(name)
     finally:
         subprocess.run(["userdel", name], check=False)
+
+
+@pytest.fixture(scope="module")
+def system_user() -> Iterator[pwd.struct_passwd]:
+    with created_user() as user:
+        yield user
 
 
 def as_user(user: pwd.struct_passwd, function: Callable[[], str]) -> str:
