@@ -417,7 +417,8 @@ def app_process(
             while True:
                 assert process.poll() is None, (tmp_path / "app.log").read_text()
                 try:
-                    httpx.get(base + "/items/0", timeout=1)  # counted: the test adds it
+                    # counted: the test adds it (a timeout could count it twice: none short)
+                    httpx.get(base + "/items/0", timeout=10)
                     break
                 except httpx.TransportError:
                     assert time.monotonic() < deadline, "the app did not start within 30 s"

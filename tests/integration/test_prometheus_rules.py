@@ -295,6 +295,11 @@ def check_dashboards(prom: str, at: float, instance: str) -> None:
         s["metric"]["http_route"]: float(s["value"][1])
         for s in results["otel-kit-service/Request rate by route/A"]
     }
+    # No counter went backwards (a reset would add its whole value to a rate)
+    counters = '{job="shop", __name__=~".+_(total|count|bucket)"}'
+    for history in query(prom, f"{counters}[{RATE_INTERVAL}]", at):
+        samples = [float(v) for _, v in history["values"]]
+        assert samples == sorted(samples), f"a reset: {history['metric']}: {samples}"
     total = stat("otel-kit-service/Requests/s/A")
     assert total == pytest.approx(sum(by_route.values()), rel=1e-9)
     assert stat("otel-kit-service/Error ratio/A") == pytest.approx(by_route["/error"] / total)

@@ -157,12 +157,21 @@ async def test_active_requests_rise_during_a_request_and_fall_after(
     make_handle: MakeHandle,
 ) -> None:
     app = make_app()
+    started, release = asyncio.Event(), asyncio.Event()
+
+    @app.get("/held")
+    async def held() -> dict[str, str]:  # in progress until the test has scraped
+        started.set()
+        await release.wait()
+        return {"ok": "yes"}
+
     make_handle(app)
     async with client(app) as c:
-        slow = asyncio.create_task(c.get("/slow"))
-        await asyncio.sleep(0.03)
+        request = asyncio.create_task(c.get("/held"))
+        await asyncio.wait_for(started.wait(), 10)
         during = await scrape(c)
-        await slow
+        release.set()
+        assert (await request).status_code == 200
         after = await scrape(c)
     assert value(during, "http_server_active_requests", http_request_method="GET") == 1
     assert value(after, "http_server_active_requests", http_request_method="GET") == 0
