@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.resources import Resource
 
-from otel_kit._exporters.multiprocess import Multiprocess, directory
+from otel_kit._exporters.multiprocess import Multiprocess, directory, view
 from otel_kit._exporters.prometheus import PullReader
 from otel_kit._instruments import FastInstruments
 from otel_kit.cli import run
@@ -299,6 +300,36 @@ def test_reset_removes_only_otel_kit_files_and_no_live_socket(data: Path) -> Non
         directory.reset(data)
         assert sorted(p.name for p in data.iterdir()) == sorted([*OTHERS, "other.sock"])
         assert all((data / name).read_text() == name for name in OTHERS)
+
+
+def test_scrapes_leave_other_programs_files_alone(data: Path) -> None:
+    """Only `<token>.json` and `<token>.sock` take part: another program's JSON file is not
+    read (nor set aside as unreadable), its sockets get no datagram and are not removed."""
+    (data / "app.json").write_text('{"not": "a snapshot"}')
+    with (
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as peer,
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as dead,
+    ):
+        peer.bind(str(data / "peer.sock"))
+        dead.bind(str(data / "other.sock"))
+        dead.close()  # refused, like a dead process's: it must not be taken for one
+        first, second = participant(data), participant(data)
+        try:
+            started = time.monotonic()
+            first.collect()
+            assert time.monotonic() - started < view.SCRAPE_WAIT  # peer.sock was not waited for
+        finally:
+            first.close()
+            second.close()
+        peer.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            peer.recv(64)
+    assert (data / "app.json").read_text() == '{"not": "a snapshot"}'
+    assert {"app.json", "peer.sock", "other.sock"} <= set(names(data)), names(data)
+
+
+def names(path: Path) -> list[str]:
+    return sorted(entry.name for entry in path.iterdir())
 
 
 def test_removal_at_exit_only_for_the_run_that_created_it(data: Path) -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "read_file",
     "remove_created",
     "reset",
+    "token_of",
     "touch",
     "unlink",
     "write_atomic",
@@ -63,7 +64,7 @@ OWN_NAME = re.compile(
     r"(?:[0-9a-f]{12}(?:\.json|\.sock|-[0-9a-f]{6}\.reply)|archive\.json|instance\.id|lock"
     r"|port\.lock|probe)(?:\.[0-9a-f]{12}\.tmp|\.tmp|\.bad)?"
 )
-_TOKEN_SOCKET = re.compile(r"[0-9a-f]{12}\.sock")
+_TOKEN = re.compile(r"[0-9a-f]{12}")
 _NEW = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN = os.O_NOFOLLOW | os.O_CLOEXEC
 # Set by `otel-kit run gunicorn --user U` (root): the directory belongs to U, whose workers
@@ -145,6 +146,13 @@ def bind(sock: socket.socket, path: Path) -> None:
             os.chown(path, folder.st_uid, folder.st_gid, follow_symlinks=False)
 
 
+def token_of(name: str, suffix: str) -> str | None:
+    """The process token of an otel-kit file name `<token><suffix>`; None for any other name
+    (another program's `app.json` or `other.sock` is neither read, asked nor removed)."""
+    token = name.removesuffix(suffix)
+    return token if token != name and _TOKEN.fullmatch(token) else None
+
+
 def alive(path: str) -> bool:
     """Whether a process still holds this socket (the kernel refuses it once the owner died)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
@@ -160,7 +168,7 @@ def live_processes(directory: Path) -> list[str]:
     return [
         entry.name.removesuffix(".sock")
         for entry in os.scandir(directory)
-        if _TOKEN_SOCKET.fullmatch(entry.name) and alive(entry.path)
+        if token_of(entry.name, ".sock") and alive(entry.path)
     ]
 
 

@@ -30,6 +30,7 @@ from otel_kit._exporters.multiprocess.directory import (
     alive,
     bind,
     directory_lock,
+    token_of,
     unlink,
     write_atomic,
 )
@@ -72,10 +73,8 @@ def _ask_all(directory: Path, own: str, replies: socket.socket) -> tuple[dict[st
     pending: dict[str, str] = {}
     refused: set[str] = set()
     for entry in os.scandir(directory):
-        if not entry.name.endswith(".sock"):
-            continue
-        token = entry.name.removesuffix(".sock")
-        if token == own:
+        token = token_of(entry.name, ".sock")
+        if token is None or token == own:
             continue
         try:
             replies.sendto(_REQUEST, socket.MSG_DONTWAIT, entry.path)
@@ -219,10 +218,8 @@ def _gather(
     with os.scandir(directory) as entries:
         for entry in entries:
             name = entry.name
-            if not name.endswith(".json") or name == ARCHIVE:
-                continue
-            token = name.removesuffix(".json")
-            if token == own:
+            token = token_of(name, ".json")
+            if token is None or token == own:
                 continue
             if token in folded:  # folded, then a crash before its removal: never count twice
                 unlink(entry.path)
@@ -252,15 +249,10 @@ def compact(directory: Path, own: str, limit: int) -> None:
     """Fold what dead processes left, so recycled workers leave no files even unscraped."""
     try:
         names = set(os.listdir(directory))
-        refused = {
-            name.removesuffix(".sock")
-            for name in names
-            if name.endswith(".sock") and name != f"{own}.sock" and not alive(str(directory / name))
-        }
-        exited = any(
-            name.endswith(".json") and name != ARCHIVE and f"{name[:-5]}.sock" not in names
-            for name in names
-        )
+        sockets = {t for t in (token_of(name, ".sock") for name in names) if t and t != own}
+        refused = {t for t in sockets if not alive(str(directory / f"{t}.sock"))}
+        snapshots = {t for t in (token_of(name, ".json") for name in names) if t}
+        exited = bool(snapshots - sockets - {own})
         if refused or exited:
             with directory_lock(directory, timeout=10.0):
                 _gather(directory, own, refused, limit)
