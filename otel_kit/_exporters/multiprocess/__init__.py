@@ -100,16 +100,19 @@ class Multiprocess:
         resource: Resource,
         *,
         keep_instance_id: bool,
+        cardinality_limit: int,
         handle_sigterm: bool = False,
     ) -> None:
         self.directory = check_directory(directory)
         self._reader = reader
+        self._limit = cardinality_limit
         if not keep_instance_id:
             instance = {"service.instance.id": instance_id(self.directory)}
             resource = resource.merge(Resource(instance))
         self.resource = resource
         self._lock = threading.Lock()  # local reads and snapshot writes
         self._baseline = Baseline()  # what this process inherited through fork: nothing yet
+        self._written: MetricsData | None = None  # what the last snapshot held, before baseline
         self._closed = False
         self._port_fd: int | None = None
         self._sock: socket.socket | None = None
@@ -139,7 +142,7 @@ class Multiprocess:
         self._thread.start()
 
     def _serve(self, sock: socket.socket) -> None:
-        view.compact(self.directory, self._token)
+        view.compact(self.directory, self._token, self._limit)
         next_periodic = monotonic() + SNAPSHOT_INTERVAL
         while self._sock is sock:
             try:
@@ -162,9 +165,36 @@ class Multiprocess:
     # Snapshots.
 
     def _write_locked(self) -> Snapshot:
-        local = snapshot_of(self._baseline.subtract(self._reader.read()))
-        write_atomic(self.directory / f"{self._token}.json", encode(local, pid=os.getpid()))
+        """Write this process's snapshot and return it; on a full disk (or another write
+        error) return it all the same: the scrape shows it, the last file stays."""
+        self._rejoin_if_gone()
+        read = self._reader.read()
+        local = snapshot_of(self._baseline.subtract(read))
+        try:
+            write_atomic(self.directory / f"{self._token}.json", encode(local, pid=os.getpid()))
+        except OSError as exc:
+            if not self.directory.exists():
+                raise  # the run is over (its root process removed the directory)
+            _warn_once(f"otel-kit: cannot write the multi-process snapshot ({exc.strerror})")
+        else:
+            self._written = read
         return local
+
+    def _rejoin_if_gone(self) -> None:
+        """Our socket file vanished (removed by a /tmp cleaner or a person): scrapes now take
+        this process for dead and fold its last snapshot into the archive (once: its token is
+        remembered). Go on under a new token, counting from what that snapshot held, so
+        nothing is counted twice or lost beyond what changed while nobody could ask us."""
+        if self._sock is None or os.path.exists(self.directory / f"{self._token}.sock"):
+            return
+        if not self.directory.exists():
+            return
+        _warn_once("otel-kit: this process's multi-process socket was removed; rejoined")
+        if self._written is not None:
+            self._baseline = Baseline.of(self._written, time_ns())
+        old = self._sock
+        self._listen()
+        old.close()
 
     def write_snapshot(self) -> None:
         with self._lock:
@@ -242,7 +272,11 @@ class Multiprocess:
 
     def collect(self) -> MetricsData:
         """Every process's metrics, merged. Asks the others for a fresh snapshot first."""
-        return view.collect(self.directory, self._token, self._write_for_scrape, self.resource)
+        with self._lock:
+            self._rejoin_if_gone()  # before the token is read: this scrape counts us once
+        return view.collect(
+            self.directory, self._token, self._write_for_scrape, self.resource, self._limit
+        )
 
     def asgi_app(self) -> Callable[..., Any]:
         """The metrics endpoint (the merge runs in a thread, see `view.metrics_app`)."""
