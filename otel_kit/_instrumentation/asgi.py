@@ -8,7 +8,9 @@ itself so the scrape is never counted and never reaches the app's router.
 `http.route` is the route TEMPLATE. FastAPI >= 0.165 resolves it exactly (router prefixes,
 nested routers, mounts) through its telemetry hook; otel-kit gives that hook a request record
 when FastAPI's own telemetry is not running. Elsewhere the template is found in the app's route tree
-from the route (or endpoint) Starlette's router stored in the scope.
+from the route (or endpoint) Starlette's router stored in the scope. Either way it is the template
+as the app declares it, WITHOUT the ASGI `root_path` (`--root-path`, a proxy's prefix): the same
+series on every FastAPI version and behind any proxy (FastAPI >= 0.165 itself puts it in front).
 """
 
 from __future__ import annotations
@@ -180,6 +182,11 @@ def _status_code(status: object) -> int | None:
     return None
 
 
+def _is_5xx(status: object) -> bool:
+    code = status if type(status) is int else _status_code(status)
+    return code is not None and code >= 500
+
+
 class MetricsMiddleware:
     """Records `http.server.request.duration` and `http.server.active_requests`."""
 
@@ -268,21 +275,25 @@ class MetricsMiddleware:
         active_key = (method,)
         self._active.add(1, active_key)
         record = scope.get(_TELEMETRY_KEY)
+        # FastAPI's hook starts the route with the prefix its record was made with: FastAPI's
+        # own record (its tracing is on) has the root path there, otel-kit's has none.
+        root = "" if record is None else scope.get("app_root_path", root_path).rstrip("/")
         owned = record is None and self._request_record is not None
         if owned:
-            prefix = scope.get("app_root_path", root_path).rstrip("/")
-            record = scope[_TELEMETRY_KEY] = self._request_record(prefix)  # type: ignore[misc]
+            record = scope[_TELEMETRY_KEY] = self._request_record("")  # type: ignore[misc]
         status: Any = None  # as the app sent it: an int, unless the server is lax
         done = False
+        ended: float | None = None  # when a 5xx response completed, its error type unknown yet
         start = perf_counter()
 
         def finish(error: str | None = None) -> None:
             """Record the request; without an exception, a 5xx status is the error type."""
             nonlocal done
             done = True
-            elapsed = perf_counter() - start
+            elapsed = (perf_counter() if ended is None else ended) - start
             try:
-                self._active.add(-1, active_key)  # first: a failure below cannot leak it
+                if ended is None:
+                    self._active.add(-1, active_key)  # first: a failure below cannot leak it
                 code = status if type(status) is int else _status_code(status)
                 if error is None and code is not None and code >= 500:
                     error = str(code)
@@ -290,12 +301,14 @@ class MetricsMiddleware:
                 if route is None or route.endswith("/{path}"):
                     # FastAPI's hook stops at a mounted app that is not FastAPI ("/sub/{path}")
                     route = _generic_route(scope, self._templates) or route
+                elif root and route.startswith(root):
+                    route = route[len(root) :]
                 self._duration.record(elapsed, (method, route, code, error))
             except Exception:  # a metrics failure must never reach the application
                 report_failure("HTTP server")
 
         async def send_with_metrics(message: Message) -> None:
-            nonlocal status
+            nonlocal status, ended
             try:
                 kind = message["type"]
                 if kind == "http.response.start":
@@ -307,7 +320,18 @@ class MetricsMiddleware:
                 (kind == "http.response.body" and not message.get("more_body", False))
                 or kind == "http.response.pathsend"
             ):
-                finish()
+                if ended is None and _is_5xx(status):
+                    # Starlette's ServerErrorMiddleware sends its 500 before it re-raises: when
+                    # it is inside this middleware (`otel-kit run`, setup after start) the
+                    # exception comes next, so its class is the error type as with setup before
+                    # start. Recorded when the app returns; timed and inactive from now.
+                    ended = perf_counter()
+                    try:
+                        self._active.add(-1, active_key)
+                    except Exception:
+                        report_failure("HTTP server")
+                else:
+                    finish()
 
         try:
             await self.app(scope, receive, send_with_metrics)
