@@ -40,6 +40,7 @@ __all__ = [
     "patterns",
     "protocol",
     "redact_url",
+    "redis_cache",
     "shown",
     "url_path",
 ]
@@ -238,6 +239,16 @@ def protocol(value: Any) -> Any:
             "allowed: http/protobuf, grpc (the OTel Python exporters have no http/json)"
         )
     return name
+
+
+def redis_cache(value: Any) -> Any:
+    mode = value.strip().lower() if isinstance(value, str) else value
+    if mode not in ("all", "named", "none"):
+        raise ValueError(
+            'allowed: all (every client; unnamed ones as cache_name "redis"), named (only '
+            "clients named with otel_kit.cache.redis_cache), none (no Redis lookup counted)"
+        )
+    return mode
 
 
 def headers(value: Any) -> Any:

@@ -10,6 +10,12 @@ redis-py lookups are counted by the Redis integration already (`cache_name="redi
 these for other caches. `cache_name` becomes a label value: use a fixed name per cache (never a
 key, tenant or URL); past the cardinality limit new names land in the overflow series.
 Before `setup_metrics()` and after `shutdown()` both do nothing, cheaply.
+
+`redis_cache(client, name)` names a Redis client's cache, or (`None`) says it is none: a job
+queue (arq), locks or rate limits also send GET, and their misses are no cache's.
+
+    users = redis_cache(redis.Redis(db=1), "users")     # cache_name="users"
+    queue = redis_cache(await arq.create_pool(), None)  # its GETs are no lookups
 """
 
 from __future__ import annotations
@@ -23,12 +29,17 @@ from typing import Any, ParamSpec, TypeVar, cast
 from otel_kit import _setup
 from otel_kit._support import report_failure
 
-__all__ = ["cache_metrics", "record_cache_lookup"]
+__all__ = ["cache_metrics", "record_cache_lookup", "redis_cache"]
 
 _log = logging.getLogger("otel_kit")
 
 P = ParamSpec("P")
 R = TypeVar("R")
+Client = TypeVar("Client")
+
+# Where `redis_cache` keeps a name: on the client's connection pool, which its pipelines and
+# every client made on the same pool share (otel_kit/_instrumentation/redis.py reads it).
+_REDIS_CACHE_NAME = "_otel_kit_cache_name"
 
 
 def record_cache_lookup(cache_name: str, hit: bool) -> None:
@@ -83,3 +94,26 @@ def cache_metrics(
         return lookup
 
     return decorate
+
+
+def redis_cache(client: Client, name: str | None) -> Client:
+    """Count `client`'s lookups (GET, MGET, HGET, ...) as cache `name`, or as no cache's when
+    `name` is None; returns `client`.
+
+    It names the client's connection pool: its pipelines and the clients sharing that pool
+    are named too, also those made earlier. It works before `setup_metrics()`; the setting
+    `redis_cache` (`OTEL_KIT_REDIS_CACHE`) decides what unnamed clients count as.
+    """
+    if name is not None and not (isinstance(name, str) and name):
+        raise ValueError(
+            f"redis_cache: name must be a non-empty string (a fixed cache name) or None (not a "
+            f"cache), got {name!r}"
+        )
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:
+        raise TypeError(
+            "redis_cache: expected a redis-py client (redis.Redis, redis.asyncio.Redis or a "
+            f"pipeline; RedisCluster is not measured), got {type(client).__name__}"
+        )
+    setattr(pool, _REDIS_CACHE_NAME, name)
+    return client

@@ -80,7 +80,15 @@ DB_CLIENT_OPERATION_DURATION = MetricSpec(
     kind="histogram",
     unit="s",
     description="Duration of database client operations.",
-    attributes=("db.system.name", "db.operation.name", "db.namespace", "error.type"),
+    # server.*: Redis sets them (clients of several servers, same db index); SQLAlchemy not yet.
+    attributes=(
+        "db.system.name",
+        "db.operation.name",
+        "db.namespace",
+        "error.type",
+        "server.address",
+        "server.port",
+    ),
 )
 DB_CLIENT_CONNECTION_COUNT = MetricSpec(
     name="db.client.connection.count",

@@ -158,6 +158,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("peer_services", "OTEL_KIT_PEER_SERVICES"),
         description="peer_service label of outbound calls: host=name,host:port=name or a dict",
     )
+    redis_cache: str = Field(
+        "all",
+        validation_alias=AliasChoices("redis_cache", "OTEL_KIT_REDIS_CACHE"),
+        description="which Redis clients' GET, MGET, HGET, ... count as cache lookups: all "
+        '(unnamed ones as cache_name "redis"), named (only clients named with '
+        "otel_kit.cache.redis_cache) or none",
+    )
     # 15 s, not the OTel spec's 60 s: Prometheus' default scrape interval, so that rates over
     # a few scrapes do not step between 0 and a spike (collector/otelcol-config.yaml expects it).
     export_interval_ms: int = Field(
@@ -225,6 +232,7 @@ class Settings(BaseSettings):
     _patterns = field_validator("excluded_urls", mode="before")(rules.patterns)
     _buckets = field_validator("duration_buckets", mode="before")(rules.buckets)
     _disabled = field_validator("disabled_instrumentations", mode="before")(rules.disabled)
+    _redis_cache = field_validator("redis_cache", mode="before")(rules.redis_cache)
     _integer = field_validator(*rules.INT_RULES, mode="before")(rules.integer)
     _path = field_validator("metrics_path")(rules.url_path)
     _token = field_validator("metrics_bearer_token")(rules.bearer_token)
@@ -265,6 +273,7 @@ class SettingKeywords(TypedDict, total=False):
     cardinality_limit: int
     disabled_instrumentations: Sequence[str]
     peer_services: Mapping[str, str] | str
+    redis_cache: str
     export_interval_ms: int
     otlp_endpoint: str | None
     otlp_metrics_endpoint: str | None

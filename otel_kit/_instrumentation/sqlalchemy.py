@@ -195,7 +195,7 @@ class _Instrumentation:
                 raise
             try:
                 elapsed = perf_counter() - start
-                record(elapsed, (system, operation_name(statement), namespace, None))
+                record(elapsed, (system, operation_name(statement), namespace, None, None, None))
             except Exception:
                 self.failed()
             return result
@@ -237,7 +237,8 @@ class _Instrumentation:
                 return  # an engine this instrumentation does not measure
             labels = wrapped[1]
             operation = operation_name(context.statement or "")
-            self.duration.record(end - start, (labels[0], operation, labels[1], error_type))
+            key = (labels[0], operation, labels[1], error_type, None, None)
+            self.duration.record(end - start, key)
         except Exception:
             self.failed()
 

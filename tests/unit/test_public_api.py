@@ -32,7 +32,7 @@ PUBLIC: dict[str, list[str]] = {
         "setup_metrics",
     ],
     "otel_kit.autoinstrument": ["PYTHONPATH", "initialize"],
-    "otel_kit.cache": ["cache_metrics", "record_cache_lookup"],
+    "otel_kit.cache": ["cache_metrics", "record_cache_lookup", "redis_cache"],
     "otel_kit.cli": ["main"],
     "otel_kit.config": [
         "EXPORTERS",
