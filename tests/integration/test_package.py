@@ -16,6 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 import otel_kit
 from tests.exposition import value
@@ -71,6 +73,27 @@ def test_the_wheel_holds_the_package_and_nothing_else(dist: Path) -> None:
     supported = {c.rsplit(" :: ", 1)[1] for c in classifiers if re.fullmatch(r".*:: 3\.\d+", c)}
     assert supported == {"3.10", "3.11", "3.12", "3.13"}
     assert "Typing :: Typed" in classifiers
+
+
+def test_what_users_install_has_lower_bounds_only(dist: Path) -> None:
+    """Every requirement a user installs (dependencies and extras; not [dev]'s test tools) is
+    `name>=version`: no upper bound or pin, so installing otel-kit moves no library the
+    application has within the bounds (issue 19: `[all]` took FastAPI 0.109 to 0.165 and
+    Starlette to 1.x). .ci/lower-bounds tests each bound; real apps ran the versions below."""
+    (wheel,) = dist.glob("*.whl")
+    info = f"otel_kit-{otel_kit.__version__}.dist-info"
+    metadata = email.message_from_bytes(zipfile.ZipFile(wheel).read(f"{info}/METADATA"))
+    extras = set(metadata.get_all("Provides-Extra") or []) - {"dev"}
+    bounds: dict[str, SpecifierSet] = {}
+    for line in metadata.get_all("Requires-Dist") or []:
+        requirement = Requirement(line)
+        marker = requirement.marker
+        if marker is None or any(marker.evaluate({"extra": extra}) for extra in extras):
+            assert [spec.operator for spec in requirement.specifier] == [">="], line
+            bounds[requirement.name] = requirement.specifier
+    assert {"pydantic", "pydantic-settings", "typer", "rich", "psutil"} <= bounds.keys()
+    for name, version in {"fastapi": "0.109.0", "starlette": "0.35.0", "httpx": "0.26.0"}.items():
+        assert version in bounds[name], f"{name} {version} is refused: {bounds[name]}"
 
 
 def test_the_sdist_holds_sources_tests_and_docs_not_ci(dist: Path) -> None:

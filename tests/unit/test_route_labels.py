@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import starlette
 from fastapi import APIRouter, FastAPI
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
@@ -100,9 +101,15 @@ groups = st.lists(
 
 # Parameter values: any text but "/" (it separates segments once the path is decoded) and the
 # dot segments URL normalization removes; integers for `{x:int}`; several segments for
-# `{x:path}`.
+# `{x:path}`. Starlette < 0.40 itself misroutes (404, or 500 from re.error) in a mount whose
+# path holds a regex metacharacter (it strips root_path with re.sub): left out there.
+OLD_STARLETTE = tuple(int(part) for part in starlette.__version__.split(".")[:2]) < (0, 40)
 text_value = st.text(
-    st.characters(codec="utf-8", exclude_categories=("Cs", "Cc"), exclude_characters="/"),
+    st.characters(
+        codec="utf-8",
+        exclude_categories=("Cs", "Cc"),
+        exclude_characters="/" + ("\\^$*+?{}[]|()" if OLD_STARLETTE else ""),
+    ),
     min_size=1,
     max_size=12,
 ).filter(lambda text: text not in (".", ".."))
