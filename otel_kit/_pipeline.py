@@ -20,7 +20,12 @@ from prometheus_client.registry import CollectorRegistry
 
 from otel_kit import __version__
 from otel_kit._exporters.auth import MetricsAuth
-from otel_kit._exporters.prometheus import PullReader, make_registry
+from otel_kit._exporters.prometheus import (
+    PullReader,
+    default_registry,
+    make_registry,
+    with_default_registry,
+)
 from otel_kit._exporters.push import push_reader
 from otel_kit._exporters.server import DEFAULT_PORT, start_metrics_server
 from otel_kit._instruments import FastInstruments
@@ -78,6 +83,7 @@ class Pipeline:
     process of several)."""
 
     def __init__(self, settings: Settings, *, serve_on_app: bool) -> None:
+        default = default_registry(settings)  # first: it may refuse the settings
         self.resource = build_resource(settings)
         self.fast = FastInstruments(__version__)
         limit = settings.cardinality_limit
@@ -108,6 +114,10 @@ class Pipeline:
                 handle_sigterm="OTEL_KIT_RUN_PID" in os.environ,
             )
             self.registry = self.multiprocess.registry
+        if self.registry is not None and default is not None:
+            self.registry = with_default_registry(self.registry, default)
+            if self.multiprocess is not None:
+                self.multiprocess.registry = self.registry  # what its endpoint serves
         self.metrics_app: ASGIApp | None = None
         self._server: Any = None
         self.prometheus_port: int | None = None

@@ -103,6 +103,16 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("metrics_path", "OTEL_KIT_METRICS_PATH"),
         description="path of the metrics endpoint on the app, starting with / (no query)",
     )
+    metrics_include_default_registry: bool = Field(
+        False,
+        validation_alias=AliasChoices(
+            "metrics_include_default_registry", "OTEL_KIT_METRICS_INCLUDE_DEFAULT_REGISTRY"
+        ),
+        description="true: otel-kit's endpoint also serves prometheus_client's default registry "
+        "(the app's own prometheus_client metrics), but no name otel-kit uses; with several "
+        "processes (multiproc_dir) only in prometheus_client's multiprocess mode "
+        "(PROMETHEUS_MULTIPROC_DIR); true or false",
+    )
     # Credentials a scrape must present (in-app and separate port; either one when both are set).
     metrics_bearer_token: SecretStr | None = Field(
         None,
@@ -237,7 +247,9 @@ class Settings(BaseSettings):
     _path = field_validator("metrics_path")(rules.url_path)
     _token = field_validator("metrics_bearer_token")(rules.bearer_token)
     _basic_auth = field_validator("metrics_basic_auth")(rules.basic_auth)
-    _boolean = field_validator("sdk_disabled", mode="before")(rules.boolean)
+    _boolean = field_validator("sdk_disabled", "metrics_include_default_registry", mode="before")(
+        rules.boolean
+    )
     _host = field_validator("prometheus_host", mode="before")(rules.host)
     _unset = field_validator("multiproc_dir", mode="before")(rules.empty_is_unset)
     _non_empty = field_validator("service_name")(rules.non_empty)
@@ -265,6 +277,7 @@ class SettingKeywords(TypedDict, total=False):
     prometheus_host: str
     prometheus_port: int | None
     metrics_path: str
+    metrics_include_default_registry: bool
     metrics_bearer_token: str | SecretStr | None
     metrics_basic_auth: str | SecretStr | None
     multiproc_dir: str | None

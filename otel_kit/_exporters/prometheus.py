@@ -15,6 +15,7 @@ several scopes are merged into one family.
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -41,8 +42,16 @@ from otel_kit._exporters import cardinality_limits
 from otel_kit._instruments import FastInstruments
 from otel_kit._support import LogOnce
 from otel_kit.catalogue import prometheus_label, prometheus_name, unit_suffix
+from otel_kit.config import ConfigError, Settings
 
-__all__ = ["PrometheusCollector", "PullReader", "make_registry", "prometheus_families"]
+__all__ = [
+    "PrometheusCollector",
+    "PullReader",
+    "default_registry",
+    "make_registry",
+    "prometheus_families",
+    "with_default_registry",
+]
 
 _warn_once = LogOnce().warning
 
@@ -161,3 +170,75 @@ def make_registry(reader: PullReader) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PrometheusCollector(reader))
     return registry
+
+
+# The sample names a family may expose (prometheus_client's own duplicate check uses these).
+_SUFFIXES = ("", "_total", "_created", "_bucket", "_count", "_sum", "_gcount", "_gsum", "_info")
+
+
+def _names(family: Metric) -> set[str]:
+    return {family.name + suffix for suffix in _SUFFIXES}
+
+
+class _WithDefaultRegistry(Collector):
+    """otel-kit's families, then those of prometheus_client's default registry (the app's own
+    metrics: prometheus-fastapi-instrumentator's, hand-written ones). A family whose names
+    otel-kit uses too is left out, with a warning once: two families of one name would make
+    the whole exposition invalid."""
+
+    def __init__(self, own: CollectorRegistry, default: Collector) -> None:
+        self._own = own
+        self._default = default
+
+    def collect(self) -> Iterable[Metric]:
+        families = list(self._own.collect())
+        taken = set().union(*map(_names, families))
+        for family in self._default.collect():
+            names = _names(family) | {sample.name for sample in family.samples}
+            if names & taken:
+                _warn_once(
+                    f"otel-kit: prometheus_client's {family.name} not served: otel-kit "
+                    "exports a metric of that name (metrics_include_default_registry)"
+                )
+                continue
+            taken |= names
+            families.append(family)
+        return families
+
+
+def default_registry(settings: Settings) -> Collector | None:
+    """What `metrics_include_default_registry` adds to otel-kit's output, None when it is off.
+
+    In prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR) the app's metrics are
+    read, merged over processes, from that directory; else from the default REGISTRY, which
+    holds this process's values only: refused when otel-kit serves several processes
+    (`multiproc_dir`), where a scrape would show whichever process answered it.
+    """
+    if not settings.metrics_include_default_registry:
+        return None
+    from prometheus_client import REGISTRY
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    setting = (
+        "invalid setting metrics_include_default_registry / "
+        "OTEL_KIT_METRICS_INCLUDE_DEFAULT_REGISTRY = true: "
+    )
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        if not os.path.isdir(directory):
+            raise ConfigError(f"{setting}PROMETHEUS_MULTIPROC_DIR={directory!r} is no directory")
+        return MultiProcessCollector(None)  # type: ignore[no-untyped-call]
+    if settings.multiproc_dir is not None:
+        raise ConfigError(
+            f"{setting}with several processes (multiproc_dir, as under otel-kit run) it needs "
+            "prometheus_client's multiprocess mode: set PROMETHEUS_MULTIPROC_DIR to an empty "
+            "directory before the app starts"
+        )
+    return REGISTRY
+
+
+def with_default_registry(registry: CollectorRegistry, default: Collector) -> CollectorRegistry:
+    """`registry`, then the families of `default` (`default_registry()`) it has no name of."""
+    combined = CollectorRegistry(auto_describe=False)
+    combined.register(_WithDefaultRegistry(registry, default))
+    return combined

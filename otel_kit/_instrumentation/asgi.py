@@ -166,7 +166,9 @@ def _warn_if_hidden(app: Any, metrics_path: str) -> None:
     if hidden:
         _log.warning(
             "otel-kit: its metrics endpoint hides the app's own route at %s; set metrics_path "
-            "(OTEL_KIT_METRICS_PATH) to another path to reach that route",
+            "(OTEL_KIT_METRICS_PATH) to another path to reach that route, or, if it serves "
+            "prometheus_client metrics, metrics_include_default_registry=true "
+            "(OTEL_KIT_METRICS_INCLUDE_DEFAULT_REGISTRY) to serve them on otel-kit's",
             metrics_path,
         )
 

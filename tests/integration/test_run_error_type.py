@@ -19,7 +19,7 @@ from tests.integration.processes import free_port
 pytestmark = pytest.mark.integration
 
 COUNT = "http_server_request_duration_seconds_count"
-APP = '''
+APP = """
 from fastapi import FastAPI, HTTPException
 
 app = FastAPI()
@@ -38,7 +38,7 @@ async def unavailable() -> None:
 @app.get("/ok")
 async def ok() -> dict[str, str]:
     return {"ok": "yes"}
-'''
+"""
 REQUESTS = [("/boom/1", 500), ("/boom/2", 500), ("/unavailable", 503), ("/ok", 200)]
 
 

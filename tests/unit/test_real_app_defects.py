@@ -5,12 +5,17 @@ and `http_route` without the ASGI root path on every FastAPI version."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI, HTTPException
+from prometheus_client import REGISTRY, Counter, Gauge, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -18,6 +23,7 @@ from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 
 from otel_kit._setup import wrap_built_stack
+from otel_kit.config import ConfigError
 from tests.exposition import samples, value
 from tests.handles import MakeHandle
 
@@ -80,7 +86,9 @@ async def test_error_type_is_the_exception_class_also_around_the_built_stack(
     for text in texts:
         route = {"http_request_method": "GET", "http_route": "/boom/{n}"}
         assert counts(text) == {
-            frozenset({**route, "http_response_status_code": "500", "error_type": "ValueError"}.items()): 3,
+            frozenset(
+                {**route, "http_response_status_code": "500", "error_type": "ValueError"}.items()
+            ): 3,
             frozenset(
                 {
                     "http_request_method": "GET",
@@ -153,7 +161,7 @@ async def test_mounted_static_files_and_sub_app_carry_the_mount_template(
 
 
 def routed_app(telemetry: dict[str, Any] | None) -> FastAPI:
-    app = FastAPI() if telemetry is None else FastAPI(telemetry=telemetry)  # type: ignore[call-arg,unused-ignore]
+    app = FastAPI() if telemetry is None else FastAPI(telemetry=telemetry)  # type: ignore[arg-type,call-arg,unused-ignore]
     v1 = APIRouter(prefix="/v1")
 
     @v1.get("/things/{thing_id}")
@@ -202,3 +210,109 @@ async def test_route_template_never_includes_the_root_path(
         "/plain/hello": 1,
         "/sub/{path}": 1,
     }
+
+
+@pytest.fixture
+def app_counter() -> Iterator[Counter]:
+    """A prometheus_client counter of the app's own, in the default REGISTRY, at 3; and a gauge
+    there with a name otel-kit uses. Both unregistered afterwards."""
+    counter = Counter("legacy_orders", "Orders counted by the app itself", ["kind"])
+    clash = Gauge("http_server_active_requests", "The app's own gauge of that name")
+    counter.labels(kind="card").inc(3)
+    clash.set(42)
+    yield counter
+    REGISTRY.unregister(counter)
+    REGISTRY.unregister(clash)
+
+
+def app_with_own_metrics_route() -> FastAPI:
+    """An app serving prometheus_client's default registry on /metrics itself, as apps using
+    prometheus-fastapi-instrumentator or a hand-written route do."""
+    app = FastAPI()
+
+    @app.get("/metrics")
+    async def own_metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(REGISTRY).decode())
+
+    @app.get("/ok")
+    async def ok() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    return app
+
+
+async def test_own_metrics_route_hidden_is_reported_with_both_ways_out(
+    make_handle: MakeHandle, app_counter: Counter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Item 4, by default: otel-kit's endpoint answers /metrics, and says so naming the two
+    settings that keep the app's metrics reachable."""
+    app = app_with_own_metrics_route()
+    make_handle(app, **ONLY_HTTP)
+    async with client(app) as c:
+        text = (await c.get("/metrics")).text
+    assert "legacy_orders" not in text
+    hidden = [r.getMessage() for r in caplog.records if "hides the app's own route" in r.message]
+    assert len(hidden) == 1
+    assert "metrics_path" in hidden[0] and "metrics_include_default_registry" in hidden[0]
+
+
+async def test_default_registry_served_beside_otel_kit_metrics(
+    make_handle: MakeHandle, app_counter: Counter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Item 4, metrics_include_default_registry: the app's prometheus_client counter appears
+    once with its value; a family of a name otel-kit uses is otel-kit's alone."""
+    app = app_with_own_metrics_route()
+    make_handle(app, metrics_include_default_registry=True, **ONLY_HTTP)
+    async with client(app) as c:
+        await c.get("/ok")
+        text = (await c.get("/metrics")).text
+        app_counter.labels(kind="cash").inc()
+        again = (await c.get("/metrics")).text
+    assert text.count("# TYPE legacy_orders_total counter") == 1
+    assert value(text, "legacy_orders_total", kind="card") == 3
+    assert value(again, "legacy_orders_total", kind="cash") == 1
+    assert value(text, COUNT, http_route="/ok") == 1
+    # otel-kit's active-requests gauge (0: the scrape itself is not counted), not the app's 42
+    assert text.count("# TYPE http_server_active_requests gauge") == 1
+    assert value(text, "http_server_active_requests") == 0
+    assert not [r for r in caplog.records if "hides the app's own route" in r.message]
+    skipped = [r.getMessage() for r in caplog.records if "not served" in r.message]
+    assert skipped == [
+        "otel-kit: prometheus_client's http_server_active_requests not served: otel-kit "
+        "exports a metric of that name (metrics_include_default_registry)"
+    ]
+
+
+def test_default_registry_setting_refuses_bad_values(
+    make_handle: MakeHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigError) as bad:
+        make_handle(metrics_include_default_registry="sometimes")
+    assert "metrics_include_default_registry" in str(bad.value)
+    assert "OTEL_KIT_METRICS_INCLUDE_DEFAULT_REGISTRY" in str(bad.value)
+    assert "true, false" in str(bad.value)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    # several processes without prometheus_client's multiprocess mode: one worker's values
+    with pytest.raises(ConfigError, match="set PROMETHEUS_MULTIPROC_DIR"):
+        make_handle(metrics_include_default_registry=True, multiproc_dir=str(tmp_path))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "absent"))
+    with pytest.raises(ConfigError, match="is no directory"):
+        make_handle(metrics_include_default_registry=True)
+
+
+def test_default_registry_in_prometheus_client_multiprocess_mode(
+    make_handle: MakeHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR, the app's metrics are read from there, so every worker's
+    count is in (here one other process's)."""
+    worker = (
+        "from prometheus_client import Counter\n"
+        "Counter('legacy_jobs', 'Jobs', ['queue']).labels(queue='mail').inc(4)\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", worker], env=env, check=True, timeout=60)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    handle = make_handle(metrics_include_default_registry=True, **ONLY_HTTP)
+    text = handle.render().decode()
+    assert text.count("# TYPE legacy_jobs_total counter") == 1
+    assert value(text, "legacy_jobs_total", queue="mail") == 4
