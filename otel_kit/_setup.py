@@ -108,7 +108,8 @@ class MetricsHandle:
             if measure:
                 disable_fastapi_metrics(app)
             options["fastapi_routes"] = hasattr(app, "_telemetry")
-            options["routes_of"] = app  # an own route at the metrics path is reported
+            if not self.settings.metrics_include_default_registry:
+                options["routes_of"] = app  # an own route at the metrics path is reported
         return options
 
     def instrument_engine(self, engine: Any) -> Any:
