@@ -67,9 +67,10 @@ _parse_openmetrics = cast(
 # only where that service listens (auth_headers).
 BEARER_TOKEN_ENV = "OTEL_KIT_METRICS_BEARER_TOKEN"
 BASIC_AUTH_ENV = "OTEL_KIT_METRICS_BASIC_AUTH"
-_PROMETHEUS_HOST_ENV = ("OTEL_KIT_PROMETHEUS_HOST", "OTEL_EXPORTER_PROMETHEUS_HOST")  # config's
+_HOST_ENV = "OTEL_EXPORTER_PROMETHEUS_HOST"
+_PROMETHEUS_HOST_ENV = ("OTEL_KIT_PROMETHEUS_HOST", _HOST_ENV)  # config.py's order
 _ANY_ADDRESS = ("", "0.0.0.0", "::")
-_ENV_DEFAULT = " Default: ${}, sent only to a loopback host or $OTEL_EXPORTER_PROMETHEUS_HOST."
+_ENV_DEFAULT = " Default: ${}, sent only to a loopback host or $" + _HOST_ENV + "."
 BearerTokenOption = Annotated[
     str | None,
     typer.Option(
@@ -88,6 +89,7 @@ BasicAuthOption = Annotated[
 ]
 
 DEFAULT_MAX_BYTES = 64 * 1024**2
+_INFLATE_STEP = 1024**2  # zlib's output buffer for one call: never a second copy of the cap
 _SIZE = re.compile(r"(\d+)\s*(KiB|MiB|GiB)?", re.IGNORECASE)
 _UNITS = {"": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
 
@@ -215,6 +217,7 @@ def fetch(
     # gzip only: `_body` inflates it itself, so it can stop at the cap.
     sent = {"Accept": accept, "Accept-Encoding": "gzip", **(headers or {})}
     # A client per fetch: each one connects, so the watchdog sees the socket it must cut.
+    body: bytearray | None = None
     with httpx.Client(timeout=limits.timeout, headers=sent) as client, _Watchdog(limits) as dog:
         try:
             with client.stream("GET", url, extensions={"trace": dog.trace}) as response:
@@ -225,10 +228,12 @@ def fetch(
                     raise SourceError(f"{shown} answered HTTP {status}, expected 200")
                 body = _body(response, shown, limits.max_bytes)
         except httpx.HTTPError as exc:
-            if dog.expired.is_set() or isinstance(exc, httpx.TimeoutException):
-                message = f"{shown}: no complete answer within --timeout {limits.timeout:g} s"
-                raise SourceError(message) from None
-            raise SourceError(f"cannot reach {shown}: {exc or type(exc).__name__}") from None
+            if not (dog.expired.is_set() or isinstance(exc, httpx.TimeoutException)):
+                raise SourceError(f"cannot reach {shown}: {exc or type(exc).__name__}") from None
+        # A cut socket may also read as the end of a body that has no Content-Length.
+        if dog.expired.is_set() or body is None:
+            message = f"{shown}: no complete answer within --timeout {limits.timeout:g} s"
+            raise SourceError(message)
     content_type = response.headers.get("content-type", "")
     # The formats are UTF-8 by specification.
     return body.decode("utf-8", errors="replace"), content_type.startswith(_OPENMETRICS_TYPE)
@@ -274,12 +279,12 @@ def _refused(headers: Mapping[str, str]) -> str:
     if "Authorization" in headers:
         return "credentials refused"
     hint = "give --bearer-token or --basic-auth"
-    if os.environ.get(BEARER_TOKEN_ENV) or os.environ.get(BASIC_AUTH_ENV):
-        hint += " (the OTEL_KIT_METRICS_* variables go only to loopback or the prometheus host)"
+    if os.environ.get(BEARER_TOKEN_ENV) or os.environ.get(BASIC_AUTH_ENV):  # withheld
+        hint = f"$OTEL_KIT_METRICS_* are sent only to a loopback host or ${_HOST_ENV}: {hint}"
     return hint
 
 
-def _body(response: httpx.Response, shown: str, max_bytes: int) -> bytes:
+def _body(response: httpx.Response, shown: str, max_bytes: int) -> bytearray:
     """The body, decompressed, never holding more than `max_bytes` of it."""
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", "gzip", "x-gzip"):
@@ -289,7 +294,7 @@ def _body(response: httpx.Response, shown: str, max_bytes: int) -> bytes:
         detail = f" (it announces {int(announced)} bytes)"
         raise SourceError(_too_large(shown, max_bytes, detail))
     inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding != "identity" else None
-    received, parts, size = 0, [], 0
+    body, received = bytearray(), 0
     try:
         for chunk in response.iter_raw():
             received += len(chunk)
@@ -298,18 +303,17 @@ def _body(response: httpx.Response, shown: str, max_bytes: int) -> bytes:
             while chunk:
                 if inflate is None:
                     data, chunk = chunk, b""
-                else:  # at most one byte past the cap: a gzip bomb stops there
-                    data = inflate.decompress(chunk, max_bytes - size + 1)
+                else:  # in steps, and one byte past the cap at most: a gzip bomb stops there
+                    data = inflate.decompress(chunk, min(max_bytes - len(body), _INFLATE_STEP) + 1)
                     chunk = inflate.unconsumed_tail
-                size += len(data)
-                if size > max_bytes:
+                body += data
+                if len(body) > max_bytes:
                     raise SourceError(_too_large(shown, max_bytes, " once decompressed"))
-                parts.append(data)
         if inflate is not None:  # what a last match left in zlib's window: a few bytes
-            parts.append(inflate.flush())
+            body += inflate.flush()
     except zlib.error as exc:
         raise SourceError(f"{shown}: the gzip body is corrupt ({exc})") from None
-    return b"".join(parts)
+    return body
 
 
 def _too_large(shown: str, max_bytes: int, detail: str = "") -> str:
