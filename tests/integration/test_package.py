@@ -92,7 +92,7 @@ def test_what_users_install_has_lower_bounds_only(dist: Path) -> None:
             assert [spec.operator for spec in requirement.specifier] == [">="], line
             bounds[requirement.name] = requirement.specifier
     assert {"pydantic", "pydantic-settings", "typer", "rich", "psutil"} <= bounds.keys()
-    for name, version in {"fastapi": "0.109.0", "starlette": "0.35.0", "httpx": "0.26.0"}.items():
+    for name, version in {"fastapi": "0.109.0", "starlette": "0.35.1", "httpx": "0.26.0"}.items():
         assert version in bounds[name], f"{name} {version} is refused: {bounds[name]}"
 
 
