@@ -112,6 +112,7 @@ MaxBytesOption = Annotated[
     typer.Option(
         parser=parse_size,
         metavar="BYTES",
+        show_default="64MiB",
         help="Refuse an answer larger than this, as sent or once decompressed "
         "(e.g. 1048576, 512KiB, 64MiB).",
     ),
