@@ -86,8 +86,8 @@ _WITH_CREATED = ("counter", "histogram", "summary")
 _COUNTER_SUFFIXES = ("total", "count", "sum", "bucket")
 _NOT_LABELS = frozenset({"le", "quantile"})  # bucket bounds and quantiles: not cardinality
 _EXAMPLE_MAX = 40
-# The value rules read at most this much of a value: each rule's cost stays bounded whatever
-# an exposition holds, and no label an ID, path, email or time fits in is longer.
+# The value rules read at most this much of a value: their cost stays bounded whatever an
+# exposition holds, and an ID, path, email or time is far shorter.
 VALUE_MAX = 1024
 _MIN_BUCKETS, _MAX_BUCKETS = 5, 40
 _MEASURES = frozenset({
