@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics
@@ -15,6 +17,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.registry import CollectorRegistry
 
 from otel_kit import catalogue
+from otel_kit._instrumentation import INTEGRATIONS, Integration
 from otel_kit._instrumentation._context import IntegrationContext, instrument_all
 from otel_kit._instrumentation.asgi import ASGIApp, MetricsMiddleware, disable_fastapi_metrics
 from otel_kit._instruments import FastSum
@@ -32,7 +35,9 @@ _log = logging.getLogger("otel_kit")
 class MetricsHandle:
     """What `setup_metrics()` built. `shutdown()` flushes push exporters and stops servers."""
 
-    def __init__(self, settings: Settings, *, serve_on_app: bool) -> None:
+    def __init__(
+        self, settings: Settings, *, serve_on_app: bool, integrations_on_import: bool = False
+    ) -> None:
         self.settings = settings
         self._pipeline = Pipeline(settings, serve_on_app=serve_on_app)
         self.resource: Resource = self._pipeline.resource
@@ -47,7 +52,14 @@ class MetricsHandle:
         self._apps_lock = threading.Lock()  # concurrent calls for one app add one middleware
         self._closed = False
         self._context = IntegrationContext(settings, self.meter_provider, fast)
-        self._undo = instrument_all(self._context)
+        self._undo: list[Callable[[], None]] = []
+        self._instrumented: set[str] = set()  # names of the integrations set up (or trying)
+        self._integrations_lock = threading.Lock()
+        if integrations_on_import:  # `otel-kit run`: its import hook calls instrument_imported
+            self.instrument_imported()
+        else:
+            self._undo = instrument_all(self._context)
+            self._instrumented.update(entry.name for entry in INTEGRATIONS)
 
     @classmethod
     def create(cls, app: Any = None, **settings: Unpack[SettingKeywords]) -> MetricsHandle:
@@ -111,6 +123,27 @@ class MetricsHandle:
             if not self.settings.metrics_include_default_registry:
                 options["routes_of"] = app  # an own route at the metrics path is reported
         return options
+
+    def instrument_imported(self) -> None:
+        """Under `otel-kit run`, after the application imported an integration's trigger:
+        instrument each integration not instrumented yet whose trigger is imported (or that
+        has none). Libraries the application has not imported stay unimported."""
+        while not self._closed:
+            # Claimed under the lock, instrumented outside it: instrumenting imports modules,
+            # and another thread's import hook may be waiting for this lock while holding the
+            # import lock of one of them.
+            with self._integrations_lock:
+                due = [entry for entry in INTEGRATIONS if self._due(entry)]
+                self._instrumented.update(entry.name for entry in due)
+            if not due:
+                return
+            # Instrumenting one may have imported another's library: loop until none is due.
+            self._undo.extend(instrument_all(self._context, due))
+
+    def _due(self, entry: Integration) -> bool:
+        return entry.name not in self._instrumented and (
+            not entry.triggers or any(name in sys.modules for name in entry.triggers)
+        )
 
     def instrument_engine(self, engine: Any) -> Any:
         """Measure one SQLAlchemy engine (sync or async) and return it.
@@ -195,10 +228,14 @@ def _serves_on_app(app: Any, config: Settings) -> bool:
     return app is not None and config.prometheus_port is None
 
 
-def _install(config: Settings, *, serve_on_app: bool) -> MetricsHandle:
+def _install(
+    config: Settings, *, serve_on_app: bool, integrations_on_import: bool = False
+) -> MetricsHandle:
     """Build the handle and set the global MeterProvider; call with `_lock` held."""
     global _current
-    handle = _current = MetricsHandle(config, serve_on_app=serve_on_app)
+    handle = _current = MetricsHandle(
+        config, serve_on_app=serve_on_app, integrations_on_import=integrations_on_import
+    )
     metrics.set_meter_provider(handle.meter_provider)
     if metrics.get_meter_provider() is not handle.meter_provider:
         _log.warning(
@@ -229,7 +266,8 @@ def setup_metrics(app: Any = None, **settings: Unpack[SettingKeywords]) -> Metri
 
 def setup_for_run() -> MetricsHandle | None:
     """The handle `otel-kit run` creates in a process before the application exists: metrics
-    are served on every Starlette app built later, or on the configured port.
+    are served on every Starlette app built later, or on the configured port. Integrations
+    are instrumented as the application imports their libraries (`instrument_imported`).
 
     None while a setup is under way: this may be called from inside one (an import it makes).
     """
@@ -239,6 +277,8 @@ def setup_for_run() -> MetricsHandle | None:
         if _current is not None:
             return _current
         config = load_settings()
-        return _install(config, serve_on_app=config.prometheus_port is None)
+        return _install(
+            config, serve_on_app=config.prometheus_port is None, integrations_on_import=True
+        )
     finally:
         _lock.release()

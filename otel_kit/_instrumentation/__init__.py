@@ -1,6 +1,12 @@
 """The integrations: one registry, read by config (the names `disabled_instrumentations`
 accepts), by setup (`_context.instrument_all`) and by `otel-kit run`'s import hooks.
 
+`setup_metrics()` instruments every installed integration at once. Under `otel-kit run` an
+integration with triggers is instrumented only once the application has imported one of them
+(its import hook calls `MetricsHandle.instrument_imported`): otel-kit never imports a library
+the application does not use, which would cost every process of the run its import time and
+memory.
+
 Standard library only: `otel_kit.autoinstrument` reads it in every Python process `otel-kit run`
 starts, before anything loads the SDK. A NamedTuple, not a dataclass: `dataclasses` imports
 `inspect`, ~4 ms more in each of those processes.
@@ -22,7 +28,9 @@ class Integration(NamedTuple):
     module: str | None  # defines instrument(); None: measured by instrument_app()'s middleware
     library: str  # the top-level import that fails when the library is missing
     extra: str  # pip install 'otel-kit[<extra>]' installs the library
-    triggers: tuple[str, ...]  # under `otel-kit run`, importing one of these sets up metrics
+    # Under `otel-kit run`, importing one of these sets up metrics and instruments this
+    # integration (not earlier); none: instrumented at setup.
+    triggers: tuple[str, ...]
 
 
 INTEGRATIONS: tuple[Integration, ...] = (

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from opentelemetry.sdk.metrics import MeterProvider
 
-from otel_kit._instrumentation import INTEGRATIONS
+from otel_kit._instrumentation import INTEGRATIONS, Integration
 from otel_kit._instruments import FastHistogram, FastInstruments, FastSum
 from otel_kit.catalogue import MetricSpec
 from otel_kit.config import Settings
@@ -66,10 +66,13 @@ def server_address(host: str) -> str:
     return host if len(host) <= MAX_HOST_LENGTH else OVERLONG_HOST
 
 
-def instrument_all(integration: IntegrationContext) -> list[Callable[[], None]]:
-    """Instrument every installed, enabled integration that has a module; never raises."""
+def instrument_all(
+    integration: IntegrationContext, entries: Iterable[Integration] = INTEGRATIONS
+) -> list[Callable[[], None]]:
+    """Instrument every installed, enabled integration of `entries` that has a module; never
+    raises."""
     undo: list[Callable[[], None]] = []
-    for entry in INTEGRATIONS:
+    for entry in entries:
         if entry.module is None or entry.name in integration.settings.disabled_instrumentations:
             continue
         try:

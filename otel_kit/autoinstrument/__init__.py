@@ -5,11 +5,13 @@ shadows (itself, so that happens even where otel-kit cannot load); never raises 
 logged and the application runs without otel-kit metrics). Imports only the standard library
 until needed.
 
-- The command's own process (`OTEL_KIT_RUN_PID`) sets up at once: it may serve the metrics
-  port, and a forking server (gunicorn) passes the setup on to its workers.
-- Other Python processes (spawned workers, reloaders) set up when they first import a library
-  otel-kit serves or measures; helper processes that import none of them (multiprocessing's
-  resource tracker, small tools) do not pay for otel-kit.
+- A process sets up when it first imports a library otel-kit serves or measures; helper
+  processes and tools that import none of them (multiprocessing's resource tracker,
+  `python -c ...`) do not pay for otel-kit. The command's own process (`OTEL_KIT_RUN_PID`) sets
+  up at once when it serves a metrics port or pushes: that must work whatever it imports. A
+  forking server (gunicorn) passes its setup on to its workers.
+- An integration (SQLAlchemy, Redis, httpx) is instrumented when the application imports its
+  library, never by importing it: each is 0.1-0.3 s and several MB a process may not need.
 - Every Starlette application (FastAPI included) gets otel-kit's middleware when its middleware
   stack is built, however it was created (module attribute, factory, `--reload`), unless it
   called `setup_metrics(app)` itself.
@@ -17,6 +19,7 @@ until needed.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib.machinery
 import importlib.util
@@ -38,23 +41,68 @@ PYTHONPATH = Path(__file__).parent / "pythonpath"
 _log = logging.getLogger("otel_kit")
 
 _STARLETTE = "starlette.applications"  # patched when imported (below)
-# Importing one of these means the process serves or measures something: set up then.
-_TRIGGERS = frozenset(
-    {_STARLETTE, "uvicorn", "gunicorn", *(name for i in INTEGRATIONS for name in i.triggers)}
-)
+# Importing one of these means the process serves or measures something: set up then (and
+# instrument the integration it belongs to). Not the OTel metrics API: otel-kit's setup
+# imports it, also from inside the import of the SDK, which a setup started there would need.
+_INTEGRATION_TRIGGERS = frozenset(name for i in INTEGRATIONS for name in i.triggers)
+_TRIGGERS = _INTEGRATION_TRIGGERS | {"uvicorn", "gunicorn"}
+# Settings (otel_kit.config's names, read here without loading it) under which the command's
+# own process serves or pushes, so sets up at once.
+_PORT_VARIABLES = ("OTEL_KIT_PROMETHEUS_PORT", "OTEL_EXPORTER_PROMETHEUS_PORT")
+_EXPORTER_VARIABLES = ("OTEL_KIT_METRICS_EXPORTER", "OTEL_METRICS_EXPORTER")
 _failed = False
 
 
 def initialize() -> None:
     """Bootstrap otel-kit in this process (the `sitecustomize` it shadows ran already)."""
     try:
-        if os.environ.get("OTEL_KIT_RUN_PID") == str(os.getpid()):
+        own = os.environ.get("OTEL_KIT_RUN_PID") == str(os.getpid())
+        # A trigger the shadowed sitecustomize imported counts as one the application did.
+        if (own and _serves_or_pushes()) or not _TRIGGERS.isdisjoint(sys.modules):
             _activate()
+        elif own:
+            atexit.register(_remove_unused_directory)
         sys.meta_path.insert(0, _PostImportHook())
         if _STARLETTE in sys.modules:
             _patch_starlette(sys.modules[_STARLETTE])
     except Exception:
         _log.exception("otel-kit: bootstrap failed; the application runs without its metrics")
+
+
+def _serves_or_pushes() -> bool:
+    """Whether this process serves a metrics port or pushes (as `load_settings()` would find,
+    erring towards yes: then the process merely sets up as it did before it could wait)."""
+    if any(os.environ.get(name, "").strip() for name in _PORT_VARIABLES):
+        return True
+    chosen = next((v for v in map(os.environ.get, _EXPORTER_VARIABLES) if v and v.strip()), "")
+    return chosen.strip().lower() not in ("", "prometheus")
+
+
+def _remove_unused_directory() -> None:
+    """At exit of the command's own process if it never set up: remove the data directory the
+    run created, as the setup would have (`directory.remove_created`)."""
+    path, run_id = os.environ.get("OTEL_KIT_MULTIPROC_DIR"), os.environ.get("OTEL_KIT_RUN_ID")
+    if not path or not run_id:
+        return  # a directory the user gave, or no run of ours: it stays
+    try:
+        with os.scandir(path) as scan:
+            entries = list(scan)
+        if len(entries) == 1 and entries[0].is_file(follow_symlinks=False):
+            # Only the run's marker (it holds the run's random id), as when no process set up:
+            # remove it without loading otel-kit's settings just for that.
+            fd = os.open(entries[0].path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as marker:
+                if marker.read(256) == run_id.encode():
+                    os.unlink(entries[0].path)
+                    os.rmdir(path)
+                    return
+        from otel_kit._exporters.multiprocess.directory import remove_created
+
+        remove_created(Path(path), run_id)  # other processes of the run did set up
+    except FileNotFoundError:
+        pass  # removed already: the process set up after all, and its exit did it
+    except Exception:  # at exit: a failure must not change how the application ends
+        _log.debug("otel-kit: removing %s failed", path, exc_info=True)
 
 
 def _activate() -> Any:
@@ -106,9 +154,11 @@ class _PostImportHook:
 
 def _imported(name: str, module: ModuleType) -> None:
     try:
-        _activate()
+        handle = _activate()
         if name == _STARLETTE:
             _patch_starlette(module)
+        if handle is not None and name in _INTEGRATION_TRIGGERS:
+            handle.instrument_imported()
     except Exception:
         _log.exception("otel-kit: instrumenting %s failed", name)
 
