@@ -278,17 +278,21 @@ def headers(value: Any) -> Any:
 
 
 def redact_url(url: str) -> str:
-    """`url` with the password of its user info replaced: http://user:***@host:4318.
+    """`url` with the password of its user info replaced: http://user:***@host:4318/v1.
 
-    The user info ends at the last '@' (a password may hold an unencoded one), so an '@' in a
-    path hides a little more than needed; it never shows a password, even in a malformed URL.
+    The user info ends at the first '/', '?' or '#' (RFC 3986). A malformed password that
+    holds one of them still never shows: if an '@' only comes later, the user info is taken to
+    end at the last '@', which may hide a little more than needed.
     """
     head, sep, rest = url.partition("://")
     if not sep:
         head, rest = "", url
-    userinfo, at, after = rest.rpartition("@")
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    if "@" not in rest[:end]:
+        end = len(rest) if "@" in rest else 0
+    userinfo, at, after = rest[:end].rpartition("@")
     user, colon, _ = userinfo.partition(":")
-    return f"{head}{sep}{user}:***@{after}" if at and colon else url
+    return f"{head}{sep}{user}:***@{after}{rest[end:]}" if at and colon else url
 
 
 def shown(name: str, value: Any) -> str:

@@ -26,6 +26,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.parser import text_string_to_metric_families
 
+from otel_kit._setting_rules import redact_url
+
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "PROMETHEUS_ACCEPT",
@@ -44,7 +46,6 @@ __all__ = [
     "parse_size",
     "printable",
     "read",
-    "redact",
 ]
 
 # What Prometheus itself sends: `check` sees the format Prometheus would scrape.
@@ -185,19 +186,6 @@ def _env_credentials_allowed(url: str, environ: Mapping[str, str]) -> bool:
         return False
 
 
-def redact(url: str) -> str:
-    """`url` with the password in it, if any, replaced: `http://user:***@host/metrics`."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
-    userinfo, at, host = rest[:end].rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    if not (at and colon):
-        return url
-    return f"{scheme}://{user}:***@{host}{rest[end:]}"
-
-
 def printable(text: str) -> str:
     """`text` with control characters (C0, DEL, C1: ESC, BEL, newlines...) written as `\\x1b`.
 
@@ -214,7 +202,7 @@ def fetch(
     headers: Mapping[str, str] | None = None,
 ) -> tuple[str, bool]:
     """GET `url`: (body, is OpenMetrics), within `limits`. Raises SourceError."""
-    shown = redact(url)
+    shown = redact_url(url)
     # gzip only: `_body` inflates it itself, so it can stop at the cap.
     sent = {"Accept": accept, "Accept-Encoding": "gzip", **(headers or {})}
     # A client per fetch: each one connects, so the watchdog sees the socket it must cut.
@@ -332,7 +320,9 @@ def read(
     """Read and parse `source`: an http(s) URL, a file path, or `-` for stdin."""
     if "://" in source:
         if not source.startswith(("http://", "https://")):
-            raise SourceError(f"{redact(source)}: only http:// and https:// URLs can be fetched")
+            raise SourceError(
+                f"{redact_url(source)}: only http:// and https:// URLs can be fetched"
+            )
         text, openmetrics = fetch(source, limits, accept, headers)
     else:
         text = _read_text(source, limits.max_bytes)
@@ -392,4 +382,4 @@ def _read_text(source: str, max_bytes: int) -> str:
 
 
 def _name(source: str) -> str:
-    return "stdin" if source == "-" else redact(source)
+    return "stdin" if source == "-" else redact_url(source)

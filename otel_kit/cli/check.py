@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from otel_kit._setting_rules import redact_url
 from otel_kit.cli._exposition import (
     DEFAULT_MAX_BYTES,
     BasicAuthOption,
@@ -25,7 +26,6 @@ from otel_kit.cli._exposition import (
     auth_headers,
     printable,
     read,
-    redact,
 )
 from otel_kit.cli._lint import Report, lint
 
@@ -75,7 +75,7 @@ def check(
     except SourceError as exc:  # the message may quote the input
         typer.echo(f"otel-kit check: {printable(str(exc))}", err=True)
         raise typer.Exit(2) from None
-    source = redact(source)
+    source = redact_url(source)
     report = lint(exposition, cardinality_threshold, max_series)
     failed = any(
         finding.severity == "error" or fail_on is Level.warning for finding in report.findings

@@ -21,6 +21,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from otel_kit._setting_rules import redact_url
 from otel_kit.catalogue import (
     CACHE_REQUESTS,
     DB_CLIENT_OPERATION_DURATION,
@@ -43,7 +44,6 @@ from otel_kit.cli._exposition import (
     flatten,
     parse,
     printable,
-    redact,
 )
 from otel_kit.cli._rates import Labels, counter_windows, histogram_windows
 
@@ -113,7 +113,7 @@ def top(
         text, openmetrics = fetch(url, limits, TEXT_ACCEPT, headers)
         return time.monotonic(), flatten(parse(text, openmetrics, url).families)
 
-    shown = redact(url)
+    shown = redact_url(url)
     try:
         before = scrape()
         if once:

@@ -25,8 +25,9 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
+from otel_kit._setting_rules import redact_url
 from otel_kit.cli import _lint, check, top
-from otel_kit.cli._exposition import DEFAULT_MAX_BYTES, parse, printable, redact
+from otel_kit.cli._exposition import DEFAULT_MAX_BYTES, parse, printable
 from tests.integration.processes import http_server
 
 MIB = 1024 * 1024
@@ -365,20 +366,21 @@ def test_a_password_in_the_url_is_not_in_errors_or_top(web: str) -> None:
     base = web.replace("http://", "http://ann:hunter2@")
     failed = run("check", f"{base}/missing")
     assert (
-        failed.output == f"otel-kit check: {redact(base)}/missing answered HTTP 404, expected 200\n"
+        failed.output
+        == f"otel-kit check: {redact_url(base)}/missing answered HTTP 404, expected 200\n"
     )
     screen = run("top", f"{base}/text", "--once", "--interval", "0.1")
     assert screen.exit_code == 0, screen.output
     assert "hunter2" not in screen.output + failed.output
-    assert f"otel-kit top {redact(base)}/text" in screen.output
+    assert f"otel-kit top {redact_url(base)}/text" in screen.output
 
 
 def test_redact() -> None:
-    assert redact("http://u:p@h:1/m?x=@") == "http://u:***@h:1/m?x=@"
-    assert redact("https://u:p:q@h/") == "https://u:***@h/"
-    assert redact("http://u@h/") == "http://u@h/"  # no password: nothing to hide
-    assert redact("http://h/a@b") == "http://h/a@b"
-    assert redact("file.prom") == "file.prom"
+    assert redact_url("http://u:p@h:1/m?x=@") == "http://u:***@h:1/m?x=@"
+    assert redact_url("https://u:p:q@h/") == "https://u:***@h/"
+    assert redact_url("http://u@h/") == "http://u@h/"  # no password: nothing to hide
+    assert redact_url("http://h/a@b") == "http://h/a@b"
+    assert redact_url("file.prom") == "file.prom"
 
 
 # --- 1. label values: linear rules, and a cap on what they read ------------------------------
