@@ -20,7 +20,7 @@ from otel_kit import catalogue
 from otel_kit._instrumentation import INTEGRATIONS, Integration
 from otel_kit._instrumentation._context import IntegrationContext, instrument_all
 from otel_kit._instrumentation.asgi import ASGIApp, MetricsMiddleware, disable_fastapi_metrics
-from otel_kit._instruments import FastSum
+from otel_kit._instruments import FastHistogram, FastSum
 from otel_kit._pipeline import Pipeline
 from otel_kit.config import SettingKeywords, Settings, load_settings
 
@@ -48,6 +48,19 @@ class MetricsHandle:
             catalogue.HTTP_SERVER_REQUEST_DURATION, settings.duration_buckets, limit
         )
         self._http_active = fast.sum(catalogue.HTTP_SERVER_ACTIVE_REQUESTS, limit)
+        # Opt-in; None: the middleware takes no detour for them.
+        self._http_body_sizes: tuple[FastHistogram, FastHistogram] | None = None
+        if settings.http_body_sizes:
+            sizes = catalogue.BODY_SIZE_BUCKETS
+            self._http_body_sizes = (
+                fast.histogram(catalogue.HTTP_SERVER_REQUEST_BODY_SIZE, sizes, limit),
+                fast.histogram(catalogue.HTTP_SERVER_RESPONSE_BODY_SIZE, sizes, limit),
+            )
+        self._http_first_byte: FastHistogram | None = None
+        if settings.http_time_to_first_byte:
+            self._http_first_byte = fast.histogram(
+                catalogue.HTTP_SERVER_TIME_TO_FIRST_BYTE, settings.duration_buckets, limit
+            )
         self._apps: weakref.WeakSet[Any] = weakref.WeakSet()
         self._apps_lock = threading.Lock()  # concurrent calls for one app add one middleware
         self._closed = False
@@ -115,6 +128,8 @@ class MetricsHandle:
             "metrics_app": self._pipeline.metrics_app,
             "excluded_urls": self.settings.excluded_urls,
             "on_shutdown": self.meter_provider.force_flush,
+            "body_sizes": self._http_body_sizes,
+            "first_byte": self._http_first_byte,
         }
         if hasattr(app, "add_middleware"):  # Starlette/FastAPI
             if measure:

@@ -148,6 +148,20 @@ class Settings(BaseSettings):
         description="duration histogram bucket bounds in seconds: comma-separated, strictly "
         "increasing numbers >= 0 (the default is semconv's)",
     )
+    http_body_sizes: bool = Field(
+        False,
+        validation_alias=AliasChoices("http_body_sizes", "OTEL_KIT_HTTP_BODY_SIZES"),
+        description="true: also http.server.request.body.size and http.server.response.body.size"
+        " (semconv's opt-in histograms, bytes); true or false",
+    )
+    http_time_to_first_byte: bool = Field(
+        False,
+        validation_alias=AliasChoices(
+            "http_time_to_first_byte", "OTEL_KIT_HTTP_TIME_TO_FIRST_BYTE"
+        ),
+        description="true: also otel_kit.http.server.time_to_first_byte, seconds from a request's "
+        "start to its first response body byte (duration_buckets); true or false",
+    )
     cardinality_limit: int = Field(
         2000,
         validation_alias=AliasChoices("cardinality_limit", "OTEL_KIT_CARDINALITY_LIMIT"),
@@ -247,9 +261,13 @@ class Settings(BaseSettings):
     _path = field_validator("metrics_path")(rules.url_path)
     _token = field_validator("metrics_bearer_token")(rules.bearer_token)
     _basic_auth = field_validator("metrics_basic_auth")(rules.basic_auth)
-    _boolean = field_validator("sdk_disabled", "metrics_include_default_registry", mode="before")(
-        rules.boolean
-    )
+    _boolean = field_validator(
+        "sdk_disabled",
+        "metrics_include_default_registry",
+        "http_body_sizes",
+        "http_time_to_first_byte",
+        mode="before",
+    )(rules.boolean)
     _host = field_validator("prometheus_host", mode="before")(rules.host)
     _unset = field_validator("multiproc_dir", mode="before")(rules.empty_is_unset)
     _non_empty = field_validator("service_name")(rules.non_empty)
@@ -283,6 +301,8 @@ class SettingKeywords(TypedDict, total=False):
     multiproc_dir: str | None
     excluded_urls: Sequence[str]
     duration_buckets: Sequence[float] | str
+    http_body_sizes: bool
+    http_time_to_first_byte: bool
     cardinality_limit: int
     disabled_instrumentations: Sequence[str]
     peer_services: Mapping[str, str] | str

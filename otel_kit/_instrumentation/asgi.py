@@ -189,8 +189,92 @@ def _is_5xx(status: object) -> bool:
     return code is not None and code >= 500
 
 
+def _content_length(headers: Any) -> int | None:
+    """The Content-Length of ASGI headers, None when absent or not a number."""
+    try:
+        for name, value in headers or ():
+            if name.lower() == b"content-length":
+                return int(value) if value.isdigit() else None
+    except Exception:  # headers the server should have refused: no length rather than a crash
+        pass
+    return None
+
+
+class _BodyTally:
+    """The body bytes and the first body byte's time of one request, counted as the messages
+    pass through `receive` and `send` (nothing is buffered or copied). Only with
+    http_body_sizes or http_time_to_first_byte on: otherwise no message takes this detour."""
+
+    __slots__ = (
+        "_receive",
+        "_send",
+        "first_byte",
+        "pathsend",
+        "received",
+        "request_complete",
+        "response_headers",
+        "sent",
+        "started",
+    )
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self.received = 0
+        self.request_complete = False
+        self.sent = 0
+        self.started = False
+        self.pathsend = False
+        self.response_headers: Any = None
+        self.first_byte: float | None = None
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        try:
+            if message["type"] == "http.request":
+                self.received += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    self.request_complete = True
+        except Exception:  # the app is the judge of a message: pass it on as it is
+            pass
+        return message
+
+    async def send(self, message: Message) -> None:
+        try:
+            kind = message["type"]
+            if kind == "http.response.body":
+                size = len(message.get("body", b""))
+                if size and self.first_byte is None:
+                    # Taken before the server's send, which may wait for a slow client to read.
+                    self.first_byte = perf_counter()
+                self.sent += size
+            elif kind == "http.response.start":
+                self.started = True
+                self.response_headers = message.get("headers")
+            elif kind == "http.response.pathsend":  # the server sends the file itself
+                self.pathsend = True
+                if self.first_byte is None:
+                    self.first_byte = perf_counter()
+        except Exception:  # the server is the judge of a message: pass it on as it is
+            pass
+        await self._send(message)
+
+    def request_size(self, scope: Scope) -> int:
+        """The bytes the app read; its Content-Length when the app stopped before the end (a
+        request refused unread was sent whole all the same, and semconv counts what was sent)."""
+        if self.request_complete:
+            return self.received
+        return max(self.received, _content_length(scope.get("headers")) or 0)
+
+    def response_size(self) -> int:
+        if self.pathsend:  # only the response's Content-Length says how big the file is
+            return _content_length(self.response_headers) or self.sent
+        return self.sent
+
+
 class MetricsMiddleware:
-    """Records `http.server.request.duration` and `http.server.active_requests`."""
+    """Records `http.server.request.duration` and `http.server.active_requests`; opt-in, the
+    body sizes and the time to the first response body byte."""
 
     def __init__(
         self,
@@ -205,11 +289,17 @@ class MetricsMiddleware:
         measure: bool = True,
         on_shutdown: Callable[[], object] | None = None,
         routes_of: Any = None,
+        body_sizes: tuple[FastHistogram, FastHistogram] | None = None,
+        first_byte: FastHistogram | None = None,
     ) -> None:
         """`routes_of`: the Starlette app whose routes the metrics path may hide, checked
         here because Starlette builds its middleware (this) when it starts, after every
-        route was added."""
+        route was added. `body_sizes`: the (request, response) body size histograms;
+        `first_byte`: the time to first byte histogram; None: not recorded."""
         self.app = app
+        self._body_sizes = body_sizes
+        self._first_byte = first_byte
+        self._tally = body_sizes is not None or first_byte is not None
         self._on_shutdown = on_shutdown
         self._duration = duration
         self._active = active
@@ -286,6 +376,10 @@ class MetricsMiddleware:
         status: Any = None  # as the app sent it: an int, unless the server is lax
         done = False
         ended: float | None = None  # when a 5xx response completed, its error type unknown yet
+        tally: _BodyTally | None = None
+        if self._tally:
+            tally = _BodyTally(receive, send)
+            receive, send = tally.receive, tally.send
         start = perf_counter()
 
         def finish(error: str | None = None) -> None:
@@ -305,7 +399,10 @@ class MetricsMiddleware:
                     route = _generic_route(scope, self._templates) or route
                 elif root and route.startswith(root):
                     route = route[len(root) :]
-                self._duration.record(elapsed, (method, route, code, error))
+                key = (method, route, code, error)
+                self._duration.record(elapsed, key)
+                if tally is not None:
+                    self._record_tally(tally, scope, key, start)
             except Exception:  # a metrics failure must never reach the application
                 report_failure("HTTP server")
 
@@ -349,3 +446,19 @@ class MetricsMiddleware:
         finally:
             if owned:
                 scope.pop(_TELEMETRY_KEY, None)
+
+    def _record_tally(
+        self, tally: _BodyTally, scope: Scope, key: tuple[Any, ...], start: float
+    ) -> None:
+        """The opt-in measurements of a finished request. Without a response through this
+        middleware (an exception before it started) there is no response size and no first
+        byte: nothing is recorded for them rather than a zero that was never sent. HEAD: the
+        app sends the GET's body, the server drops it: no byte is sent, none is counted."""
+        head = key[0] == "HEAD"
+        if self._body_sizes is not None:
+            request, response = self._body_sizes
+            request.record(tally.request_size(scope), key)
+            if tally.started:
+                response.record(0 if head else tally.response_size(), key)
+        if self._first_byte is not None and tally.first_byte is not None and not head:
+            self._first_byte.record(tally.first_byte - start, key[:3])  # no error.type
