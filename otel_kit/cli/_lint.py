@@ -2,7 +2,8 @@
 
 Every rule has a stable id and a fixed severity. Errors are what costs money, leaks data or
 breaks queries (unbounded or personal label values, series over budget); warnings are the
-naming and bucket conventions Prometheus tooling relies on.
+naming and bucket conventions Prometheus tooling relies on; info is what `promtool check
+metrics` flags beyond them (OpenTelemetry semantic-conventions names among it): never a failure.
 """
 
 from __future__ import annotations
@@ -61,10 +62,16 @@ RULES: dict[str, tuple[str, str]] = {  # id -> (severity, hint)
         "buckets in the base unit around your SLO, the same on every series "
         "(e.g. 0.005 ... 10 for seconds)",
     ),
+    "promtool-lint": (
+        "info",
+        "promtool check metrics flags this (its exit status 3): keep a semantic-conventions "
+        "name, rename anything else where you can",
+    ),
 }
 
 # OTel semantic-conventions UpDownCounters named `*.count`: exported as gauges called `*_count`,
-# the same series whether scraped directly or through a Collector. Not reported.
+# the same series whether scraped directly or through a Collector. Not a warning: promtool's
+# finding on them is reported as info, with the reason to keep them.
 SEMCONV_COUNT_GAUGES = frozenset(
     {
         DB_CLIENT_CONNECTION_COUNT.prometheus,
@@ -186,7 +193,9 @@ def lint(exposition: Exposition, cardinality_threshold: int, max_series: int | N
         if family.name in companions and family.type == "gauge":
             continue
         report.findings += _label_findings(name, family, values, resource, cardinality_threshold)
-        report.findings += _naming_findings(name, family)
+        naming = list(_naming_findings(name, family))
+        report.findings += naming
+        report.findings += _promtool_findings(name, family, {f.rule for f in naming})
         if family.type == "histogram":
             report.findings += _bucket_findings(name, family)
     report.families.sort(key=lambda f: (-f.series, f.name))
@@ -351,6 +360,96 @@ def _unit_problems(kind: str, name: str, words: list[str]) -> Iterator[str]:
         yield f"a {kind} named _total (a counter suffix)"
     if kind == "counter" and last in ("ratio", "percent"):
         yield f"a counter of a _{last} (a ratio cannot accumulate; use a gauge)"
+
+
+# `promtool check metrics` (client_golang's promlint) and the check rules that report the same
+# thing: what none of them reported on a family is a `promtool-lint` info, so check and
+# promtool never disagree in silence.
+_PROMLINT_TYPES = ("counter", "gauge", "histogram", "summary", "gauge_histogram")
+_PROMLINT_BASE_UNITS = frozenset({
+    "amperes", "bytes", "celsius", "grams", "joules", "kelvin", "meters", "metres", "seconds",
+    "volts",
+})  # fmt: skip
+_PROMLINT_UNITS = {  # non-base unit -> its base unit
+    "minutes": "seconds", "hours": "seconds", "days": "seconds", "weeks": "seconds",
+    "kelvins": "kelvin", "fahrenheit": "celsius", "rankine": "celsius", "inches": "meters",
+    "yards": "meters", "miles": "meters", "bits": "bytes", "calories": "joules",
+    "pounds": "grams", "ounces": "grams",
+}  # fmt: skip
+_PROMLINT_PREFIXES = (
+    "pico", "nano", "micro", "milli", "centi", "deci", "deca", "hecto", "kilo", "kibi", "mega",
+    "mibi", "giga", "gibi", "tera", "tebi", "peta", "pebi",
+)  # fmt: skip
+_PROMLINT_ABBREVIATIONS = (
+    "s", "ms", "us", "ns", "sec", "b", "kb", "mb", "gb", "tb", "pb", "m", "h", "d",
+)  # fmt: skip
+_CAMEL_CASE = re.compile(r"[a-z][A-Z]")
+_SUFFIX_RULES = frozenset(
+    {"gauge-named-like-counter", "counter-without-total", "unit-suffix-mismatch"}
+)
+_UNIT_RULES = frozenset({"unit-suffix-mismatch"})
+
+
+def _promtool_findings(name: str, family: Metric, reported: set[str]) -> Iterator[Finding]:
+    """promtool's problems on this family that none of `reported` (check's rules) covers."""
+    for label, problem, covering in _promlint(name, family):
+        if covering.isdisjoint(reported):
+            if name in SEMCONV_COUNT_GAUGES:
+                problem += "; an OpenTelemetry semantic-conventions name"
+            yield Finding("promtool-lint", name, label, None, problem)
+
+
+def _promlint(name: str, family: Metric) -> Iterator[tuple[str | None, str, frozenset[str]]]:
+    """(label, promtool's message, the check rules covering it), in promtool's words."""
+    kind = family.type
+    if not family.documentation.strip():
+        yield None, "no help text", frozenset({"missing-help"})
+    if kind == "counter" and not name.endswith("_total"):
+        yield None, 'counter metrics should have "_total" suffix', _SUFFIX_RULES
+    elif kind not in ("counter", "unknown") and name.endswith("_total"):
+        yield None, 'non-counter metrics should not have "_total" suffix', _SUFFIX_RULES
+    if kind != "unknown":  # promtool leaves untyped metrics' suffixes alone
+        if kind != "histogram" and name.endswith("_bucket"):
+            yield None, 'non-histogram metrics should not have "_bucket" suffix', _SUFFIX_RULES
+        for suffix in ("_count", "_sum"):
+            if kind not in ("histogram", "summary") and name.endswith(suffix):
+                message = f'non-histogram and non-summary metrics should not have "{suffix}" suffix'
+                yield None, message, _SUFFIX_RULES
+    labels = {key for sample in family.samples for key in sample.labels}
+    for label, owner in (("le", "histogram"), ("quantile", "summary")):
+        if label in labels and kind != owner:
+            yield label, f'non-{owner} metrics should not have "{label}" label', frozenset()
+    lower = name.lower()
+    for typename in _PROMLINT_TYPES:
+        if f"_{typename}_" in lower or lower.endswith(f"_{typename}"):
+            yield None, f"metric name should not include type '{typename}'", frozenset()
+    if ":" in name:
+        yield None, "metric names should not contain ':'", frozenset()
+    if _CAMEL_CASE.search(name):
+        message = "metric names should be written in 'snake_case' not 'camelCase'"
+        yield None, message, frozenset()
+    for label in sorted(labels):
+        if _CAMEL_CASE.search(label):
+            message = "label names should be written in 'snake_case' not 'camelCase'"
+            yield label, message, frozenset()
+    if any(f"_{a}_" in lower or lower.endswith(f"_{a}") for a in _PROMLINT_ABBREVIATIONS):
+        yield None, "metric names should not contain abbreviated units", _UNIT_RULES
+    unit = _promlint_unit(name)
+    if unit is not None:
+        yield None, f'use base unit "{unit[1]}" instead of "{unit[0]}"', _UNIT_RULES
+
+
+def _promlint_unit(name: str) -> tuple[str, str] | None:
+    """(unit, base unit) of the first unit word in `name` when it is not the base unit."""
+    for word in name.split("_"):
+        for prefix in ("", *_PROMLINT_PREFIXES):
+            if not word.startswith(prefix):
+                continue
+            unit = word[len(prefix) :]
+            base = unit if unit in _PROMLINT_BASE_UNITS else _PROMLINT_UNITS.get(unit)
+            if base is not None:
+                return None if word == base else (word, base)
+    return None
 
 
 def _bucket_findings(name: str, family: Metric) -> Iterator[Finding]:

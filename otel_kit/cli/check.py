@@ -32,7 +32,8 @@ from otel_kit.cli._lint import Report, lint
 __all__ = ["JSON_VERSION", "register"]
 
 JSON_VERSION = 1  # bump when a key of the --json document changes meaning or goes away
-_STYLES = {"error": "bold red", "warning": "yellow"}
+_STYLES = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+_ORDER = {"error": 0, "warning": 1, "info": 2}
 _INDENT = " " * 8
 # Long lines are not wrapped (soft_wrap): CI logs stay one finding detail per line.
 
@@ -77,9 +78,8 @@ def check(
         raise typer.Exit(2) from None
     source = redact_url(source)
     report = lint(exposition, cardinality_threshold, max_series)
-    failed = any(
-        finding.severity == "error" or fail_on is Level.warning for finding in report.findings
-    )
+    failing = {"error"} if fail_on is Level.error else {"error", "warning"}
+    failed = any(finding.severity in failing for finding in report.findings)  # never info
     fmt = "openmetrics" if exposition.openmetrics else "prometheus"
     settings = {
         "cardinality_threshold": cardinality_threshold,
@@ -108,6 +108,7 @@ def to_json(
             "series": report.series,
             "errors": count["error"],
             "warnings": count["warning"],
+            "info": count["info"],
             "failed": failed,
         },
         "families": [
@@ -149,7 +150,7 @@ def _print(
         if family.labels:
             labels = "  ".join(f"{name}={n}" for name, n in family.labels)
             console.print(Text(printable(f"{'':19}{labels}"), style="dim"))
-    for f in sorted(report.findings, key=lambda f: f.severity != "error"):
+    for f in sorted(report.findings, key=lambda f: _ORDER[f.severity]):
         where = (f.family or "exposition") + (f"{{{f.label}}}" if f.label else "")
         heading = printable(f"{f.rule}  {where}")
         console.print(Text.assemble((f"{f.severity:8}", _STYLES[f.severity]), heading))
@@ -163,8 +164,11 @@ def _print(
     count = _count(report)
     verdict = f"fails --fail-on {fail_on.value}" if failed else "passes"
     errors, warnings = _plural(count["error"], "error"), _plural(count["warning"], "warning")
+    info = f", {count['info']} info" if count["info"] else ""
     console.print(
-        Text(f"{errors}, {warnings}: {verdict}") if report.findings else Text("no problems found")
+        Text(f"{errors}, {warnings}{info}: {verdict}")
+        if report.findings
+        else Text("no problems found")
     )
 
 
@@ -175,7 +179,7 @@ def _plural(n: int, word: str) -> str:
 
 
 def _count(report: Report) -> dict[str, int]:
-    count = {"error": 0, "warning": 0}
+    count = {"error": 0, "warning": 0, "info": 0}
     for finding in report.findings:
         count[finding.severity] += 1
     return count

@@ -55,10 +55,13 @@ EXPECTED: dict[str, list[tuple[Any, ...]]] = {
         ("warning", "counter-named-like-gauge", "current_users_total", None, None,
          "named like a current value"),
     ],
-    "gauge-named-like-counter": [  # and process_thread_count, an OTel semconv name: not reported
+    "gauge-named-like-counter": [  # process_thread_count, an OTel semconv name: only info
         ("warning", "gauge-named-like-counter", "jobs_processed_total", None, None,
          "gauge ends in _total"),
         ("warning", "gauge-named-like-counter", "queue_count", None, None, "gauge ends in _count"),
+        ("info", "promtool-lint", "process_thread_count", None, None,
+         'non-histogram and non-summary metrics should not have "_count" suffix; '
+         "an OpenTelemetry semantic-conventions name"),
     ],
     "unit-suffix-mismatch": [
         ("warning", "unit-suffix-mismatch", "request_duration_milliseconds", None, None,
@@ -87,6 +90,31 @@ EXPECTED: dict[str, list[tuple[Any, ...]]] = {
          "only 2 buckets: percentiles will be coarse"),
         ("warning", "histogram-buckets", "job_duration_seconds", "le", "1, 10",
          "bucket counts decrease as le grows"),
+    ],
+    "promtool-lint": [  # what promtool check metrics flags beyond the warnings
+        ("info", "promtool-lint", "db_client_connection_count", None, None,
+         'non-histogram and non-summary metrics should not have "_count" suffix; '
+         "an OpenTelemetry semantic-conventions name"),
+        ("info", "promtool-lint", "jobs_summary_bucket", None, None,
+         'non-histogram metrics should not have "_bucket" suffix'),
+        ("info", "promtool-lint", "jobs_summary_bucket", None, None,
+         "metric name should not include type 'summary'"),
+        ("info", "promtool-lint", "threshold_seconds", "le", None,
+         'non-histogram metrics should not have "le" label'),
+        ("info", "promtool-lint", "slo_ratio", "quantile", None,
+         'non-summary metrics should not have "quantile" label'),
+        ("info", "promtool-lint", "jobs_processed_counter_total", None, None,
+         "metric name should not include type 'counter'"),
+        ("info", "promtool-lint", "job:queue_depth", None, None,
+         "metric names should not contain ':'"),
+        ("info", "promtool-lint", "queueDepth", None, None,
+         "metric names should be written in 'snake_case' not 'camelCase'"),
+        ("info", "promtool-lint", "users_logged_in", "userTier", None,
+         "label names should be written in 'snake_case' not 'camelCase'"),
+        ("info", "promtool-lint", "payload_size_b", None, None,
+         "metric names should not contain abbreviated units"),
+        ("info", "promtool-lint", "transfer_bits", None, None,
+         'use base unit "bytes" instead of "bits"'),
     ],
 }  # fmt: skip
 
@@ -220,7 +248,14 @@ def test_json_document_is_stable() -> None:
         "source": str(DATA / "label-looks-like-path.prom"),
         "format": "prometheus",
         "settings": {"cardinality_threshold": 100, "max_series": 500, "fail_on": "error"},
-        "summary": {"families": 1, "series": 4, "errors": 1, "warnings": 0, "failed": True},
+        "summary": {
+            "families": 1,
+            "series": 4,
+            "errors": 1,
+            "warnings": 0,
+            "info": 0,
+            "failed": True,
+        },
         "families": [
             {
                 "name": "http_requests_total",
