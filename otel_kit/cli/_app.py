@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -43,10 +44,30 @@ def config() -> None:
     except ConfigError as exc:
         typer.echo(f"otel-kit: {exc}", err=True)
         raise typer.Exit(2) from None
-    table = Table("setting (keyword argument)", "environment variables", "value")
-    for doc in setting_docs():
-        table.add_row(doc.name, "\n".join(doc.env), shown(doc.name, getattr(settings, doc.name)))
-    Console().print(table)
+    docs = setting_docs()
+    console = Console()
+    # Names are never cut (they are what one copies); the value column folds instead. Where
+    # the two name columns leave the values too little room, the variables go under the name.
+    names = max(len(doc.name) for doc in docs)
+    env = max(len(name) for doc in docs for name in doc.env)
+    stacked = console.width < names + env + _MIN_VALUE_WIDTH + 8  # + padding, dividers
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    if stacked:
+        table.add_column("setting (keyword argument)\n  environment variables", no_wrap=True)
+    else:
+        table.add_column("setting (keyword argument)", no_wrap=True)
+        table.add_column("environment variables", no_wrap=True)
+    table.add_column("value", overflow="fold", min_width=_MIN_VALUE_WIDTH)
+    for doc in docs:
+        value = shown(doc.name, getattr(settings, doc.name))
+        if stacked:
+            table.add_row("\n".join([doc.name, *(f"  {name}" for name in doc.env)]), value)
+        else:
+            table.add_row(doc.name, "\n".join(doc.env), value)
+    console.print(table)
+
+
+_MIN_VALUE_WIDTH = 20
 
 
 run.register(app)
