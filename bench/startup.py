@@ -1,7 +1,7 @@
 """Start-up cost of `otel-kit run`: wall time and peak memory of short commands, against plain
 Python in the same run.
 
-    .venv/bin/python bench/startup.py [--runs 21] [--out bench/results]
+    .venv/bin/python bench/startup.py [--runs 21] [--tree DIR] [--out bench/results]
 
 Each variant is started `--runs` times, all variants interleaved (round after round), so drift of
 a busy machine hits them alike; the first round is a warm-up and not counted. Wall time is that of
@@ -10,7 +10,8 @@ the whole start to exit (median); peak memory is the command's `ru_maxrss` as GN
 and the command's. "alone" variants start the command with the environment `otel-kit run` gives it
 (bootstrap directory on PYTHONPATH, its own PID as OTEL_KIT_RUN_PID, a fresh data directory)
 but without the CLI, to show the command's share; "helper" is another Python process of a run
-(not the command itself). Writes startup.md.
+(not the command itself). `--tree DIR` measures the otel_kit package of another checkout (an
+earlier commit: `git archive COMMIT | tar -x -C DIR`). Writes startup.md.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from otel_kit.autoinstrument import PYTHONPATH
-
 ROOT = Path(__file__).resolve().parent.parent
+# Every variant imports otel_kit from a copy taken at start (first on PYTHONPATH, also for plain
+# Python, which then has the same path): edits to otel_kit/ during the run change nothing.
+SOURCE = Path(tempfile.gettempdir()) / f"otel-kit-startup-src-{os.getpid()}"
+BOOTSTRAP = SOURCE / "otel_kit" / "autoinstrument" / "pythonpath"
 BIN = Path(sys.executable).parent
 PYTHON = str(BIN / "python")
 OTEL_KIT = str(BIN / "otel-kit")
@@ -50,7 +53,7 @@ def run_env(directory: Path, *, own: bool) -> dict[str, str]:
     """What `otel-kit run` sets for its command (see otel_kit/cli/run.py)."""
     (directory / "mp").mkdir(mode=0o700)
     return {
-        "PYTHONPATH": str(PYTHONPATH),
+        "PYTHONPATH": os.pathsep.join([str(BOOTSTRAP), str(SOURCE)]),
         "OTEL_KIT_MULTIPROC_DIR": str(directory / "mp"),
         # The command keeps the CLI's PID; "helper" is any other process of the run.
         **({} if own else {"OTEL_KIT_RUN_PID": "1"}),
@@ -111,7 +114,7 @@ def measure(variant: Variant, root: Path) -> tuple[float, float]:
     directory = Path(tempfile.mkdtemp(dir=root))
     try:
         base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL")}
-        base.pop("PYTHONPATH", None)
+        base["PYTHONPATH"] = str(SOURCE)
         # TMPDIR: the data directory of `otel-kit run true` stays (no Python process removes it).
         env = {**base, "TMPDIR": str(directory), **variant.env(directory)}
         rss = directory / "rss"
@@ -128,9 +131,12 @@ def measure(variant: Variant, root: Path) -> tuple[float, float]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def commit() -> str:
+def commit(tree: Path) -> str:
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+        return subprocess.run(["git", *args], cwd=tree, capture_output=True, text=True).stdout
+
+    if not (tree / ".git").exists():
+        return f"{tree} (not a git checkout)"
 
     dirty = git("status", "--porcelain", "--", "otel_kit").strip()
     return git("rev-parse", "--short", "HEAD").strip() + ("+dirty" if dirty else "")
@@ -139,15 +145,22 @@ def commit() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=21)
+    parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose otel_kit runs")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     samples: dict[str, list[tuple[float, float]]] = {v.name: [] for v in VARIANTS}
-    with tempfile.TemporaryDirectory(prefix="otel-kit-startup-") as root:
-        for round_ in range(args.runs + 1):
-            for variant in VARIANTS:
-                sample = measure(variant, Path(root))
-                if round_:  # round 0 warms the page cache and .pyc files
-                    samples[variant.name].append(sample)
+    shutil.copytree(
+        args.tree / "otel_kit", SOURCE / "otel_kit", ignore=shutil.ignore_patterns("*.pyc")
+    )
+    try:
+        with tempfile.TemporaryDirectory(prefix="otel-kit-startup-") as root:
+            for round_ in range(args.runs + 1):
+                for variant in VARIANTS:
+                    sample = measure(variant, Path(root))
+                    if round_:  # round 0 warms the page cache and .pyc files
+                        samples[variant.name].append(sample)
+    finally:
+        shutil.rmtree(SOURCE)
     medians = {
         name: (statistics.median(w for w, _ in s) * 1000, statistics.median(m for _, m in s))
         for name, s in samples.items()
@@ -155,7 +168,7 @@ def main() -> None:
     lines = [
         "# Start-up cost of `otel-kit run`",
         "",
-        f"`bench/startup.py --runs {args.runs}`, otel_kit at {commit()}, Python "
+        f"`bench/startup.py --runs {args.runs}`, otel_kit at {commit(args.tree)}, Python "
         f"{sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.1f} at the end. Medians of {args.runs} interleaved runs; "
         "memory is peak RSS (`ru_maxrss`).",
