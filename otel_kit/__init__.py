@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from otel_kit._instrumentation._sql import not_measured
     from otel_kit._setup import MetricsHandle, setup_metrics
     from otel_kit.cache import cache_metrics, record_cache_lookup
     from otel_kit.config import ConfigError, Settings
@@ -21,6 +22,7 @@ __all__ = [
     "Settings",
     "__version__",
     "cache_metrics",
+    "not_measured",
     "record_cache_lookup",
     "setup_metrics",
 ]
@@ -34,6 +36,7 @@ _LAZY = {
     "MetricsHandle": "otel_kit._setup",
     "Settings": "otel_kit.config",
     "cache_metrics": "otel_kit.cache",
+    "not_measured": "otel_kit._instrumentation._sql",
     "record_cache_lookup": "otel_kit.cache",
     "setup_metrics": "otel_kit._setup",
 }

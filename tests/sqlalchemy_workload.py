@@ -36,6 +36,8 @@ WORKLOAD = {
     ("UPDATE", None): 2,
     ("DELETE", None): 1,
     ("INSERT", "IntegrityError"): 1,
+    ("COMMIT", None): 1,
+    ("ROLLBACK", None): 2,  # after each failed statement; none at close (nothing left open)
 }
 
 

@@ -1,15 +1,48 @@
-"""`db.operation.name` from SQL text: the statement's verb from a fixed list, else OTHER.
+"""What every database integration shares: `db.operation.name` from SQL text (the statement's
+verb from a fixed list, else OTHER) and `not_measured()`.
 
-Shared by every database integration, so a statement gets the same operation name whichever
-driver or ORM sent it. Literals, identifiers and comments never reach a label.
+One rule for all of them, so a statement gets the same operation name whichever driver or ORM
+sent it. Literals, identifiers and comments never reach a label. Standard library only:
+`otel_kit.not_measured` is imported from here without loading the SDK.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 
-__all__ = ["OPERATIONS", "OTHER", "operation_name"]
+__all__ = ["OPERATIONS", "OTHER", "not_measured", "operation_name", "suspended"]
+
+# A context variable, not a global flag: a request served while another task or thread runs
+# migrations inside `not_measured()` is still measured.
+_NOT_MEASURED: ContextVar[bool] = ContextVar("otel_kit_not_measured", default=False)
+# True inside `not_measured()`: the bound method itself, one C call on every statement.
+suspended: Callable[[], bool] = _NOT_MEASURED.get
+
+
+@contextlib.contextmanager
+def not_measured() -> Iterator[None]:
+    """Record no database client metrics for the work done inside: e.g. migrations or seeding
+    at start-up, which would otherwise mix with the application's query latencies.
+
+        with otel_kit.not_measured():
+            alembic.command.upgrade(config, "head")
+
+    Only the current thread or asyncio task (and the tasks it creates inside) is affected:
+    concurrent requests in other threads and tasks are still measured. Inside, SQLAlchemy
+    statements, COMMIT/ROLLBACK and connection waits and timeouts are not recorded; the pool's
+    connection counts stay exact (a connection checked out inside is still in use). Nests;
+    works before `setup_metrics()` too.
+    """
+    token = _NOT_MEASURED.set(True)
+    try:
+        yield
+    finally:
+        _NOT_MEASURED.reset(token)
+
 
 # The verbs `db.operation.name` may take; anything else is recorded as "OTHER".
 OPERATIONS = frozenset(

@@ -44,6 +44,7 @@ import redis.asyncio.client
 import redis.client
 
 from otel_kit._instrumentation._context import IntegrationContext, error_type, server_address
+from otel_kit._instrumentation._sql import suspended
 from otel_kit._instruments import FastHistogram, FastSum
 from otel_kit._support import Patches, report_failure, timed
 from otel_kit.cache import _REDIS_CACHE_NAME
@@ -187,7 +188,7 @@ class _Recorder:
         exc: BaseException | None,
     ) -> None:
         """One command: `call` is (client, command arguments)."""
-        if not self._patches.active:
+        if not self._patches.active or suspended():  # suspended: in otel_kit.not_measured()
             return
         try:
             client, args = call
@@ -210,7 +211,7 @@ class _Recorder:
         exc: BaseException | None,
     ) -> None:
         """One `execute()`: `call` is (pipeline, its queued commands, transaction or not)."""
-        if not self._patches.active:
+        if not self._patches.active or suspended():  # suspended: in otel_kit.not_measured()
             return
         try:
             pipe, stack, transaction = call

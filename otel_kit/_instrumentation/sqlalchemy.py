@@ -10,13 +10,29 @@ connection on SQLAlchemy's slower event path (+12 µs per connect-and-query meas
 `handle_error` event does not, and it records failures with SQLAlchemy's DB-API error class. An
 "insertmanyvalues" `execute()` (several cursor batches) is timed once around all its batches.
 
+Transaction ends: `db.operation.name` COMMIT or ROLLBACK, timed around the private `Connection`
+methods every commit and rollback of a `Connection`, `Session` or `AsyncConnection` goes through
+(`_commit_impl`, `_rollback_impl`), so a rollback that closes a connection with its transaction
+still open counts too (the database rolls it back: PostgreSQL counts it in `xact_rollback`). Not
+the dialect's `do_commit`/`do_rollback`: the pool calls those too, to reset a connection it gets
+back, usually with no transaction left to end. Nothing is recorded in AUTOCOMMIT isolation (the
+driver's commit does nothing then). Savepoints are statements SQLAlchemy sends as SQL, measured
+as such (SAVEPOINT, RELEASE, ROLLBACK); COMMIT sent as SQL text is one statement, never counted
+again as a transaction end.
+
 Pools: every engine gets its connections through `Engine.raw_connection()`, whatever the pool
 class. Wrapping that one public method gives the wait time, the pending requests, the checkout
 timeouts (`QueuePool` raises `sqlalchemy.exc.TimeoutError`; no pool event reports it) and the
 engine's URL for `pool.name`. A connection checked out there is marked in its pool entry's
 `record_info`; `checkin`/`close`/`detach` events on the `Pool` class clear the marks, which keeps
 the used/idle counts right for every pool class without reading pool internals. Pools are held
-weakly; a pool its engine replaced (`engine.dispose()`) leaves the gauges at once.
+weakly; a pool its engine replaced (`engine.dispose()`) leaves the gauges at once. A pool's
+timeouts counter exists at 0 from its first connection, so `rate()` and alerts work before the
+first timeout.
+
+Inside `otel_kit.not_measured()` (a context variable) statements, transaction ends, waits and
+timeouts are not recorded; the used/idle/pending counts still are (they are state, and a
+connection checked out inside may be returned outside).
 """
 
 from __future__ import annotations
@@ -36,7 +52,7 @@ from sqlalchemy.pool import AssertionPool, Pool, PoolProxiedConnection, QueuePoo
 
 from otel_kit import catalogue
 from otel_kit._instrumentation._context import IntegrationContext, error_type
-from otel_kit._instrumentation._sql import operation_name
+from otel_kit._instrumentation._sql import operation_name, suspended
 from otel_kit._instruments import FastHistogram, FastSum
 from otel_kit._support import Patches, report_failure
 
@@ -107,6 +123,9 @@ _DBAPI_CALLS = (("do_execute", 1), ("do_executemany", 1), ("do_execute_no_params
 # The private Connection method running all the batches of one insertmanyvalues execute()
 # (SQLAlchemy 2.0 and 2.1). Without it each batch would count as one operation.
 _INSERTMANY = "_exec_insertmany_context"
+# The private Connection methods ending a transaction (SQLAlchemy 2.0 and 2.1), and the
+# operation each is recorded as.
+_TRANSACTION_ENDS = (("_commit_impl", "COMMIT"), ("_rollback_impl", "ROLLBACK"))
 
 
 class _Instrumentation:
@@ -119,8 +138,8 @@ class _Instrumentation:
         self.pools: weakref.WeakKeyDictionary[Pool, _PoolState] = weakref.WeakKeyDictionary()
         self.dialects: weakref.WeakSet[Any] = weakref.WeakSet()
         self.lock = threading.Lock()
-        # (our wrapper, the original) of Connection's insertmanyvalues method, once installed
-        self._insertmany: tuple[Callable[..., Any], Callable[..., Any]] | None = None
+        # (name, our wrapper, the original) of the Connection methods wrapped, once installed
+        self._connection_patches: list[tuple[str, Callable[..., Any], Callable[..., Any]]] = []
         self.enabled = True
         meter = integration.meter_provider.get_meter("otel_kit")
         for spec, callback in (
@@ -152,10 +171,22 @@ class _Instrumentation:
             setattr(dialect, name, self._timed(original, dialect, labels, context_at))
         dialect.__dict__[_WRAPPED] = (self, labels)
         self.dialects.add(dialect)
-        if self._insertmany is None and hasattr(Connection, _INSERTMANY):
-            original = getattr(Connection, _INSERTMANY)
-            self._insertmany = (self.wrap_insertmany(original), original)
-            setattr(Connection, _INSERTMANY, self._insertmany[0])
+        if not self._connection_patches:
+            self._patch_connection()
+
+    def _patch_connection(self) -> None:
+        """Wrap the Connection methods (class-wide: they look up the dialect's labels)."""
+        wrappers: list[tuple[str, Callable[[Callable[..., Any]], Callable[..., Any]]]] = [
+            (_INSERTMANY, self.wrap_insertmany)
+        ]
+        for name, operation in _TRANSACTION_ENDS:
+            wrappers.append((name, functools.partial(self.wrap_transaction_end, operation)))
+        for name, wrap in wrappers:
+            original = getattr(Connection, name, None)
+            if original is not None:
+                wrapper = wrap(original)
+                self._connection_patches.append((name, wrapper, original))
+                setattr(Connection, name, wrapper)
 
     def unwrap_dialects(self, dialects: Iterable[Any]) -> None:
         for dialect in list(dialects):
@@ -165,11 +196,11 @@ class _Instrumentation:
                     dialect.__dict__.pop(name, None)
                 del dialect.__dict__[_WRAPPED]
             self.dialects.discard(dialect)
-        if not self.dialects and self._insertmany is not None:
-            wrapper, original = self._insertmany
-            self._insertmany = None
-            if Connection.__dict__.get(_INSERTMANY) is wrapper:
-                setattr(Connection, _INSERTMANY, original)
+        if not self.dialects:
+            for name, wrapper, original in self._connection_patches:
+                if Connection.__dict__.get(name) is wrapper:
+                    setattr(Connection, name, original)
+            self._connection_patches = []
 
     def _timed(
         self,
@@ -184,8 +215,8 @@ class _Instrumentation:
         @functools.wraps(original)
         def call(cursor: Any, statement: str, *args: Any, **kwargs: Any) -> Any:
             context = args[context_at] if len(args) > context_at else kwargs.get("context")
-            if context is not None and _START in context.__dict__:
-                return original(dialect, cursor, statement, *args, **kwargs)  # a batch
+            if (context is not None and _START in context.__dict__) or suspended():
+                return original(dialect, cursor, statement, *args, **kwargs)  # a batch, or not
             start = perf_counter()
             try:
                 result = original(dialect, cursor, statement, *args, **kwargs)
@@ -208,7 +239,7 @@ class _Instrumentation:
         @functools.wraps(original)
         def _exec_insertmany_context(connection: Any, dialect: Any, context: Any) -> Any:
             wrapped = dialect.__dict__.get(_WRAPPED)
-            if wrapped is None or wrapped[0] is not self:
+            if wrapped is None or wrapped[0] is not self or suspended():
                 return original(connection, dialect, context)
             context.__dict__[_START] = perf_counter()
             result = original(connection, dialect, context)  # errors: handle_error records
@@ -216,6 +247,46 @@ class _Instrumentation:
             return result
 
         return _exec_insertmany_context
+
+    def wrap_transaction_end(
+        self, operation: str, original: Callable[[Connection], None]
+    ) -> Callable[[Connection], None]:
+        """Time `Connection._commit_impl` or `_rollback_impl` as `operation`."""
+
+        @functools.wraps(original)
+        def end(connection: Connection) -> None:
+            wrapped = connection.dialect.__dict__.get(_WRAPPED)
+            if wrapped is None or wrapped[0] is not self or not self._ends(connection, operation):
+                return original(connection)
+            system, namespace = wrapped[1]
+            start = perf_counter()
+            try:
+                original(connection)
+            except BaseException as error:
+                self._record_end(start, (system, operation, namespace, _error_type(error, error)))
+                raise
+            self._record_end(start, (system, operation, namespace, None))
+
+        return end
+
+    def _ends(self, connection: Connection, operation: str) -> bool:
+        """Whether the driver is asked to end a transaction: not in AUTOCOMMIT, not on an
+        invalidated connection (SQLAlchemy skips the driver's rollback then)."""
+        if suspended():
+            return False
+        try:
+            if connection._is_autocommit_isolation():
+                return False
+            return operation == "COMMIT" or connection._still_open_and_dbapi_connection_is_valid
+        except Exception:
+            self.failed()
+            return False
+
+    def _record_end(self, start: float, labels: tuple[str, str, str | None, str | None]) -> None:
+        try:
+            self.duration.record(perf_counter() - start, (*labels, None, None))
+        except Exception:
+            self.failed()
 
     def handle_error(self, error: ExceptionContext) -> None:
         # Must return None and never raise: either would replace the application's exception.
@@ -270,14 +341,15 @@ class _Instrumentation:
             except BaseException as error:
                 with state.lock:
                     state.pending -= 1
-                if isinstance(error, exc.TimeoutError):
+                if isinstance(error, exc.TimeoutError) and not suspended():
                     try:
                         self.timeouts.add(1, (state.name,))
                     except Exception:
                         self.failed()
                 raise
             try:
-                self.wait_time.record(perf_counter() - start, (state.name,))
+                if not suspended():
+                    self.wait_time.record(perf_counter() - start, (state.name,))
                 info = connection.record_info
             except Exception:
                 self.failed()
@@ -303,6 +375,7 @@ class _Instrumentation:
                 self.wrap_dialect(engine)
                 state = self.pools[pool] = _PoolState(self, engine, pool)
                 setattr(pool, _POOL_STATE, state)
+                self.timeouts.add(0, (state.name,))  # the series, before the first timeout
         return state
 
     def _release(self, record: Any, keys: Iterable[tuple[str, str]]) -> None:

@@ -8,11 +8,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import otel_kit
 from tests.exposition import series, value
 from tests.handles import MakeHandle
 from tests.sqlalchemy_workload import (
     DURATION,
     MAX,
+    TIMEOUTS,
     async_workload,
     expected,
     items,
@@ -101,3 +103,69 @@ async def test_asyncpg_statements_and_pool(make_handle: MakeHandle, url: str) ->
     assert PASSWORD not in text
     await engine.dispose()
     assert series(handle.render().decode(), "db_client_connection_count") == []
+
+
+def test_psycopg_commit_rollback_and_savepoints(make_handle: MakeHandle, url: str) -> None:
+    handle = make_handle()
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    address = url.split("@")[1].rsplit("/", 1)[0]
+    with engine.connect():  # the first connect runs the dialect's own queries
+        first = handle.render().decode()
+    assert value(first, TIMEOUTS, pool_name=f"postgresql+psycopg://{address}/otel_kit") == 0
+    assert series(first, TIMEOUTS) == [{"pool_name": f"postgresql+psycopg://{address}/otel_kit"}]
+
+    with engine.begin() as conn:
+        conn.execute(items.insert(), [{"id": 1, "name": "a"}])
+        conn.execute(items.insert().values(id=2, name="b"))
+    committed = handle.render().decode()
+    assert operations(committed, first) == {("INSERT", None): 2, ("COMMIT", None): 1}
+
+    with engine.connect() as conn:
+        conn.execute(items.insert().values(id=3, name="c"))
+        conn.rollback()
+    rolled_back = handle.render().decode()
+    assert operations(rolled_back, committed) == {("INSERT", None): 1, ("ROLLBACK", None): 1}
+
+    # Savepoints are the SQL SQLAlchemy sends: ROLLBACK TO SAVEPOINT is a ROLLBACK statement.
+    with engine.begin() as conn:
+        savepoint = conn.begin_nested()
+        conn.execute(items.insert().values(id=4, name="d"))
+        savepoint.rollback()
+        with conn.begin_nested():
+            conn.execute(items.insert().values(id=5, name="e"))
+    expected = {
+        ("SAVEPOINT", None): 2,
+        ("INSERT", None): 2,
+        ("ROLLBACK", None): 1,
+        ("RELEASE", None): 1,
+        ("COMMIT", None): 1,
+    }
+    text = handle.render().decode()
+    assert operations(text, rolled_back, db_system_name="postgresql") == expected
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(items.c.id).order_by(items.c.id)).scalars().all() == [1, 2, 5]
+    engine.dispose()
+
+
+async def test_asyncpg_commit_rollback_and_not_measured(make_handle: MakeHandle, url: str) -> None:
+    handle = make_handle()
+    engine = create_async_engine(url.replace("postgresql://", "postgresql+asyncpg://"))
+    with otel_kit.not_measured():  # e.g. migrations at start-up, first connect included
+        async with engine.begin() as conn:
+            await conn.execute(items.insert().values(id=1, name="migrated"))
+    assert series(handle.render().decode(), DURATION + "_count") == []
+
+    async with engine.begin() as conn:
+        await conn.execute(items.insert().values(id=2, name="a"))
+        await conn.execute(items.insert().values(id=3, name="b"))
+    async with engine.connect() as conn:
+        await conn.execute(items.delete().where(items.c.id == 1))
+        await conn.rollback()
+    expected = {
+        ("INSERT", None): 2,
+        ("COMMIT", None): 1,
+        ("DELETE", None): 1,
+        ("ROLLBACK", None): 1,
+    }
+    assert operations(handle.render().decode(), db_system_name="postgresql") == expected
+    await engine.dispose()

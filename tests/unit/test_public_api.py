@@ -28,6 +28,7 @@ PUBLIC: dict[str, list[str]] = {
         "Settings",
         "__version__",
         "cache_metrics",
+        "not_measured",
         "record_cache_lookup",
         "setup_metrics",
     ],

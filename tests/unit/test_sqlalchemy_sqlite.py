@@ -181,7 +181,7 @@ def test_pool_name_prefers_logging_name_and_memory_namespace(make_handle: MakeHa
     assert value(text, COUNT, pool_name="orders-db", db_client_connection_state="used") == 0
     assert value(text, COUNT, pool_name="orders-db", db_client_connection_state="idle") == 1
     assert series(text, MAX) == []  # SingletonThreadPool has no hard limit
-    assert value(text, DURATION + "_count", db_namespace=":memory:") == 1
+    assert operations(text, db_namespace=":memory:") == {("SELECT", None): 1, ("ROLLBACK", None): 1}
     engine.pool.dispose()  # closes its connection: Python 3.13 warns of unclosed ones
     del engine, conn
     gc.collect()
@@ -241,7 +241,8 @@ def listener_counts() -> tuple[int, ...]:
 
 def test_shutdown_removes_every_listener_and_wrapper(make_handle: MakeHandle, db: Path) -> None:
     original, before = Engine.raw_connection, listener_counts()
-    insertmany = Connection._exec_insertmany_context
+    connection_methods = ["_exec_insertmany_context", "_commit_impl", "_rollback_impl"]
+    originals = [vars(Connection)[name] for name in connection_methods]
     handle = make_handle()
     assert Engine.raw_connection is not original
     # Statements are timed on the dialect: no statement listener on Engine (see the next test).
@@ -250,12 +251,13 @@ def test_shutdown_removes_every_listener_and_wrapper(make_handle: MakeHandle, db
     with engine.connect() as conn:
         conn.execute(sa.text("SELECT 1"))
     assert "do_execute" in vars(engine.dialect)
-    assert Connection._exec_insertmany_context is not insertmany
+    wrapped = [vars(Connection)[name] for name in connection_methods]
+    assert not any(w is o for w, o in zip(wrapped, originals, strict=True))
     handle.shutdown()
     assert Engine.raw_connection is original
     assert listener_counts() == before
     assert not {"do_execute", "do_executemany", "do_execute_no_params"} & set(vars(engine.dialect))
-    assert Connection._exec_insertmany_context is insertmany
+    assert [vars(Connection)[name] for name in connection_methods] == originals
     engine.dispose()
 
     # A second setup measures each statement once.
@@ -263,7 +265,7 @@ def test_shutdown_removes_every_listener_and_wrapper(make_handle: MakeHandle, db
     engine = sa.create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
         conn.execute(sa.text("SELECT 1"))
-    assert value(handle.render().decode(), DURATION + "_count") == 1
+    assert operations(handle.render().decode()) == {("SELECT", None): 1, ("ROLLBACK", None): 1}
     engine.dispose()
 
 
@@ -283,7 +285,7 @@ def test_statements_stay_on_sqlalchemy_fast_path() -> None:
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
-    assert result.stdout.split() == ["False", "False", "False", "1"]
+    assert result.stdout.split() == ["False", "False", "False", "2"]  # SELECT, ROLLBACK
 
 
 # Operation names.
