@@ -1,7 +1,7 @@
 """`otel-kit top URL`: a live terminal view of a service, from its /metrics alone.
 
 Every `--interval` seconds it scrapes again and shows what happened in between: per route
-requests/s, error % (5xx) and p50/p95/p99 from the histogram buckets' increases, requests in
+requests/s, 5xx % and p50/p95/p99 from the histogram buckets' increases, requests in
 progress; database operations, cache hit ratio and outbound calls when the service has them.
 """
 
@@ -116,9 +116,18 @@ def top(
     shown = redact_url(url)
     try:
         before = scrape()
-        if once:
+        if once:  # a rate needs two scrapes: the frame is what happened between them
             time.sleep(interval)
-            console.print(render(_frame(before, scrape()), shown, interval, sort))
+            frame = _frame(before, scrape())
+            console.print(render(frame, shown, interval, sort))
+            if _idle(frame):  # zeros alone read as a broken tool
+                console.print(
+                    Text(
+                        f"no traffic in the {frame.seconds:.1f}s between the two scrapes "
+                        "(--once shows what happens during --interval)",
+                        style="dim",
+                    )
+                )
             return
     except SourceError as exc:  # the message may quote the scraped text
         typer.echo(f"otel-kit top: {printable(str(exc))}", err=True)
@@ -153,6 +162,11 @@ def _live(
 
 def _frame(before: tuple[float, Samples], after: tuple[float, Samples]) -> Frame:
     return build_frame(before[1], after[1], after[0] - before[0])
+
+
+def _idle(frame: Frame) -> bool:
+    rows = frame.routes + frame.database + frame.outbound
+    return not any(row.rate for row in rows) and not any(rate for _, rate, _ in frame.cache)
 
 
 def build_frame(before: Samples, after: Samples, seconds: float) -> Frame:
@@ -276,11 +290,13 @@ class _Screen:
             ("outbound HTTP", "req/s", frame.outbound),
         ):
             if rows:
-                yield _table(heading, rate, _sorted(rows, self.sort), wide)
+                yield _table(heading, rate, _sorted(rows, self.sort), wide, options.max_width)
         if frame.cache:
-            table = _new_table("cache", ["lookups/s", "hit %"])
+            columns = ["lookups/s", "hit %"]
+            table = _new_table("cache", columns)
+            room = _name_room(options.max_width, columns)
             for name, per_second, hit in frame.cache:
-                table.add_row(Text(printable(name)), f"{per_second:.1f}", _percent(hit))
+                table.add_row(_name(name, room), f"{per_second:.1f}", _percent(hit))
             yield table
 
 
@@ -290,25 +306,43 @@ def _summary(frame: Frame) -> Text:
     active = sorted(frame.active.items())
     by_method = printable(", ".join(f"{m} {n:g}" for m, n in active if n))
     return Text(
-        f"{total:.1f} req/s  errors {_percent(errors / total if total else None)}"
+        f"{total:.1f} req/s  5xx {_percent(errors / total if total else None)}"
         f"  in progress {sum(frame.active.values()):g}"
         + (f" ({by_method})" if by_method else "")
         + f"  last {frame.seconds:.1f}s"
     )
 
 
-def _table(heading: str, rate: str, rows: list[Row], wide: bool) -> Table:
-    columns = [rate, "err %", *(["p50"] if wide else []), "p95", "p99"]
+def _table(heading: str, rate: str, rows: list[Row], wide: bool, width: int) -> Table:
+    columns = [rate, "5xx %" if heading == "HTTP route" else "err %"]
+    columns += [*(["p50"] if wide else []), "p95", "p99"]
     table = _new_table(heading, columns)
+    room = _name_room(width, columns)
     for row in rows:
         latencies = [row.p50, row.p95, row.p99] if wide else [row.p95, row.p99]
         table.add_row(
-            Text(printable(row.name)),  # Text: no markup from scraped names
+            _name(row.name, room),
             f"{row.rate:.1f}",
             _percent(row.error_ratio),
             *(format_seconds(v) for v in latencies),
         )
     return table
+
+
+def _name_room(width: int, columns: list[str]) -> int:
+    """The name column's width in `_new_table` at `width`: the other columns are fixed, and
+    each has a blank on either side and a divider before it."""
+    return width - sum(_WIDTHS.get(column, 6) for column in columns) - 3 * len(columns)
+
+
+def _name(name: str, room: int) -> Text:
+    """A scraped name (never read as markup) cut in the middle when longer than `room`: routes
+    and operations that differ only at the end (`.../members`, `.../invites`) stay apart."""
+    name = printable(name)
+    if len(name) > room >= 8:
+        head = (room - 1) // 2
+        name = name[:head] + "…" + name[len(name) - (room - 1 - head) :]
+    return Text(name)
 
 
 def _new_table(heading: str, columns: list[str]) -> Table:

@@ -157,8 +157,8 @@ def test_screen_wide_and_narrow() -> None:
     idle = top.Row("POST /orders", 0.0, None, None, None, None)
     frame = top.Frame(2.0, routes=[idle, row], cache=[("redis", 4.0, 0.5)], active={"GET": 2})
     wide = render(frame, 100).splitlines()
-    assert wide[1].rstrip() == "12.5 req/s  errors 25.0%  in progress 2 (GET 2)  last 2.0s"
-    assert wide[2].split() == ["HTTP", "route", "req/s", "err", "%", "p50", "p95", "p99"]
+    assert wide[1].rstrip() == "12.5 req/s  5xx 25.0%  in progress 2 (GET 2)  last 2.0s"
+    assert wide[2].split() == ["HTTP", "route", "req/s", "5xx", "%", "p50", "p95", "p99"]
     assert wide[4].split() == ["GET", "/users/{user_id}", "12.5", "25.0%", *SLOW.values()]
     assert wide[5].split() == ["POST", "/orders", "0.0", "-", "-", "-", "-"]  # idle: last
     assert wide[6].split() == ["cache", "lookups/s", "hit", "%"]
@@ -334,7 +334,7 @@ def test_top_in_tmux_shows_routes_and_known_percentiles(top_app: str) -> None:
         assert row(screen, "GET (unmatched)") == []  # no such traffic
         # service-wide errors are /boom's share of the requests
         summary = lines[1].split()
-        assert summary[1:3] == ["req/s", "errors"] and 0 < float(summary[3].rstrip("%")) < 100
+        assert summary[1:3] == ["req/s", "5xx"] and 0 < float(summary[3].rstrip("%")) < 100
         stop_top(session)
 
 
@@ -346,7 +346,7 @@ def test_top_in_a_narrow_tmux_keeps_p95_and_p99(top_app: str) -> None:
         lines = screen.splitlines()
         assert lines[0].startswith(f"otel-kit top {top_app}/metrics")
         header = next(line for line in lines if line.startswith("HTTP route"))
-        assert header.split() == ["HTTP", "route", "req/s", "err", "%", "p95", "p99"]
+        assert header.split() == ["HTTP", "route", "req/s", "5xx", "%", "p95", "p99"]
         # --sort p99: the slowest routes first (/slow and /proxy both take 0.3 s)
         routes = lines[lines.index(header) + 2 :][:2]
         assert sorted(line.split()[1] for line in routes) == ["/proxy", "/slow"]
