@@ -208,13 +208,13 @@ class _BodyTally:
     __slots__ = (
         "_receive",
         "_send",
+        "answered",
         "first_byte",
         "pathsend",
         "received",
         "request_complete",
         "response_headers",
         "sent",
-        "started",
     )
 
     def __init__(self, receive: Receive, send: Send) -> None:
@@ -223,7 +223,7 @@ class _BodyTally:
         self.received = 0
         self.request_complete = False
         self.sent = 0
-        self.started = False
+        self.answered = False  # the app's response started
         self.pathsend = False
         self.response_headers: Any = None
         self.first_byte: float | None = None
@@ -249,7 +249,7 @@ class _BodyTally:
                     self.first_byte = perf_counter()
                 self.sent += size
             elif kind == "http.response.start":
-                self.started = True
+                self.answered = True
                 self.response_headers = message.get("headers")
             elif kind == "http.response.pathsend":  # the server sends the file itself
                 self.pathsend = True
@@ -438,6 +438,10 @@ class MetricsMiddleware:
             if not done:
                 if status is None:
                     status = 500
+                if tally is not None and ended is not None:
+                    # A 5xx, then the exception: Starlette's error middleware (inside) answered
+                    # for the app, which sent nothing, as when it is outside: same records.
+                    tally.answered = False
                 finish(error_type(exc))
             raise
         else:
@@ -450,15 +454,17 @@ class MetricsMiddleware:
     def _record_tally(
         self, tally: _BodyTally, scope: Scope, key: tuple[Any, ...], start: float
     ) -> None:
-        """The opt-in measurements of a finished request. Without a response through this
-        middleware (an exception before it started) there is no response size and no first
-        byte: nothing is recorded for them rather than a zero that was never sent. HEAD: the
-        app sends the GET's body, the server drops it: no byte is sent, none is counted."""
+        """The opt-in measurements of a finished request. Without the app's response (an
+        exception before it started) there is no response size and no first byte: nothing
+        is recorded for them rather than a zero that was never sent. HEAD: the app sends the
+        GET's body, the server drops it: no byte is sent, none is counted."""
         head = key[0] == "HEAD"
+        answered = tally.answered
         if self._body_sizes is not None:
             request, response = self._body_sizes
             request.record(tally.request_size(scope), key)
-            if tally.started:
+            if answered:
                 response.record(0 if head else tally.response_size(), key)
-        if self._first_byte is not None and tally.first_byte is not None and not head:
-            self._first_byte.record(tally.first_byte - start, key[:3])  # no error.type
+        first_byte = tally.first_byte
+        if self._first_byte is not None and first_byte is not None and answered and not head:
+            self._first_byte.record(first_byte - start, key[:3])  # no error.type

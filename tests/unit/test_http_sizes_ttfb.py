@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from otel_kit import MetricsHandle
 from otel_kit._instrumentation.asgi import Message, MetricsMiddleware
+from otel_kit._setup import wrap_built_stack
 from tests.exposition import series, value
 from tests.handles import MakeHandle
 
@@ -173,11 +174,20 @@ async def test_a_body_the_app_did_not_read_counts_its_content_length(
     assert value(text, f"{RESPONSE}_sum", http_route="/refuse") == 2
 
 
+@pytest.mark.parametrize("built", [False, True], ids=["setup before start", "around built stack"])
 async def test_an_exception_before_the_response_records_no_response_size(
-    make_handle: MakeHandle,
+    make_handle: MakeHandle, built: bool
 ) -> None:
+    """Before start, Starlette's error middleware is outside otel-kit's and sends its 500 after
+    the exception went by; around the built stack (`otel-kit run`) the 500 comes through
+    otel-kit's first. Either way the app sent no response: the same records."""
     app, _ = make_app()
-    handle = make_handle(app, http_body_sizes=True, http_time_to_first_byte=True)
+    options = {"http_body_sizes": True, "http_time_to_first_byte": True}
+    if built:
+        handle = make_handle(**options)
+        app.middleware_stack = wrap_built_stack(handle, app, app.build_middleware_stack())
+    else:
+        handle = make_handle(app, **options)
     async with client(app) as c:
         assert (await c.post("/boom", content=b"q" * 300)).status_code == 500
     text = render(handle)
