@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics
@@ -273,7 +274,7 @@ def setup_metrics(app: Any = None, **settings: Unpack[SettingKeywords]) -> Metri
             config = load_settings(settings)
             handle = _install(config, serve_on_app=_serves_on_app(app, config))
         elif settings:
-            _log.warning("otel-kit: setup_metrics() already ran; new settings ignored")
+            _warn_ignored(handle.settings, settings)
     if app is not None:
         handle.instrument_app(app)
     return handle
@@ -292,8 +293,62 @@ def setup_for_run() -> MetricsHandle | None:
         if _current is not None:
             return _current
         config = load_settings()
-        return _install(
+        handle = _install(
             config, serve_on_app=config.prometheus_port is None, integrations_on_import=True
         )
+        _warn_if_served_nowhere(config)
+        return handle
     finally:
         _lock.release()
+
+
+def _warn_ignored(effective: Settings, given: Mapping[str, object]) -> None:
+    """A later setup_metrics() call's settings are dropped: name those that differ (under
+    `otel-kit run`, which set the process up before the app, a service_name set in code)."""
+    from otel_kit.config import ConfigError, setting_docs
+
+    try:
+        asked = load_settings(given)
+        names = [name for name in given if getattr(asked, name) != getattr(effective, name)]
+    except ConfigError:
+        names = list(given)
+    if not names:
+        return
+    docs = {doc.name: doc for doc in setting_docs()}
+    secret = {doc.name for doc in docs.values() if doc.secret}
+    shown = ", ".join(f"{n}={'***' if n in secret else repr(given[n])}" for n in names)
+    if "OTEL_KIT_RUN_PID" not in os.environ:
+        _log.warning("otel-kit: setup_metrics() already ran; ignored: %s", shown)
+        return
+    where = "; ".join(
+        f"--{n.replace('_', '-')} or {' / '.join(docs[n].env)}" for n in names if n in docs
+    )
+    _log.warning(
+        "otel-kit: setup_metrics(%s) ignored: otel-kit run set this process up before the "
+        "application; give them to otel-kit run instead: %s",
+        shown,
+        where,
+    )
+
+
+# Imported by a process that will build an ASGI app (the app's own modules, or its server).
+_APP_MODULES = ("starlette", "uvicorn", "gunicorn", "hypercorn", "granian", "daphne")
+
+
+def _warn_if_served_nowhere(config: Settings) -> None:
+    """Under `otel-kit run`, a process with no app and no port (an arq worker, alembic) would
+    record metrics and serve them nowhere without a word: say so once, and how to serve."""
+    pushes = any(name != "prometheus" for name in config.metrics_exporter)
+    if config.prometheus_port is not None or pushes or "prometheus" not in config.metrics_exporter:
+        return
+    if any(name in sys.modules for name in _APP_MODULES):
+        return
+    _log.warning(
+        "otel-kit: this process (pid %d, %s) serves no metrics: it has imported no "
+        "Starlette/FastAPI app and has no metrics port, so what it records reaches a scrape "
+        "only through another process of this otel-kit run that serves one. To serve them "
+        "here give it a port (--prometheus-port or OTEL_EXPORTER_PROMETHEUS_PORT), or push "
+        "them (--metrics-exporter otlp)",
+        os.getpid(),
+        " ".join(sys.argv) or sys.executable,
+    )

@@ -14,7 +14,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from otel_kit import autoinstrument
-from otel_kit.config import ConfigError, load_settings, setting_docs
+from otel_kit.config import ConfigError, Settings, load_settings, setting_docs
 
 __all__ = ["register"]
 
@@ -24,7 +24,10 @@ HELP = "\n\n".join(
         "Options go before the command (or before --). Each sets the environment variable named "
         "in its help; the command's processes read it. Metrics are served on each "
         "Starlette/FastAPI app's metrics path, or with --prometheus-port on that port; with "
-        "several worker processes one scrape shows them all (docs/multiprocess.md).",
+        "several worker processes one scrape shows them all (docs/multiprocess.md). A process "
+        "with neither (a job worker, a migration) warns once that it serves nothing itself. "
+        "Settings passed to setup_metrics() in code are ignored under run (with a warning): "
+        "give them here.",
         "  otel-kit run uvicorn app:app",
         "  otel-kit run --service-name shop gunicorn -w 4 -k uvicorn.workers.UvicornWorker app:app",
     ]
@@ -170,12 +173,23 @@ def _last_option(args: list[str], short: str, long: str) -> str | None:
     return value
 
 
+def _check_processes_accept(settings: Settings) -> None:
+    """Raise the ConfigError each process's setup would log before running without metrics:
+    the settings as they will be there, with the multi-process directory this run gives."""
+    if "prometheus" in settings.metrics_exporter and settings.metrics_include_default_registry:
+        from otel_kit._exporters.prometheus import default_registry
+
+        directory = settings.multiproc_dir or tempfile.gettempdir()  # only its presence counts
+        default_registry(settings.model_copy(update={"multiproc_dir": directory}))
+
+
 def _run(command: list[str], values: dict[str, Any]) -> NoReturn:
     if not command:
         _fail("missing the command to run, e.g. otel-kit run uvicorn app:app")
     given: dict[str, str] = {field: value for field, value in values.items() if value is not None}
     try:
         settings = load_settings(given)
+        _check_processes_accept(settings)
     except ConfigError as exc:
         _fail(_name_flags(str(exc), given))
     env = dict(os.environ)
