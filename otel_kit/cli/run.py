@@ -16,7 +16,7 @@ import typer
 from otel_kit import autoinstrument
 from otel_kit.config import ConfigError, Settings, load_settings, setting_docs
 
-__all__ = ["register"]
+__all__ = ["register", "standalone"]
 
 HELP = "\n\n".join(
     [
@@ -81,6 +81,19 @@ def register(app: typer.Typer) -> None:
         # Options end at the command: `otel-kit run --service-name a uvicorn app:app --port 1`.
         context_settings={"allow_interspersed_args": False},
     )(_command())
+
+
+def standalone() -> typer.Typer:
+    """`otel-kit` with its `run` command alone: what `otel-kit run ...` loads (not check, top,
+    the generators and their imports), so starting a service through it costs less."""
+    app = typer.Typer(add_completion=False)
+
+    @app.callback()
+    def root() -> None:
+        """otel-kit: OpenTelemetry metrics inside, Prometheus outside."""
+
+    register(app)
+    return app
 
 
 def _fail(message: str) -> NoReturn:
