@@ -263,9 +263,10 @@ class _Instrumentation:
             try:
                 original(connection)
             except BaseException as error:
-                self._record_end(start, (system, operation, namespace, _error_type(error, error)))
+                kind = _error_type(error, error)
+                self._record_end(start, (system, operation, namespace, kind, None, None))
                 raise
-            self._record_end(start, (system, operation, namespace, None))
+            self._record_end(start, (system, operation, namespace, None, None, None))
 
         return end
 
@@ -282,9 +283,9 @@ class _Instrumentation:
             self.failed()
             return False
 
-    def _record_end(self, start: float, labels: tuple[str, str, str | None, str | None]) -> None:
+    def _record_end(self, start: float, key: tuple[Any, ...]) -> None:
         try:
-            self.duration.record(perf_counter() - start, (*labels, None, None))
+            self.duration.record(perf_counter() - start, key)
         except Exception:
             self.failed()
 
