@@ -16,7 +16,7 @@ import typer
 from otel_kit import autoinstrument
 from otel_kit.config import ConfigError, Settings, load_settings, setting_docs
 
-__all__ = ["register", "standalone"]
+__all__ = ["register"]  # and standalone(), for otel_kit.cli.main
 
 HELP = "\n\n".join(
     [
