@@ -222,6 +222,9 @@ RUNTIME = Dashboard(
               gauges(PROCESS_MEMORY_USAGE, VARS, "instance", suffix="resident")
               + gauges(PROCESS_MEMORY_VIRTUAL, VARS, "instance", suffix="virtual"),
               "Is resident memory growing (a leak) or near the container limit?"),
+        Panel("Resident memory by worker", "bytes",
+              gauges(PROCESS_MEMORY_USAGE, VARS, "instance", "worker"),
+              "Is one worker process leaking, or all of them?"),
         Panel("GC collections/s by generation", "ops",
               rates(GC_COLLECTIONS, VARS, "instance", GC_GENERATION),
               "How often does the garbage collector run?"),

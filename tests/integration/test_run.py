@@ -126,6 +126,14 @@ def test_recycled_workers_keep_their_counts(tmp_path: Path) -> None:
         # Dead workers were folded into the archive: two live workers and the arbiter remain.
         snapshots = sorted(p.name for p in data.glob("*.json"))
         assert len(snapshots) <= 4, snapshots
+        # Runtime metrics per worker number: one memory series per live process, and the
+        # counters of every recycled worker under the numbers their successors took over (a
+        # new one may start before the last has left: one number more at most).
+        memory = [s["worker"] for s in series(text, "process_memory_usage_bytes")]
+        assert len(memory) == len(set(memory)) == 3, memory
+        cpu = {s["worker"] for s in series(text, "process_cpu_time_seconds_total")}
+        assert set(memory) <= cpu <= {"0", "1", "2", "3"}, cpu
+        assert value(text, "process_cpu_time_seconds_total", worker=memory[0]) > 0
 
     assert not data.exists() or not list(data.glob("*.sock")), "sockets left behind"
 

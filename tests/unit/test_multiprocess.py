@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 
@@ -585,3 +586,28 @@ def test_directory_checks(tmp_path: Path) -> None:
         held.close()
     multiprocess.reset(directory)
     assert list(directory.iterdir()) == []
+
+
+def test_runtime_metrics_are_per_worker_and_numbers_are_reused(
+    make: type[Participant], directory: Path
+) -> None:
+    """Each process takes the lowest free worker number; its runtime metrics carry it, the
+    rest merges as before; an ended process's number goes to the next one, so recycled workers
+    add no series."""
+    a, b = make(), make()
+    assert (a.mp._worker, b.mp._worker) == (0, 1)
+    for participant, rss in ((a, 100), (b, 250)):
+        participant.meter.create_observable_up_down_counter(
+            "process.memory.usage",
+            [lambda options, rss=rss: [Observation(rss)]],
+            unit="By",
+        )
+        participant.requests.record(0.05, get("/a"))
+    text = a.text()
+    assert {(s["worker"], value(text, "process_memory_usage_bytes", **s)) for s in
+            series(text, "process_memory_usage_bytes")} == {("0", 100), ("1", 250)}  # fmt: skip
+    assert series(text, COUNT) == [{"http_request_method": "GET", "http_route": "/a",
+                                    "http_response_status_code": "200"}]  # fmt: skip
+    b.mp.close()
+    assert make().mp._worker == 1
+    assert [s["worker"] for s in series(a.text(), "process_memory_usage_bytes")] == ["0"]

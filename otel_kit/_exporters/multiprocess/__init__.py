@@ -41,6 +41,7 @@ from otel_kit._exporters.multiprocess.directory import (
     bind,
     check_directory,
     claim_port,
+    claim_worker,
     directory_lock,
     instance_id,
     live_processes,
@@ -57,6 +58,7 @@ from otel_kit._exporters.multiprocess.snapshot import (
     decode,
     encode,
     merge_into,
+    per_worker,
     snapshot_of,
     to_metrics_data,
 )
@@ -115,6 +117,7 @@ class Multiprocess:
         self._written: MetricsData | None = None  # what the last snapshot held, before baseline
         self._closed = False
         self._port_fd: int | None = None
+        self._worker, self._worker_fd = claim_worker(self.directory)
         self._sock: socket.socket | None = None
         self._token = ""
         self._listen()
@@ -153,7 +156,7 @@ class Multiprocess:
                 return
             if not senders:
                 next_periodic = monotonic() + SNAPSHOT_INTERVAL
-                touch(self.directory, self._token)
+                touch(self.directory, self._token, self._worker)
             try:
                 self.write_snapshot()
             except Exception:
@@ -169,7 +172,7 @@ class Multiprocess:
         error) return it all the same: the scrape shows it, the last file stays."""
         self._rejoin_if_gone()
         read = self._reader.read()
-        local = snapshot_of(self._baseline.subtract(read))
+        local = per_worker(snapshot_of(self._baseline.subtract(read)), self._worker)
         try:
             write_atomic(self.directory / f"{self._token}.json", encode(local, pid=os.getpid()))
         except OSError as exc:
@@ -226,6 +229,8 @@ class Multiprocess:
                     _log.exception("otel-kit: final multi-process snapshot failed")
             if sock is not None:
                 sock.close()
+            os.close(self._worker_fd)  # its number is free for the next process
+            self._worker_fd = -1
         finally:
             self._lock.release()
 
@@ -260,6 +265,8 @@ class Multiprocess:
             self._port_fd = None
         if self._closed:
             return
+        os.close(self._worker_fd)  # the parent's worker number; the child takes its own
+        self._worker, self._worker_fd = claim_worker(self.directory)
         if self._sock is not None:
             self._sock.close()
         try:

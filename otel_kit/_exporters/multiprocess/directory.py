@@ -41,6 +41,7 @@ __all__ = [
     "bind",
     "check_directory",
     "claim_port",
+    "claim_worker",
     "directory_lock",
     "instance_id",
     "live_processes",
@@ -62,7 +63,7 @@ MAX_DIR_LENGTH = 76
 # Nothing else in the directory is ever removed: it may be another program's.
 OWN_NAME = re.compile(
     r"(?:[0-9a-f]{12}(?:\.json|\.sock|-[0-9a-f]{6}\.reply)|archive\.json|instance\.id|lock"
-    r"|port\.lock|probe)(?:\.[0-9a-f]{12}\.tmp|\.tmp|\.bad)?"
+    r"|port\.lock|worker\.\d{1,4}\.lock|probe)(?:\.[0-9a-f]{12}\.tmp|\.tmp|\.bad)?"
 )
 _TOKEN = re.compile(r"[0-9a-f]{12}")
 _NEW = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -283,6 +284,29 @@ def instance_id(directory: Path) -> str:
     return str(uuid.uuid4())  # another process keeps replacing it: this one's own
 
 
+MAX_WORKERS = 1024  # worker slots: far more processes than one service runs at once
+
+
+def claim_worker(directory: Path) -> tuple[int, int]:
+    """The lowest worker slot no live process holds, and the descriptor holding it (a `flock`
+    on `worker.<n>.lock`, released by the kernel when the process ends, so a recycled
+    worker's successor takes its number). Per-worker series are then bounded by how many
+    processes run at once, not by how many ever ran. Keep the descriptor open."""
+    for slot in range(MAX_WORKERS):
+        fd = os.open(directory / f"worker.{slot}.lock", _OPEN | os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            _hand_over(fd, directory)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        return slot, fd
+    raise OSError(f"otel-kit: all {MAX_WORKERS} worker slots of {directory} are taken")
+
+
 def claim_port(directory: Path) -> int | None:
     """The descriptor holding the port lock for the one process that serves the metrics port
     (no EADDRINUSE in workers); None in every other process. Keep it open while serving."""
@@ -299,10 +323,11 @@ def claim_port(directory: Path) -> int | None:
     return fd
 
 
-def touch(directory: Path, token: str) -> None:
+def touch(directory: Path, token: str, worker: int) -> None:
     """Keep the files a live process relies on recent: /tmp cleaners (systemd-tmpfiles on some
     distributions) remove files unchanged for days, and a missing socket would make the
     process look dead."""
-    for name in (f"{token}.sock", "lock", "port.lock", "instance.id", OWNED_MARKER):
+    names = (f"{token}.sock", f"worker.{worker}.lock", "lock", "port.lock", "instance.id")
+    for name in (*names, OWNED_MARKER):
         with contextlib.suppress(OSError):
             os.utime(directory / name, follow_symlinks=False)

@@ -21,6 +21,7 @@ from opentelemetry.sdk.metrics.export import Gauge, Histogram, MetricsData, Sum
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from otel_kit import catalogue
 from otel_kit._otel_data import (
     AttributesKey,
     attributes_key,
@@ -40,6 +41,7 @@ __all__ = [
     "decode",
     "encode",
     "merge_into",
+    "per_worker",
     "snapshot_of",
     "to_metrics_data",
 ]
@@ -136,6 +138,34 @@ def snapshot_of(data: MetricsData) -> Snapshot:
                         value = point.value
                     points[key] = _combine(kind, points.get(key), value)
     return out
+
+
+# The runtime metrics: each process's own (its memory, CPU, threads), kept apart per worker.
+_PER_WORKER = frozenset(
+    spec.name
+    for spec in (
+        catalogue.PROCESS_CPU_TIME,
+        catalogue.PROCESS_MEMORY_USAGE,
+        catalogue.PROCESS_MEMORY_VIRTUAL,
+        catalogue.PROCESS_UNIX_FILE_DESCRIPTOR_COUNT,
+        catalogue.PROCESS_THREAD_COUNT,
+        catalogue.CPYTHON_GC_COLLECTIONS,
+        catalogue.CPYTHON_GC_COLLECTED_OBJECTS,
+        catalogue.CPYTHON_GC_UNCOLLECTABLE_OBJECTS,
+    )
+)
+
+
+def per_worker(snapshot: Snapshot, worker: int) -> Snapshot:
+    """`snapshot` with a `worker` attribute (the process's worker number, see
+    `directory.claim_worker`) on its runtime metrics, so one leaking or busy worker shows
+    among the others; the numbers are reused, so the series stay as many as the processes
+    that run at once. Everything else merges over processes as before."""
+    label = ("worker", str(worker))
+    for name in _PER_WORKER & snapshot.keys():
+        metric = snapshot[name]
+        metric.points = {tuple(sorted((*key, label))): v for key, v in metric.points.items()}
+    return snapshot
 
 
 def merge_into(total: Snapshot, part: Snapshot, *, live: bool, limit: int) -> None:
