@@ -273,12 +273,26 @@ def _exporter_class(protocol: str) -> Callable[..., MetricExporter]:
 
 
 def _otlp_exporter(settings: Settings) -> MetricExporter:
+    endpoint = otlp_endpoint(settings)
+    if settings.otlp_protocol == "grpc" and "@" in urlsplit(endpoint).netloc:
+        # gRPC takes the URL's authority as its target: user info would reach gRPC's own logs
+        # and resolver, never the server as credentials.
+        setting = (
+            "otlp_metrics_endpoint / OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
+            if settings.otlp_metrics_endpoint
+            else "otlp_endpoint / OTEL_EXPORTER_OTLP_ENDPOINT"
+        )
+        raise ConfigError(
+            f"invalid setting {setting} = {redact_url(endpoint)!r}: grpc takes no user name or "
+            "password in the URL; send them as a header "
+            "(OTEL_EXPORTER_OTLP_HEADERS=authorization=Basic%20...)"
+        )
     # gRPC metadata keys must be lower case; HTTP does not mind.
     headers = {
         key.lower(): value.get_secret_value() for key, value in settings.otlp_headers.items()
     }
     return _exporter_class(settings.otlp_protocol)(
-        endpoint=otlp_endpoint(settings),
+        endpoint=endpoint,
         headers=headers,
         timeout=settings.otlp_timeout_ms / 1000,  # the SDK exporters take seconds
         preferred_temporality=_CUMULATIVE,

@@ -195,3 +195,18 @@ def test_export_reasons_are_masked() -> None:
     assert "http://user:***@h:4318 refused" in records[1]
     for record in records:
         assert_hidden(record)
+
+
+@pytest.mark.parametrize("setting", ["otlp_endpoint", "otlp_metrics_endpoint"])
+def test_grpc_refuses_credentials_in_the_url(make_handle: MakeHandle, setting: str) -> None:
+    """gRPC takes the URL's authority as its target: a password there would go to gRPC's own
+    logs and resolver, never to the server. Refused, naming the setting, not the password."""
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.grpc")
+    url = f"http://user:{PASSWORD}@127.0.0.1:4317"
+    with pytest.raises(ConfigError) as error:
+        make_handle(metrics_exporter="otlp", otlp_protocol="grpc", **{setting: url})
+    message = str(error.value)
+    assert message.startswith(f"invalid setting {setting} / ")
+    assert "grpc takes no user name or password in the URL" in message
+    assert "user:***@127.0.0.1:4317" in message
+    assert_hidden(message)
