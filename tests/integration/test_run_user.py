@@ -9,6 +9,7 @@ import os
 import pwd
 import shutil
 import socket
+import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,9 +20,10 @@ from typer.testing import CliRunner
 
 from otel_kit._exporters.multiprocess import directory
 from otel_kit._exporters.multiprocess.view import SCRAPE_WAIT
+from otel_kit.cli import _app, run
 from tests.exposition import value
 from tests.integration.otel_kit_run import gunicorn, otel_kit_run
-from tests.integration.processes import free_port
+from tests.integration.processes import ROOT, free_port
 from tests.integration.test_run import COUNT, ITEMS, run_cli
 from tests.unit.test_multiprocess_security import as_user, created_user
 
@@ -77,10 +79,19 @@ def test_the_created_directory_is_removed_but_not_others_files(tmp_path: Path) -
     shutil.rmtree(created)
 
 
-def _run_in_process(args: list[str]) -> str:
-    """`otel-kit run args...` in this process: (exit code, output) as JSON."""
-    from otel_kit.cli import _app, run
+def skip_unless_readable_by(user: pwd.struct_passwd) -> None:
+    """Code runs as `user` after the switch (gunicorn's workers, the forked CLI), and Python
+    imports lazily: a checkout or virtualenv in a directory only root may enter (mktemp -d
+    makes one 0700) cannot be tested this way."""
+    for path in (sysconfig.get_paths()["purelib"], str(ROOT / "otel_kit")):
+        if as_user(user, lambda path=path: str(os.access(path, os.R_OK | os.X_OK))) != "True":
+            pytest.skip(f"the test user cannot read {path}")
 
+
+def _run_in_process(args: list[str]) -> str:
+    """`otel-kit run args...` in this process: (exit code, output) as JSON. The CLI is
+    imported before any fork (`_app` and `run` at the top): a child switched to the test
+    user may not be able to read the checkout."""
     if not any(command.name == "run" for command in _app.app.registered_commands):
         run.register(_app.app)
     result = CliRunner().invoke(_app.app, ["run", *args])
@@ -97,6 +108,7 @@ def test_a_read_only_directory_exits_2(request: pytest.FixtureRequest) -> None:
         args = ["--multiproc-dir", str(read_only), "python", "-c", "pass"]
         if os.geteuid() == 0:
             runner: pwd.struct_passwd = request.getfixturevalue("user")
+            skip_unless_readable_by(runner)
             os.chown(read_only, runner.pw_uid, runner.pw_gid)
             code, output = json.loads(as_user(runner, lambda: _run_in_process(args)))
             uid = runner.pw_uid
@@ -130,6 +142,7 @@ def test_gunicorn_user_workers_share_the_created_directory(
     """The arbiter sets up as root, its workers then switch to --user/--group: they must
     write, lock and answer in the directory (and answer the arbiter's scrapes when it serves
     the metrics port); every request counts once; the directory is removed at the end."""
+    skip_unless_readable_by(user)
     port, metrics_port = free_port(), free_port()
     options = ["--prometheus-port", str(metrics_port)] if served != "app" else []
     metrics = f"http://127.0.0.1:{metrics_port if options else port}/metrics"
