@@ -294,7 +294,7 @@ class _Screen:
         if frame.cache:
             columns = ["lookups/s", "hit %"]
             table = _new_table("cache", columns)
-            room = _name_room(options.max_width, columns)
+            room = _name_room(table, options.max_width, columns)
             for name, per_second, hit in frame.cache:
                 table.add_row(_name(name, room), f"{per_second:.1f}", _percent(hit))
             yield table
@@ -317,7 +317,7 @@ def _table(heading: str, rate: str, rows: list[Row], wide: bool, width: int) -> 
     columns = [rate, "5xx %" if heading == "HTTP route" else "err %"]
     columns += [*(["p50"] if wide else []), "p95", "p99"]
     table = _new_table(heading, columns)
-    room = _name_room(width, columns)
+    room = _name_room(table, width, columns)
     for row in rows:
         latencies = [row.p50, row.p95, row.p99] if wide else [row.p95, row.p99]
         table.add_row(
@@ -329,10 +329,14 @@ def _table(heading: str, rate: str, rows: list[Row], wide: bool, width: int) -> 
     return table
 
 
-def _name_room(width: int, columns: list[str]) -> int:
-    """The name column's width in `_new_table` at `width`: the other columns are fixed, and
-    each has a blank on either side and a divider before it."""
-    return width - sum(_WIDTHS.get(column, 6) for column in columns) - 3 * len(columns)
+def _name_room(table: Table, width: int, columns: list[str]) -> int:
+    """The name column's width in `_new_table` at `width` (the other columns are fixed, and
+    each has a blank on either side and a divider before it), made the column's own: rich's
+    layout of a ratio column differs between versions by a character or two."""
+    room = width - sum(_WIDTHS.get(column, 6) for column in columns) - 3 * len(columns)
+    name = table.columns[0]
+    name.ratio, name.width = None, max(room, name.min_width or 0)
+    return room
 
 
 def _name(name: str, room: int) -> Text:
