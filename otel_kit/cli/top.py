@@ -333,7 +333,8 @@ def _name_room(table: Table, width: int, columns: list[str]) -> int:
     """The name column's width in `_new_table` at `width` (the other columns are fixed, and
     each has a blank on either side and a divider before it), made the column's own: rich's
     layout of a ratio column differs between versions by a character or two."""
-    room = width - sum(_WIDTHS.get(column, 6) for column in columns) - 3 * len(columns)
+    # One character spare: rich 13.0 lays the same table out a character wider than rich 14.
+    room = width - sum(_WIDTHS.get(column, 6) for column in columns) - 3 * len(columns) - 1
     name = table.columns[0]
     name.ratio, name.width = None, max(room, name.min_width or 0)
     return room
