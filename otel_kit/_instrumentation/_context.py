@@ -3,10 +3,13 @@ rules, and the loop that instruments each enabled one at setup."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
 
@@ -51,9 +54,33 @@ class IntegrationContext:
 
 
 def error_type(exc: BaseException) -> str:
-    """`error.type` for an exception: its class name (`ValueError`, `ConnectError`), bounded
-    and the same rule in every integration."""
-    return type(exc).__qualname__
+    """`error.type` for an exception, the same rule in every integration: semconv's fully
+    qualified class name (`httpx.ConnectError`, `redis.exceptions.ResponseError`); a builtin
+    keeps its bare name (`ValueError`, `TimeoutError`)."""
+    cls: type = type(exc)  # a type, hashable (mypy takes type[BaseException] for unhashable)
+    return _class_name(cls)
+
+
+@functools.lru_cache(maxsize=1024)  # per class, once; bounded for classes made at run time
+def _class_name(cls: type) -> str:
+    """The module as the class declares it (libraries set their public one: httpx's classes
+    say `httpx`), except a private module (`h11._util`, `concurrent.futures._base`): the
+    public package before it when the class is there by the same name (`h11.RemoteProtocolError`),
+    so the label is what `except` is written with and survives the library moving its insides.
+    Only modules already imported are looked at; otherwise the full private path stays."""
+    module, name = cls.__module__, cls.__qualname__
+    if module == "builtins":
+        return name
+    parts = module.split(".")
+    private = next((i for i, part in enumerate(parts) if part.startswith("_")), None)
+    if private:  # 0 (`_pytest.outcomes`): no public package to name
+        public = ".".join(parts[:private])
+        found: Any = sys.modules.get(public)
+        for attribute in name.split("."):
+            found = getattr(found, attribute, None)
+        if found is cls:
+            module = public
+    return f"{module}.{name}"
 
 
 def server_address(host: str) -> str:

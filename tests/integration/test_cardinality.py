@@ -110,7 +110,7 @@ def test_outbound_calls_to_many_hosts_stop_at_the_limit(make_handle: MakeHandle)
     outbound = "http_client_request_duration_seconds_count"
     hosts = {s.get("server_address") for s in series(text, outbound)}
     assert hosts == {None} | {f"127.0.0.{i}" for i in range(1, 11)}  # None: the overflow series
-    assert value(text, outbound, server_port=str(port), error_type="ConnectError") == 10
+    assert value(text, outbound, server_port=str(port), error_type="httpx.ConnectError") == 10
     assert value(text, outbound, otel_metric_overflow="true") == 40
     assert "zq" not in text.lower()
 

@@ -134,9 +134,9 @@ def test_sync_connect_error_and_timeout(make_handle: MakeHandle, base: str) -> N
             client.get(f"{base}/slow?key={SECRET}")
     text = handle.render().decode()
 
-    connect = {"server_port": str(refused), "error_type": "ConnectError"}
+    connect = {"server_port": str(refused), "error_type": "httpx.ConnectError"}
     assert value(text, COUNT, http_request_method="GET", peer_service="loopback", **connect) == 2
-    timeout = {"server_port": port_of(base), "error_type": "ReadTimeout"}
+    timeout = {"server_port": port_of(base), "error_type": "httpx.ReadTimeout"}
     assert value(text, COUNT, **timeout) == 1
     assert value(text, BUCKET, le="0.075", **timeout) == 0  # waited for the 0.1 s timeout
     assert value(text, BUCKET, le="10.0", **timeout) == 1
@@ -156,8 +156,8 @@ async def test_async_connect_error_and_timeout(make_handle: MakeHandle, base: st
                 await client.get(f"{base}/slow")
     text = handle.render().decode()
 
-    assert value(text, COUNT, server_port=str(refused), error_type="ConnectError") == 1
-    assert value(text, COUNT, server_port=port_of(base), error_type="ReadTimeout") == 2
+    assert value(text, COUNT, server_port=str(refused), error_type="httpx.ConnectError") == 1
+    assert value(text, COUNT, server_port=port_of(base), error_type="httpx.ReadTimeout") == 2
     assert value(text, COUNT) == 3
 
 

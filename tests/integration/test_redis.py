@@ -182,9 +182,9 @@ def test_sync_pipelines(setup: Setup, port: int) -> None:
 
     text = handle.render().decode()
     assert ops(text, "MULTI") == 3
-    assert ops(text, "MULTI", error_type="ResponseError") == 1
+    assert ops(text, "MULTI", error_type="redis.exceptions.ResponseError") == 1
     assert ops(text, "PIPELINE") == 2
-    assert ops(text, "PIPELINE", error_type="ResponseError") == 0
+    assert ops(text, "PIPELINE", error_type="redis.exceptions.ResponseError") == 0
     assert {name: ops(text, name) for name in ("SET", "WATCH", "GET", "INCRBY")} == {
         "SET": 1,
         "WATCH": 1,
@@ -224,8 +224,8 @@ async def test_async_pipelines(setup: Setup, port: int) -> None:
     text = handle.render().decode()
     assert ops(text, "MULTI") == 2
     assert ops(text, "PIPELINE") == 2
-    assert ops(text, "PIPELINE", error_type="ResponseError") == 1
-    assert ops(text, "MULTI", error_type="ResponseError") == 0
+    assert ops(text, "PIPELINE", error_type="redis.exceptions.ResponseError") == 1
+    assert ops(text, "MULTI", error_type="redis.exceptions.ResponseError") == 0
     assert (ops(text, "GET"), ops(text, "WATCH"), ops(text, "SET")) == (1, 1, 1)
     assert cache(text, "hit") == 2  # MULTI: GET, MGET 1
     assert cache(text, "miss") == 5  # MULTI: MGET 2; PIPELINE: GET, HGET; WATCH: GET
@@ -242,10 +242,10 @@ def test_command_error_is_recorded_and_raised(setup: Setup, port: int) -> None:
         with pytest.raises(redis.ResponseError, match="unknown command"):
             r.execute_command("NOSUCHCOMMAND", "e:secret")
     text = handle.render().decode()
-    assert ops(text, "INCRBY", error_type="ResponseError") == 1
-    assert ops(text, "INCR", error_type="ResponseError") == 1
+    assert ops(text, "INCRBY", error_type="redis.exceptions.ResponseError") == 1
+    assert ops(text, "INCR", error_type="redis.exceptions.ResponseError") == 1
     assert ops(text, "INCR") == 1  # no success series
-    assert ops(text, "OTHER", error_type="ResponseError") == 1
+    assert ops(text, "OTHER", error_type="redis.exceptions.ResponseError") == 1
     assert "NOSUCHCOMMAND" not in text and "secret" not in text
 
 
@@ -257,7 +257,7 @@ def test_connection_error_is_recorded_and_raised(setup: Setup) -> None:
         r.get("k")
     assert type(raised.value) is redis.ConnectionError
     text = handle.render().decode()
-    assert ops(text, "GET", error_type="ConnectionError") == 1
+    assert ops(text, "GET", error_type="redis.exceptions.ConnectionError") == 1
     assert cache(text, "miss") + cache(text, "hit") == 0
 
 
@@ -272,7 +272,7 @@ async def test_async_connection_error_is_recorded_and_raised(
     assert type(raised.value) is redis.ConnectionError
     await r.aclose()
     text = handle.render().decode()
-    assert ops(text, "MGET", error_type="ConnectionError") == 1
+    assert ops(text, "MGET", error_type="redis.exceptions.ConnectionError") == 1
 
 
 def test_timeout_is_recorded_and_raised(setup: Setup, port: int) -> None:
@@ -282,7 +282,7 @@ def test_timeout_is_recorded_and_raised(setup: Setup, port: int) -> None:
         r.blpop(["t:empty"], timeout=5)
     r.close()
     text = handle.render().decode()
-    assert ops(text, "BLPOP", error_type="TimeoutError") == 1
+    assert ops(text, "BLPOP", error_type="redis.exceptions.TimeoutError") == 1
 
 
 async def test_clients_created_before_setup_are_measured(setup: Setup, port: int) -> None:

@@ -142,7 +142,7 @@ def test_a_unix_socket_is_the_server_address(make_handle: MakeHandle, tmp_path: 
             "db_system_name": "redis",
             "db_operation_name": "GET",
             "db_namespace": "0",
-            "error_type": "ConnectionError",
+            "error_type": "redis.exceptions.ConnectionError",
             "server_address": str(socket),
         }
     ]
