@@ -34,6 +34,7 @@ __all__ = [
     "headers",
     "host",
     "integer",
+    "methods",
     "non_empty",
     "otlp_url",
     "pairs",
@@ -132,6 +133,20 @@ def buckets(value: Any) -> Any:
     if not bounds or not ordered or any(b < 0 or not math.isfinite(b) for b in bounds):
         raise ValueError(rule)
     return bounds
+
+
+def methods(value: Any) -> Any:
+    """HTTP method names, as semconv's OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS: exact (no case
+    folding), a full replacement of the defaults; empty is allowed (every method _OTHER)."""
+    names = _split(value)
+    if not isinstance(names, tuple | list | set | frozenset) or not all(
+        isinstance(name, str) and _HEADER_NAME.fullmatch(name) for name in names
+    ):  # an RFC 9110 token, as a header name
+        raise ValueError(
+            "expected comma-separated HTTP method names (case-sensitive tokens, e.g. "
+            "GET,POST,PURGE), which replace the default list"
+        )
+    return tuple(sorted(names) if isinstance(names, set | frozenset) else dict.fromkeys(names))
 
 
 def disabled(value: Any) -> Any:

@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from otel_kit import _setting_rules as rules
 from otel_kit._setting_rules import EXPORTERS, INSTRUMENTATIONS
-from otel_kit.catalogue import DEFAULT_DURATION_BUCKETS
+from otel_kit.catalogue import DEFAULT_DURATION_BUCKETS, KNOWN_HTTP_METHODS
 
 __all__ = [
     "EXPORTERS",
@@ -162,6 +162,22 @@ class Settings(BaseSettings):
         description="true: also otel_kit.http.server.time_to_first_byte, seconds from a request's "
         "start to its first response body byte (duration_buckets); true or false",
     )
+    # Semconv marks it Opt-In; on by default all the same (the dashboards' "in progress").
+    http_active_requests: bool = Field(
+        True,
+        validation_alias=AliasChoices("http_active_requests", "OTEL_KIT_HTTP_ACTIVE_REQUESTS"),
+        description="false: no http.server.active_requests (requests in progress); true or false",
+    )
+    http_known_methods: Annotated[tuple[str, ...], NoDecode] = Field(
+        tuple(sorted(KNOWN_HTTP_METHODS)),
+        validation_alias=AliasChoices(
+            "http_known_methods",
+            "OTEL_KIT_HTTP_KNOWN_METHODS",
+            "OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS",
+        ),
+        description="HTTP methods recorded as themselves, server and client; any other is "
+        "_OTHER: comma-separated, case-sensitive method names, replacing the default list",
+    )
     cardinality_limit: int = Field(
         2000,
         validation_alias=AliasChoices("cardinality_limit", "OTEL_KIT_CARDINALITY_LIMIT"),
@@ -266,8 +282,10 @@ class Settings(BaseSettings):
         "metrics_include_default_registry",
         "http_body_sizes",
         "http_time_to_first_byte",
+        "http_active_requests",
         mode="before",
     )(rules.boolean)
+    _methods = field_validator("http_known_methods", mode="before")(rules.methods)
     _host = field_validator("prometheus_host", mode="before")(rules.host)
     _unset = field_validator("multiproc_dir", mode="before")(rules.empty_is_unset)
     _non_empty = field_validator("service_name")(rules.non_empty)
@@ -303,6 +321,8 @@ class SettingKeywords(TypedDict, total=False):
     duration_buckets: Sequence[float] | str
     http_body_sizes: bool
     http_time_to_first_byte: bool
+    http_active_requests: bool
+    http_known_methods: Sequence[str] | str
     cardinality_limit: int
     disabled_instrumentations: Sequence[str]
     peer_services: Mapping[str, str] | str
