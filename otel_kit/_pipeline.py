@@ -22,6 +22,7 @@ from otel_kit import __version__
 from otel_kit._exporters.auth import MetricsAuth
 from otel_kit._exporters.prometheus import (
     PullReader,
+    Translation,
     default_registry,
     make_registry,
     with_default_registry,
@@ -30,6 +31,7 @@ from otel_kit._exporters.push import push_reader
 from otel_kit._exporters.server import DEFAULT_PORT, start_metrics_server
 from otel_kit._instruments import FastInstruments
 from otel_kit._support import at_fork
+from otel_kit.catalogue import DB_CLIENT_OPERATION_DURATION
 from otel_kit.config import Settings
 
 if TYPE_CHECKING:
@@ -39,7 +41,8 @@ if TYPE_CHECKING:
 __all__ = ["DURATION_HISTOGRAMS", "Pipeline", "build_resource"]
 
 # Second-based histograms recorded through the SDK (contrib instrumentors, users); they get the
-# configured duration buckets. otel-kit's own HTTP server histogram uses them directly.
+# configured duration buckets (db.client.operation.duration: db_duration_buckets). otel-kit's
+# own histograms take theirs directly.
 DURATION_HISTOGRAMS = (
     "http.server.request.duration",
     "http.client.request.duration",
@@ -72,7 +75,14 @@ def _provider(
     settings: Settings, resource: Resource, readers: Sequence[MetricReader]
 ) -> MeterProvider:
     buckets = ExplicitBucketHistogramAggregation(boundaries=settings.duration_buckets)
-    views = [View(instrument_name=name, aggregation=buckets) for name in DURATION_HISTOGRAMS]
+    db_buckets = ExplicitBucketHistogramAggregation(boundaries=settings.db_duration_buckets)
+    views = [
+        View(
+            instrument_name=name,
+            aggregation=db_buckets if name == DB_CLIENT_OPERATION_DURATION.name else buckets,
+        )
+        for name in DURATION_HISTOGRAMS
+    ]
     return MeterProvider(metric_readers=list(readers), resource=resource, views=views)
 
 
@@ -91,7 +101,7 @@ class Pipeline:
         self.registry: CollectorRegistry | None = None
         pull: PullReader | None = None
         if "prometheus" in settings.metrics_exporter:
-            pull = PullReader(self.fast, self.resource, limit)
+            pull = PullReader(self.fast, self.resource, limit, Translation.of(settings))
             readers.append(pull)
             self.registry = make_registry(pull)
         readers.extend(

@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from otel_kit import _setting_rules as rules
 from otel_kit._setting_rules import EXPORTERS, INSTRUMENTATIONS
-from otel_kit.catalogue import DEFAULT_DURATION_BUCKETS, KNOWN_HTTP_METHODS
+from otel_kit.catalogue import DB_DURATION_BUCKETS, DEFAULT_DURATION_BUCKETS, KNOWN_HTTP_METHODS
 
 __all__ = [
     "EXPORTERS",
@@ -113,6 +113,15 @@ class Settings(BaseSettings):
         "processes (multiproc_dir) only in prometheus_client's multiprocess mode "
         "(PROMETHEUS_MULTIPROC_DIR); true or false",
     )
+    prometheus_scope_labels: bool = Field(
+        True,
+        validation_alias=AliasChoices(
+            "prometheus_scope_labels", "OTEL_KIT_PROMETHEUS_SCOPE_LABELS"
+        ),
+        description="true: each series has otel_scope_name and otel_scope_version labels (the "
+        "meter that made it, as the OTel spec and the Collector do); false: none, and metrics "
+        "of one name from several meters merge into one family; true or false",
+    )
     # Credentials a scrape must present (in-app and separate port; either one when both are set).
     metrics_bearer_token: SecretStr | None = Field(
         None,
@@ -146,7 +155,14 @@ class Settings(BaseSettings):
         DEFAULT_DURATION_BUCKETS,
         validation_alias=AliasChoices("duration_buckets", "OTEL_KIT_DURATION_BUCKETS"),
         description="duration histogram bucket bounds in seconds: comma-separated, strictly "
-        "increasing numbers >= 0 (the default is semconv's)",
+        "increasing numbers >= 0 (the default is semconv's HTTP advice; not for "
+        "db.client.operation.duration)",
+    )
+    db_duration_buckets: Annotated[tuple[float, ...], NoDecode] = Field(
+        DB_DURATION_BUCKETS,
+        validation_alias=AliasChoices("db_duration_buckets", "OTEL_KIT_DB_DURATION_BUCKETS"),
+        description="db.client.operation.duration bucket bounds in seconds, as duration_buckets "
+        "(the default is semconv's DB advice)",
     )
     http_body_sizes: bool = Field(
         False,
@@ -196,7 +212,7 @@ class Settings(BaseSettings):
     peer_services: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
         validation_alias=AliasChoices("peer_services", "OTEL_KIT_PEER_SERVICES"),
-        description="peer_service label of outbound calls: host=name,host:port=name or a dict",
+        description="service_peer_name label of outbound calls: host=name,host:port=name or a dict",
     )
     redis_cache: str = Field(
         "all",
@@ -270,7 +286,9 @@ class Settings(BaseSettings):
     _pairs = field_validator("resource_attributes", "peer_services", mode="before")(rules.pairs)
     _exporters = field_validator("metrics_exporter", mode="before")(rules.exporters)
     _patterns = field_validator("excluded_urls", mode="before")(rules.patterns)
-    _buckets = field_validator("duration_buckets", mode="before")(rules.buckets)
+    _buckets = field_validator("duration_buckets", "db_duration_buckets", mode="before")(
+        rules.buckets
+    )
     _disabled = field_validator("disabled_instrumentations", mode="before")(rules.disabled)
     _redis_cache = field_validator("redis_cache", mode="before")(rules.redis_cache)
     _integer = field_validator(*rules.INT_RULES, mode="before")(rules.integer)
@@ -280,6 +298,7 @@ class Settings(BaseSettings):
     _boolean = field_validator(
         "sdk_disabled",
         "metrics_include_default_registry",
+        "prometheus_scope_labels",
         "http_body_sizes",
         "http_time_to_first_byte",
         "http_active_requests",
@@ -314,11 +333,13 @@ class SettingKeywords(TypedDict, total=False):
     prometheus_port: int | None
     metrics_path: str
     metrics_include_default_registry: bool
+    prometheus_scope_labels: bool
     metrics_bearer_token: str | SecretStr | None
     metrics_basic_auth: str | SecretStr | None
     multiproc_dir: str | None
     excluded_urls: Sequence[str]
     duration_buckets: Sequence[float] | str
+    db_duration_buckets: Sequence[float] | str
     http_body_sizes: bool
     http_time_to_first_byte: bool
     http_active_requests: bool

@@ -29,13 +29,12 @@ items = sa.Table(
 )
 missing = sa.Table("no_such_table", sa.MetaData(), sa.Column("id", sa.Integer))
 
-# (operation, error.type) -> observations one workload run produces
+# (operation, error.type) -> observations one workload run produces, besides its two failures
 WORKLOAD = {
     ("SELECT", None): 4,
     ("INSERT", None): 4,  # 3 single rows + 1 executemany of 5 rows
     ("UPDATE", None): 2,
     ("DELETE", None): 1,
-    ("INSERT", "IntegrityError"): 1,
     ("COMMIT", None): 1,
     ("ROLLBACK", None): 2,  # after each failed statement; none at close (nothing left open)
 }
@@ -78,15 +77,36 @@ def operations(text: str, before: str = "", **labels: str) -> dict[Any, float]:
     return {key: count for key, count in out.items() if count}
 
 
-def expected(missing_table_error: str) -> dict[Any, float]:
-    return {**WORKLOAD, ("SELECT", missing_table_error): 1}
+def expected(unique_violation: str, missing_table: str) -> dict[Any, float]:
+    """WORKLOAD and its failures: the driver's exception classes (`error.type`) for the
+    duplicate key and the missing table."""
+    return {**WORKLOAD, ("INSERT", unique_violation): 1, ("SELECT", missing_table): 1}
+
+
+def status_codes(text: str) -> dict[Any, float]:
+    """(operation, error.type, db.response.status_code) -> observations, of failed operations."""
+    out: dict[Any, float] = {}
+    for (name, found), count in samples(text).items():
+        attributes = dict(found)
+        if name == DURATION + "_count" and "error_type" in attributes:
+            key = (
+                attributes["db_operation_name"],
+                attributes["error_type"],
+                attributes.get("db_response_status_code"),
+            )
+            out[key] = out.get(key, 0) + count
+    return out
 
 
 def pool_state(text: str, pool: str) -> dict[str, float]:
     return {
-        "idle": value(text, COUNT, pool_name=pool, db_client_connection_state="idle"),
-        "used": value(text, COUNT, pool_name=pool, db_client_connection_state="used"),
-        "pending": value(text, PENDING, pool_name=pool),
-        "timeouts": value(text, TIMEOUTS, pool_name=pool),
-        "waits": value(text, WAIT + "_count", pool_name=pool),
+        "idle": value(
+            text, COUNT, db_client_connection_pool_name=pool, db_client_connection_state="idle"
+        ),
+        "used": value(
+            text, COUNT, db_client_connection_pool_name=pool, db_client_connection_state="used"
+        ),
+        "pending": value(text, PENDING, db_client_connection_pool_name=pool),
+        "timeouts": value(text, TIMEOUTS, db_client_connection_pool_name=pool),
+        "waits": value(text, WAIT + "_count", db_client_connection_pool_name=pool),
     }

@@ -15,7 +15,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 
 from otel_kit._instrumentation import INTEGRATIONS, Integration
 from otel_kit._instruments import FastHistogram, FastInstruments, FastSum
-from otel_kit.catalogue import MetricSpec
+from otel_kit.catalogue import DB_CLIENT_OPERATION_DURATION, MetricSpec
 from otel_kit.config import Settings
 
 __all__ = [
@@ -44,10 +44,12 @@ class IntegrationContext:
     fast: FastInstruments
 
     def histogram(self, spec: MetricSpec) -> FastHistogram:
-        """A duration histogram with the configured buckets and cardinality limit."""
-        return self.fast.histogram(
-            spec, self.settings.duration_buckets, self.settings.cardinality_limit
-        )
+        """A duration histogram with the configured buckets and cardinality limit (DB
+        operations: db_duration_buckets, semconv's DB advice by default)."""
+        settings = self.settings
+        db = spec.name == DB_CLIENT_OPERATION_DURATION.name
+        buckets = settings.db_duration_buckets if db else settings.duration_buckets
+        return self.fast.histogram(spec, buckets, settings.cardinality_limit)
 
     def sum(self, spec: MetricSpec) -> FastSum:
         return self.fast.sum(spec, self.settings.cardinality_limit)

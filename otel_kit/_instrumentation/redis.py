@@ -20,6 +20,8 @@ ONE observation named `MULTI` when it runs as a transaction, else `PIPELINE`; it
 its results). Where it went, from the client's connection pool as semconv says for Redis:
 `db.namespace` (the db index), `server.address` (host, or the Unix socket's path) and
 `server.port` (TCP only); a Sentinel pool finds its server per connection, so it has neither.
+A failed command carries `db.response.status_code`, the code of Redis's error reply
+(`WRONGTYPE`, `NOSCRIPT`, `ERR`), none for connection errors and timeouts.
 Several clients thus stay apart, as long as they differ in server or db index.
 
 `cache.requests` counts lookups by result: GET, GETEX, GETDEL, HGET (hit when the reply is not
@@ -43,7 +45,8 @@ from typing import Any
 import redis.asyncio.client
 import redis.client
 
-from otel_kit._instrumentation._context import IntegrationContext, error_type, server_address
+from otel_kit._instrumentation._context import IntegrationContext, server_address
+from otel_kit._instrumentation._db import Target, redis_failure
 from otel_kit._instrumentation._sql import suspended
 from otel_kit._instruments import FastHistogram, FastSum
 from otel_kit._support import Patches, report_failure, timed
@@ -127,28 +130,29 @@ def _command(client: Any, *args: Any, **options: Any) -> tuple[Any, tuple[Any, .
     return client, args
 
 
-# On a connection pool: its (db.namespace, server.address, server.port), read once per pool:
+# On a connection pool: its Target (db.namespace, server.address, server.port), read once per pool:
 # ~0.4 µs less per command, and the server the application configured stays its name when
 # redis-py's maintenance notifications move the pool's host for a while.
 _TARGET = "_otel_kit_target"
 
 
-def _target(pool: Any) -> tuple[str, str | None, int | None]:
-    target: tuple[str, str | None, int | None] | None = pool.__dict__.get(_TARGET)
+def _target(pool: Any) -> Target:
+    target: Target | None = pool.__dict__.get(_TARGET)
     if target is None:
         kwargs = pool.connection_kwargs
         path = kwargs.get("path")  # UnixDomainSocketConnection
         host = path or kwargs.get("host")
         address = None if host is None else server_address(str(host))
         port = None if path or host is None else kwargs.get("port", 6379)
-        target = pool.__dict__[_TARGET] = (str(kwargs.get("db", 0)), address, port)
+        target = pool.__dict__[_TARGET] = Target("redis", str(kwargs.get("db", 0)), address, port)
     return target
 
 
-def _key(pool: Any, operation: str, error: str | None) -> tuple[Any, ...]:
+def _key(pool: Any, operation: str, exc: BaseException | None) -> tuple[Any, ...]:
     """The duration's attributes, in catalogue order."""
-    namespace, address, port = _target(pool)
-    return ("redis", operation, namespace, error, address, port)
+    if exc is None:
+        return _target(pool).key(operation)
+    return _target(pool).key(operation, *redis_failure(exc))
 
 
 class _Recorder:
@@ -194,9 +198,8 @@ class _Recorder:
             client, args = call
             pool = client.connection_pool
             operation = _operation(args[0]) if args else "OTHER"
-            error = None if exc is None else error_type(exc)
-            self._duration.record(elapsed, _key(pool, operation, error))
-            if error is None and operation in _LOOKUPS:
+            self._duration.record(elapsed, _key(pool, operation, exc))
+            if exc is None and operation in _LOOKUPS:
                 cache_name = self._cache_name(pool)
                 if cache_name is not None:
                     self._lookup(cache_name, operation, reply)
@@ -217,9 +220,8 @@ class _Recorder:
             pipe, stack, transaction = call
             pool = pipe.connection_pool
             operation = "MULTI" if transaction else "PIPELINE"
-            error = None if exc is None else error_type(exc)
-            self._duration.record(elapsed, _key(pool, operation, error))
-            cache_name = None if error is not None else self._cache_name(pool)
+            self._duration.record(elapsed, _key(pool, operation, exc))
+            cache_name = None if exc is not None else self._cache_name(pool)
             if cache_name is not None:
                 for (args, _options), reply in zip(stack, replies, strict=False):
                     if args and not isinstance(reply, Exception):

@@ -7,8 +7,10 @@ Statements: the DB-API calls of each engine's dialect (`do_execute`, `do_execute
 `do_execute_no_params`) are timed, wrapped on the dialect instance when the engine first hands out
 a connection. Engine events would be simpler, but one statement listener on `Engine` puts every
 connection on SQLAlchemy's slower event path (+12 µs per connect-and-query measured on 2.1); the
-`handle_error` event does not, and it records failures with SQLAlchemy's DB-API error class. An
-"insertmanyvalues" `execute()` (several cursor batches) is timed once around all its batches.
+`handle_error` event does not, and it records failures with the driver's exception (not
+SQLAlchemy's wrapper: `error.type` `psycopg.errors.UniqueViolation`) and its SQLSTATE as
+`db.response.status_code`. `server.address`/`server.port` are the engine URL's, as configured.
+An "insertmanyvalues" `execute()` (several cursor batches) is timed once around all its batches.
 
 Transaction ends: `db.operation.name` COMMIT or ROLLBACK, timed around the private `Connection`
 methods every commit and rollback of a `Connection`, `Session` or `AsyncConnection` goes through
@@ -23,12 +25,12 @@ again as a transaction end.
 Pools: every engine gets its connections through `Engine.raw_connection()`, whatever the pool
 class. Wrapping that one public method gives the wait time, the pending requests, the checkout
 timeouts (`QueuePool` raises `sqlalchemy.exc.TimeoutError`; no pool event reports it) and the
-engine's URL for `pool.name`. A connection checked out there is marked in its pool entry's
-`record_info`; `checkin`/`close`/`detach` events on the `Pool` class clear the marks, which keeps
-the used/idle counts right for every pool class without reading pool internals. Pools are held
-weakly; a pool its engine replaced (`engine.dispose()`) leaves the gauges at once. A pool's
-timeouts counter exists at 0 from its first connection, so `rate()` and alerts work before the
-first timeout.
+engine's URL for `db.client.connection.pool.name`. A connection checked out there is marked in
+its pool entry's `record_info`; `checkin`/`close`/`detach` events on the `Pool` class clear the
+marks, which keeps the used/idle counts right for every pool class without reading pool
+internals. Pools are held weakly; a pool its engine replaced (`engine.dispose()`) leaves the
+gauges at once. A pool's timeouts counter exists at 0 from its first connection, so `rate()` and
+alerts work before the first timeout.
 
 Inside `otel_kit.not_measured()` (a context variable) statements, transaction ends, waits and
 timeouts are not recorded; the used/idle/pending counts still are (they are state, and a
@@ -51,7 +53,13 @@ from sqlalchemy.engine import Connection, Engine, ExceptionContext, ExecutionCon
 from sqlalchemy.pool import AssertionPool, Pool, PoolProxiedConnection, QueuePool, StaticPool
 
 from otel_kit import catalogue
-from otel_kit._instrumentation._context import IntegrationContext, error_type
+from otel_kit._instrumentation._context import IntegrationContext, server_address
+from otel_kit._instrumentation._db import (
+    Target,
+    failure,
+    pool_attributes,
+    pool_key,
+)
 from otel_kit._instrumentation._sql import operation_name, suspended
 from otel_kit._instruments import FastHistogram, FastSum
 from otel_kit._support import Patches, report_failure
@@ -78,12 +86,15 @@ def _pool_name(engine: Engine) -> str:
     return f"{url.drivername}://{host}/{_namespace(engine) or ''}"
 
 
-def _error_type(error: BaseException | None, original: BaseException) -> str:
-    """SQLAlchemy's DB-API class name (`IntegrityError`, ...: the same for every driver), else
-    the class name of what was raised."""
-    if isinstance(error, exc.DBAPIError):
-        return type(error).__name__
-    return error_type(original)
+def _target(engine: Engine) -> Target:
+    """Where `engine`'s statements go: server.* from its URL as configured (none for SQLite, nor
+    for a PostgreSQL socket given in the query string)."""
+    dialect = engine.dialect
+    system = "mariadb" if getattr(dialect, "is_mariadb", False) else None
+    system = system or _SYSTEMS.get(dialect.name, dialect.name)
+    url = engine.url
+    host = None if dialect.name == "sqlite" or not url.host else server_address(url.host)
+    return Target(system, _namespace(engine), host, url.port if host is not None else None)
 
 
 class _PoolState:
@@ -115,7 +126,7 @@ _USED = "otel_kit.used"
 _START = "_otel_kit_start"
 # On a measured pool: its _PoolState (a fast lookup for every checkout).
 _POOL_STATE = "_otel_kit_pool_state"
-# On a wrapped dialect instance: (the _Instrumentation, its (db.system.name, db.namespace)).
+# On a wrapped dialect instance: (the _Instrumentation, its engine's Target).
 _WRAPPED = "_otel_kit_wrapped"
 # The dialect's DB-API calls, with the position of `context` among their arguments after the
 # statement: do_execute(cursor, statement, parameters, context=None), ...
@@ -163,13 +174,11 @@ class _Instrumentation:
         wrapped = dialect.__dict__.get(_WRAPPED)
         if wrapped is not None and wrapped[0] is self:
             return
-        system = "mariadb" if getattr(dialect, "is_mariadb", False) else None
-        system = system or _SYSTEMS.get(dialect.name, dialect.name)
-        labels = (system, _namespace(engine))
+        target = _target(engine)
         for name, context_at in _DBAPI_CALLS:
             original = getattr(type(dialect), name)
-            setattr(dialect, name, self._timed(original, dialect, labels, context_at))
-        dialect.__dict__[_WRAPPED] = (self, labels)
+            setattr(dialect, name, self._timed(original, dialect, target, context_at))
+        dialect.__dict__[_WRAPPED] = (self, target)
         self.dialects.add(dialect)
         if not self._connection_patches:
             self._patch_connection()
@@ -206,11 +215,11 @@ class _Instrumentation:
         self,
         original: Callable[..., Any],
         dialect: Any,
-        labels: tuple[str, str | None],
+        target: Target,
         context_at: int,
     ) -> Callable[..., Any]:
         record = self.duration.record
-        system, namespace = labels
+        key = target.key
 
         @functools.wraps(original)
         def call(cursor: Any, statement: str, *args: Any, **kwargs: Any) -> Any:
@@ -221,12 +230,12 @@ class _Instrumentation:
             try:
                 result = original(dialect, cursor, statement, *args, **kwargs)
             except BaseException:
-                if context is not None:  # handle_error records it, with SQLAlchemy's class
+                if context is not None:  # handle_error records it, with the driver's error
                     context.__dict__[_START] = start
                 raise
             try:
                 elapsed = perf_counter() - start
-                record(elapsed, (system, operation_name(statement), namespace, None, None, None))
+                record(elapsed, key(operation_name(statement)))
             except Exception:
                 self.failed()
             return result
@@ -243,7 +252,7 @@ class _Instrumentation:
                 return original(connection, dialect, context)
             context.__dict__[_START] = perf_counter()
             result = original(connection, dialect, context)  # errors: handle_error records
-            self._finish(context, None)
+            self._finish(context)
             return result
 
         return _exec_insertmany_context
@@ -258,15 +267,14 @@ class _Instrumentation:
             wrapped = connection.dialect.__dict__.get(_WRAPPED)
             if wrapped is None or wrapped[0] is not self or not self._ends(connection, operation):
                 return original(connection)
-            system, namespace = wrapped[1]
+            target: Target = wrapped[1]
             start = perf_counter()
             try:
                 original(connection)
             except BaseException as error:
-                kind = _error_type(error, error)
-                self._record_end(start, (system, operation, namespace, kind, None, None))
+                self._record_end(start, target.key(operation, *failure(error)))
                 raise
-            self._record_end(start, (system, operation, namespace, None, None, None))
+            self._record_end(start, target.key(operation))
 
         return end
 
@@ -293,12 +301,13 @@ class _Instrumentation:
         # Must return None and never raise: either would replace the application's exception.
         try:
             if error.execution_context is not None:
-                kind = _error_type(error.sqlalchemy_exception, error.original_exception)
-                self._finish(error.execution_context, kind)
+                self._finish(error.execution_context, failure(error.original_exception))
         except Exception:
             self.failed()
 
-    def _finish(self, context: ExecutionContext, error_type: str | None) -> None:
+    def _finish(
+        self, context: ExecutionContext, error: tuple[str, str | None] | None = None
+    ) -> None:
         end = perf_counter()
         try:
             start = context.__dict__.pop(_START, None)
@@ -307,9 +316,9 @@ class _Instrumentation:
             wrapped = context.dialect.__dict__.get(_WRAPPED)
             if wrapped is None or wrapped[0] is not self:
                 return  # an engine this instrumentation does not measure
-            labels = wrapped[1]
+            target: Target = wrapped[1]
             operation = operation_name(context.statement or "")
-            key = (labels[0], operation, labels[1], error_type, None, None)
+            key = target.key(operation) if error is None else target.key(operation, *error)
             self.duration.record(end - start, key)
         except Exception:
             self.failed()
@@ -344,13 +353,13 @@ class _Instrumentation:
                     state.pending -= 1
                 if isinstance(error, exc.TimeoutError) and not suspended():
                     try:
-                        self.timeouts.add(1, (state.name,))
+                        self.timeouts.add(1, pool_key(state.name))
                     except Exception:
                         self.failed()
                 raise
             try:
                 if not suspended():
-                    self.wait_time.record(perf_counter() - start, (state.name,))
+                    self.wait_time.record(perf_counter() - start, pool_key(state.name))
                 info = connection.record_info
             except Exception:
                 self.failed()
@@ -376,7 +385,7 @@ class _Instrumentation:
                 self.wrap_dialect(engine)
                 state = self.pools[pool] = _PoolState(self, engine, pool)
                 setattr(pool, _POOL_STATE, state)
-                self.timeouts.add(0, (state.name,))  # the series, before the first timeout
+                self.timeouts.add(0, pool_key(state.name))  # the series, before the first timeout
         return state
 
     def _release(self, record: Any, keys: Iterable[tuple[str, str]]) -> None:
@@ -400,7 +409,7 @@ class _Instrumentation:
         self._release(record, ((_OPEN, "open"), (_USED, "used")))
 
     def _current(self) -> dict[str, list[int]]:
-        """pool.name -> [idle, used, max (-1: unbounded), pending], summed over live pools."""
+        """Pool name -> [idle, used, max (-1: unbounded), pending], summed over live pools."""
         totals: dict[str, list[int]] = {}
         if not self.enabled:
             return totals
@@ -420,20 +429,19 @@ class _Instrumentation:
         observations = []
         for name, (idle, used, _max, _pending) in self._current().items():
             for kind, count in (("idle", idle), ("used", used)):
-                attributes = {"pool.name": name, "db.client.connection.state": kind}
-                observations.append(Observation(count, attributes))
+                observations.append(Observation(count, pool_attributes(name, kind)))
         return observations
 
     def _observe_max(self, options: CallbackOptions) -> Iterable[Observation]:
         return [
-            Observation(total[2], {"pool.name": name})
+            Observation(total[2], pool_attributes(name))
             for name, total in self._current().items()
             if total[2] >= 0
         ]
 
     def _observe_pending(self, options: CallbackOptions) -> Iterable[Observation]:
         return [
-            Observation(total[3], {"pool.name": name}) for name, total in self._current().items()
+            Observation(total[3], pool_attributes(name)) for name, total in self._current().items()
         ]
 
 

@@ -307,11 +307,11 @@ def alerts(slo: SLO, thresholds: Thresholds) -> tuple[Group, ...]:
                     expr=f"{_POOL_USED} > {thresholds.pool_saturation:g}",
                     for_="5m",
                     severity="ticket",
-                    summary="Pool {{ $labels.pool_name }} of {{ $labels.instance }} is "
+                    summary=f"Pool {{{{ $labels.{POOL} }}}} of {{{{ $labels.instance }}}} is "
                     "{{ $value | humanizePercentage }} used",
                     description=f"More than {_percent(thresholds.pool_saturation)} of the "
-                    "connections allowed in pool {{ $labels.pool_name }} are checked out, for 5 "
-                    "minutes: requests will soon wait for a connection or time out.",
+                    f"connections allowed in pool {{{{ $labels.{POOL} }}}} are checked out, for "
+                    "5 minutes: requests will soon wait for a connection or time out.",
                     runbook="Database dashboard: 'Pending checkouts' and 'Connection wait time' "
                     "show whether requests already queue; 'Query latency by operation' whether "
                     "slow queries hold connections. Fix the slow query or a connection leak "

@@ -21,6 +21,7 @@ from tests.sqlalchemy_workload import (
     metadata,
     operations,
     pool_state,
+    status_codes,
     sync_workload,
 )
 
@@ -61,11 +62,22 @@ def test_psycopg_statements_and_pool(make_handle: MakeHandle, url: str) -> None:
         with pytest.raises(sa.exc.TimeoutError):
             engine.connect()
     text = handle.render().decode()
-    assert operations(text, db_system_name="postgresql") == expected("ProgrammingError")
+    assert operations(text, db_system_name="postgresql") == expected(
+        "psycopg.errors.UniqueViolation", "psycopg.errors.UndefinedTable"
+    )
+    assert status_codes(text) == {
+        ("INSERT", "psycopg.errors.UniqueViolation", "23505"): 1,
+        ("SELECT", "psycopg.errors.UndefinedTable", "42P01"): 1,
+    }
     assert {labels["db_namespace"] for labels in series(text, DURATION + "_count")} == {"otel_kit"}
+    host, port = address.rsplit(":", 1)  # the URL's, as configured
+    assert {
+        (labels["server_address"], labels["server_port"])
+        for labels in series(text, DURATION + "_count")
+    } == {(host, port)}
     assert held == {"idle": 0, "used": 1, "pending": 0, "timeouts": 0, "waits": 1}
     assert pool_state(text, pool) == {"idle": 1, "used": 0, "pending": 0, "timeouts": 1, "waits": 1}
-    assert value(text, MAX, pool_name=pool) == 1
+    assert value(text, MAX, db_client_connection_pool_name=pool) == 1
     assert PASSWORD not in text and "postgres@" not in text and "no_such_table" not in text
     engine.dispose()
 
@@ -95,11 +107,20 @@ async def test_asyncpg_statements_and_pool(make_handle: MakeHandle, url: str) ->
         await second.close()
         await third.close()
     text = handle.render().decode()
-    assert operations(text, before, db_system_name="postgresql") == expected("ProgrammingError")
+    assert operations(text, before, db_system_name="postgresql") == expected(
+        "asyncpg.exceptions.UniqueViolationError", "asyncpg.exceptions.UndefinedTableError"
+    )
+    assert status_codes(text) == {
+        ("INSERT", "asyncpg.exceptions.UniqueViolationError", "23505"): 1,
+        ("SELECT", "asyncpg.exceptions.UndefinedTableError", "42P01"): 1,
+    }
+    host, port = address.rsplit(":", 1)
+    for labels in series(text, DURATION + "_count"):
+        assert (labels["server_address"], labels["server_port"]) == (host, port)
     assert held == {"idle": 0, "used": 1, "pending": 0, "timeouts": 0, "waits": 2}
     assert full == {"idle": 0, "used": 3, "pending": 0, "timeouts": 1, "waits": 4}
     assert pool_state(text, pool) == {"idle": 2, "used": 0, "pending": 0, "timeouts": 1, "waits": 4}
-    assert value(text, MAX, pool_name=pool) == 3
+    assert value(text, MAX, db_client_connection_pool_name=pool) == 3
     assert PASSWORD not in text
     await engine.dispose()
     assert series(handle.render().decode(), "db_client_connection_count") == []
@@ -111,8 +132,17 @@ def test_psycopg_commit_rollback_and_savepoints(make_handle: MakeHandle, url: st
     address = url.split("@")[1].rsplit("/", 1)[0]
     with engine.connect():  # the first connect runs the dialect's own queries
         first = handle.render().decode()
-    assert value(first, TIMEOUTS, pool_name=f"postgresql+psycopg://{address}/otel_kit") == 0
-    assert series(first, TIMEOUTS) == [{"pool_name": f"postgresql+psycopg://{address}/otel_kit"}]
+    assert (
+        value(
+            first,
+            TIMEOUTS,
+            db_client_connection_pool_name=f"postgresql+psycopg://{address}/otel_kit",
+        )
+        == 0
+    )
+    assert series(first, TIMEOUTS) == [
+        {"db_client_connection_pool_name": f"postgresql+psycopg://{address}/otel_kit"}
+    ]
 
     with engine.begin() as conn:
         conn.execute(items.insert(), [{"id": 1, "name": "a"}])
@@ -169,3 +199,25 @@ async def test_asyncpg_commit_rollback_and_not_measured(make_handle: MakeHandle,
     }
     assert operations(handle.render().decode(), db_system_name="postgresql") == expected
     await engine.dispose()
+
+
+def test_psycopg_syntax_error_and_failed_commit_carry_sqlstate(
+    make_handle: MakeHandle, url: str
+) -> None:
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+            "CREATE TABLE child (id INTEGER, parent_id INTEGER REFERENCES parent (id)"
+            " DEFERRABLE INITIALLY DEFERRED)"
+        )
+    handle = make_handle()
+    with engine.connect() as conn, pytest.raises(sa.exc.ProgrammingError):
+        conn.exec_driver_sql("SELEC 1")  # not a verb: OTHER
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:  # checked at COMMIT
+        conn.exec_driver_sql("INSERT INTO child VALUES (1, 99)")
+    assert status_codes(handle.render().decode()) == {
+        ("OTHER", "psycopg.errors.SyntaxError", "42601"): 1,
+        ("COMMIT", "psycopg.errors.ForeignKeyViolation", "23503"): 1,
+    }
+    engine.dispose()

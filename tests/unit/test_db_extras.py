@@ -97,7 +97,7 @@ def test_session_commit_rollback_and_close_with_an_open_transaction(
     with pytest.raises(sa.exc.IntegrityError), orm.Session(engine) as session, session.begin():
         session.execute(items.insert(), [{"id": 1, "name": "duplicate"}])
     rolled_back = handle.render().decode()
-    expected = {("INSERT", "IntegrityError"): 1, ("ROLLBACK", None): 1}
+    expected = {("INSERT", "sqlite3.IntegrityError"): 1, ("ROLLBACK", None): 1}
     assert operations(rolled_back, committed) == expected
 
     # A read-only request's session: closing it rolls its transaction back (the database does).
@@ -127,7 +127,7 @@ def test_failed_commit_has_its_error_type(make_handle: MakeHandle, db: Path) -> 
     event.listen(engine, "connect", lambda dbapi, _: dbapi.execute("PRAGMA foreign_keys=ON"))
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:  # checked at COMMIT
         conn.exec_driver_sql("INSERT INTO child VALUES (1, 99)")
-    expected = {("INSERT", None): 1, ("COMMIT", "IntegrityError"): 1}
+    expected = {("INSERT", None): 1, ("COMMIT", "sqlite3.IntegrityError"): 1}
     assert operations(handle.render().decode()) == expected
     engine.dispose()
 
@@ -176,14 +176,17 @@ def test_timeouts_series_is_zero_from_the_first_connection(
     with engine.connect(), other.connect():
         pass
     text = handle.render().decode()
-    assert sorted(series(text, TIMEOUTS), key=str) == [{"pool_name": "other"}, {"pool_name": POOL}]
+    assert sorted(series(text, TIMEOUTS), key=str) == [
+        {"db_client_connection_pool_name": "other"},
+        {"db_client_connection_pool_name": POOL},
+    ]
     assert value(text, TIMEOUTS) == 0
     assert "# TYPE db_client_connection_timeouts_total counter" in text
     with engine.connect(), pytest.raises(sa.exc.TimeoutError):
         engine.connect()
     text = handle.render().decode()
-    assert value(text, TIMEOUTS, pool_name=POOL) == 1
-    assert value(text, TIMEOUTS, pool_name="other") == 0
+    assert value(text, TIMEOUTS, db_client_connection_pool_name=POOL) == 1
+    assert value(text, TIMEOUTS, db_client_connection_pool_name="other") == 0
     engine.dispose()
     other.dispose()
 
@@ -196,7 +199,7 @@ async def test_timeouts_series_is_zero_for_an_async_engine(
     async with engine.connect():
         pass
     assert series(handle.render().decode(), TIMEOUTS) == [
-        {"pool_name": "sqlite+aiosqlite:///app.db"}
+        {"db_client_connection_pool_name": "sqlite+aiosqlite:///app.db"}
     ]
     assert value(handle.render().decode(), TIMEOUTS) == 0
     await engine.dispose()
@@ -234,8 +237,10 @@ def test_not_measured_skips_waits_and_timeouts_inside(make_handle: MakeHandle, d
         with otel_kit.not_measured(), pytest.raises(sa.exc.TimeoutError):
             engine.connect()
         assert pool_state(handle.render().decode(), POOL)["pending"] == 0
-    assert value(handle.render().decode(), TIMEOUTS, pool_name=POOL) == 0
-    assert value(handle.render().decode(), WAIT + "_count", pool_name=POOL) == 1
+    assert value(handle.render().decode(), TIMEOUTS, db_client_connection_pool_name=POOL) == 0
+    assert (
+        value(handle.render().decode(), WAIT + "_count", db_client_connection_pool_name=POOL) == 1
+    )
     engine.dispose()
 
 

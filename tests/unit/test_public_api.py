@@ -62,7 +62,12 @@ PUBLIC: dict[str, list[str]] = {
     ],
 }
 # otel_kit.catalogue: its metric specs (every MetricSpec it defines) and these.
-CATALOGUE_HELPERS = ["BODY_SIZE_BUCKETS", "DEFAULT_DURATION_BUCKETS", "KNOWN_HTTP_METHODS"]
+CATALOGUE_HELPERS = [
+    "BODY_SIZE_BUCKETS",
+    "DB_DURATION_BUCKETS",
+    "DEFAULT_DURATION_BUCKETS",
+    "KNOWN_HTTP_METHODS",
+]
 CATALOGUE_HELPERS += ["MetricSpec"]
 CATALOGUE_HELPERS += ["prometheus_label", "prometheus_name", "unit_suffix"]
 # One module per `otel-kit` command, each with `register(app)`; check also its --json version.

@@ -46,8 +46,13 @@ from tests.sqlalchemy_workload import (
     expected,
     operations,
     pool_state,
+    status_codes,
     sync_workload,
 )
+
+# What the workload's two failures record on SQLite: sqlite3's classes (aiosqlite raises them
+# too), no db.response.status_code (SQLite has no SQLSTATE).
+SQLITE_FAILURES = expected("sqlite3.IntegrityError", "sqlite3.OperationalError")
 
 
 def create_items_table(path: Path) -> None:
@@ -69,10 +74,15 @@ def test_sync_statements_engine_created_before_setup(make_handle: MakeHandle, db
     with engine.connect() as conn:
         sync_workload(conn)
     text = handle.render().decode()
-    assert operations(text) == expected("OperationalError")
+    assert operations(text) == SQLITE_FAILURES
+    assert status_codes(text) == {
+        ("INSERT", "sqlite3.IntegrityError", None): 1,
+        ("SELECT", "sqlite3.OperationalError", None): 1,
+    }
     for labels in series(text, DURATION + "_count"):
         assert labels["db_system_name"] == "sqlite"
         assert labels["db_namespace"] == "app.db"
+        assert "server_address" not in labels and "server_port" not in labels  # no server
     assert "no_such_table" not in text and "bulk" not in text
     engine.dispose()
 
@@ -89,8 +99,12 @@ def test_statement_duration_lands_in_its_bucket(make_handle: MakeHandle, db: Pat
         conn.execute(sa.text("SELECT pause(0.3)")).all()
     text = handle.render().decode()
     bucket = DURATION + "_bucket"
-    assert value(text, bucket, db_operation_name="SELECT", le="0.25") == 0
-    assert value(text, bucket, db_operation_name="SELECT", le="2.5") == 1
+    # semconv's DB advice, not the HTTP buckets
+    selects = [labels for labels in series(text, bucket) if labels["db_operation_name"] == "SELECT"]
+    bounds = [labels["le"] for labels in selects]
+    assert bounds == ["0.001", "0.005", "0.01", "0.05", "0.1", "0.5", "1.0", "5.0", "10.0", "+Inf"]
+    assert value(text, bucket, db_operation_name="SELECT", le="0.1") == 0
+    assert value(text, bucket, db_operation_name="SELECT", le="0.5") == 1
     assert value(text, DURATION + "_sum", db_operation_name="SELECT") >= 0.3
     engine.dispose()
 
@@ -112,10 +126,10 @@ async def test_async_statements_and_pool(make_handle: MakeHandle, db: Path) -> N
         with pytest.raises(sa.exc.TimeoutError):
             await engine.connect().start()
     text = handle.render().decode()
-    assert operations(text, db_system_name="sqlite") == expected("OperationalError")
+    assert operations(text, db_system_name="sqlite") == SQLITE_FAILURES
     assert held == {"idle": 0, "used": 1, "pending": 0, "timeouts": 0, "waits": 1}
     assert pool_state(text, pool) == {"idle": 1, "used": 0, "pending": 0, "timeouts": 1, "waits": 1}
-    assert value(text, MAX, pool_name=pool) == 1
+    assert value(text, MAX, db_client_connection_pool_name=pool) == 1
     await engine.dispose()
 
 
@@ -131,7 +145,7 @@ def test_pool_used_idle_timeouts(make_handle: MakeHandle, db: Path) -> None:
         assert pool_state(text, pool) == {
             "idle": 0, "used": 1, "pending": 0, "timeouts": 0, "waits": 1,
         }  # fmt: skip
-        assert value(text, MAX, pool_name=pool) == 1
+        assert value(text, MAX, db_client_connection_pool_name=pool) == 1
         with pytest.raises(sa.exc.TimeoutError):
             engine.connect()
     text = handle.render().decode()
@@ -144,7 +158,7 @@ def test_pool_used_idle_timeouts(make_handle: MakeHandle, db: Path) -> None:
     engine.dispose()  # the engine's old pool leaves the gauges at once; counters stay
     text = handle.render().decode()
     assert series(text, COUNT) == [] and series(text, MAX) == []
-    assert value(text, TIMEOUTS, pool_name=pool) == 1
+    assert value(text, TIMEOUTS, db_client_connection_pool_name=pool) == 1
 
 
 def test_pool_pending_request(make_handle: MakeHandle, db: Path) -> None:
@@ -177,9 +191,33 @@ def test_pool_name_prefers_logging_name_and_memory_namespace(make_handle: MakeHa
         conn.execute(sa.text("SELECT 1"))
         inside = handle.render().decode()
     text = handle.render().decode()
-    assert value(inside, COUNT, pool_name="orders-db", db_client_connection_state="used") == 1
-    assert value(text, COUNT, pool_name="orders-db", db_client_connection_state="used") == 0
-    assert value(text, COUNT, pool_name="orders-db", db_client_connection_state="idle") == 1
+    assert (
+        value(
+            inside,
+            COUNT,
+            db_client_connection_pool_name="orders-db",
+            db_client_connection_state="used",
+        )
+        == 1
+    )
+    assert (
+        value(
+            text,
+            COUNT,
+            db_client_connection_pool_name="orders-db",
+            db_client_connection_state="used",
+        )
+        == 0
+    )
+    assert (
+        value(
+            text,
+            COUNT,
+            db_client_connection_pool_name="orders-db",
+            db_client_connection_state="idle",
+        )
+        == 1
+    )
     assert series(text, MAX) == []  # SingletonThreadPool has no hard limit
     assert operations(text, db_namespace=":memory:") == {("SELECT", None): 1, ("ROLLBACK", None): 1}
     engine.pool.dispose()  # closes its connection: Python 3.13 warns of unclosed ones
@@ -205,7 +243,10 @@ def test_other_pool_classes(
     assert pool_state(text, pool) == {
         "idle": idle_after, "used": 0, "pending": 0, "timeouts": 0, "waits": 3,
     }  # fmt: skip
-    maxima = {labels["pool_name"]: value(text, MAX, **labels) for labels in series(text, MAX)}
+    maxima = {
+        labels["db_client_connection_pool_name"]: value(text, MAX, **labels)
+        for labels in series(text, MAX)
+    }
     assert maxima == ({pool: max_} if max_ else {})
     engine.dispose()
 
@@ -377,8 +418,8 @@ async def test_instrument_engine_measures_only_the_engines_it_is_given(
     async with chosen_async.connect() as conn:
         await async_workload(conn)
     text = handle.render().decode()
-    assert operations(text, db_namespace="app.db") == expected("OperationalError")
-    assert operations(text, db_namespace="async.db") == expected("OperationalError")
+    assert operations(text, db_namespace="app.db") == SQLITE_FAILURES
+    assert operations(text, db_namespace="async.db") == SQLITE_FAILURES
     assert operations(text, db_namespace="other.db") == {}
     assert pool_state(in_use, f"sqlite:///{db.name}")["used"] == 1
     assert pool_state(text, f"sqlite:///{db.name}")["used"] == 0
@@ -397,5 +438,5 @@ def test_instrument_engine_with_automatic_instrumentation_changes_nothing(
     assert handle.instrument_engine(engine) is engine
     with engine.connect() as conn:
         sync_workload(conn)
-    assert operations(handle.render().decode()) == expected("OperationalError")  # once, not twice
+    assert operations(handle.render().decode()) == SQLITE_FAILURES  # once, not twice
     engine.dispose()

@@ -1,0 +1,179 @@
+"""The rule every database integration records by, so one statement or command gets the same
+series whichever driver sent it:
+
+- `Target(...).key(operation, ...)`: the fast-instrument key of `db.client.operation.duration`,
+  in the catalogue's attribute order (checked at import);
+- `pool_key(name)` / `pool_state_key(name, state)` / `pool_attributes(name, ...)`: the keys and
+  attributes of the five `db.client.connection.*` pool metrics;
+- `failure(exc)`: `error.type` and `db.response.status_code` of a failed operation, from the
+  driver's exception (SQLAlchemy's wrapper is looked through): the SQLSTATE of a SQL error
+  (psycopg 3 and asyncpg `sqlstate`, psycopg2 `pgcode`), a Redis error reply's code
+  (`WRONGTYPE`, `NOSCRIPT`, `ERR`, ...) with `redis_failure(exc)`.
+
+Both codes come from a fixed shape (five characters; one upper-case word), so no message text
+reaches a label.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from otel_kit import catalogue
+from otel_kit._instrumentation._context import error_type
+
+__all__ = [
+    "POOL_NAME",
+    "Target",
+    "driver_error",
+    "failure",
+    "pool_attributes",
+    "pool_key",
+    "pool_state_key",
+    "redis_failure",
+    "redis_status_code",
+    "sql_status_code",
+]
+
+Key = tuple[Any, ...]
+
+# The order `Target.key` builds; the catalogue is the truth, this checks it has not moved.
+_OPERATION_ATTRIBUTES = (
+    "db.system.name",
+    "db.operation.name",
+    "db.namespace",
+    "error.type",
+    "server.address",
+    "server.port",
+    "db.response.status_code",
+)
+if catalogue.DB_CLIENT_OPERATION_DURATION.attributes != _OPERATION_ATTRIBUTES:  # pragma: no cover
+    raise RuntimeError("otel_kit._instrumentation._db: the catalogue's DB attributes moved")
+
+POOL_NAME = "db.client.connection.pool.name"
+_POOL_STATE = "db.client.connection.state"
+for _spec in (
+    catalogue.DB_CLIENT_CONNECTION_MAX,
+    catalogue.DB_CLIENT_CONNECTION_PENDING_REQUESTS,
+    catalogue.DB_CLIENT_CONNECTION_TIMEOUTS,
+    catalogue.DB_CLIENT_CONNECTION_WAIT_TIME,
+):
+    if _spec.attributes != (POOL_NAME,):  # pragma: no cover
+        raise RuntimeError(f"otel_kit._instrumentation._db: {_spec.name}'s attributes moved")
+if catalogue.DB_CLIENT_CONNECTION_COUNT.attributes != (POOL_NAME, _POOL_STATE):  # pragma: no cover
+    raise RuntimeError("otel_kit._instrumentation._db: db.client.connection.count moved")
+
+
+class Target:
+    """Where operations go: the attributes fixed per engine, pool or client, given once.
+
+    `server.address`/`server.port` as configured (the engine URL, the client's pool); None where
+    there is no server (SQLite) or it is found per connection.
+    """
+
+    __slots__ = ("address", "namespace", "port", "system")
+
+    def __init__(
+        self,
+        system: str,
+        namespace: str | None,
+        address: str | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.system = system
+        self.namespace = namespace
+        self.address = address
+        self.port = port
+
+    def key(self, operation: str, error: str | None = None, status: str | None = None) -> Key:
+        """The key of one `db.client.operation.duration` observation."""
+        return (self.system, operation, self.namespace, error, self.address, self.port, status)
+
+    def __repr__(self) -> str:
+        return f"Target({self.system!r}, {self.namespace!r}, {self.address!r}, {self.port!r})"
+
+
+def pool_key(name: str) -> Key:
+    """The key of `db.client.connection.wait_time` and `.timeouts` for pool `name`."""
+    return (name,)
+
+
+def pool_state_key(name: str, state: str) -> Key:
+    """The key of `db.client.connection.count` (`state`: idle or used)."""
+    return (name, state)
+
+
+def pool_attributes(name: str, state: str | None = None) -> dict[str, str]:
+    """The attributes of an observation of a pool gauge (`state` only for the count)."""
+    if state is None:
+        return {POOL_NAME: name}
+    return {POOL_NAME: name, _POOL_STATE: state}
+
+
+def driver_error(exc: BaseException) -> BaseException:
+    """The driver's exception: SQLAlchemy's `DBAPIError` carries it as `.orig`."""
+    original = getattr(exc, "orig", None)
+    return original if isinstance(original, BaseException) else exc
+
+
+_SQLSTATE = re.compile(r"[0-9A-Z]{5}")
+
+
+def sql_status_code(exc: BaseException) -> str | None:
+    """The SQLSTATE of a SQL error (`23505`, `42601`), else None."""
+    code = getattr(exc, "sqlstate", None)  # psycopg 3, asyncpg
+    if code is None:
+        code = getattr(exc, "pgcode", None)  # psycopg2
+    return code if isinstance(code, str) and _SQLSTATE.fullmatch(code) else None
+
+
+def failure(exc: BaseException) -> tuple[str, str | None]:
+    """`error.type` and `db.response.status_code` of a failed SQL operation."""
+    driver = driver_error(exc)
+    return error_type(driver), sql_status_code(driver)
+
+
+# An error reply's code: the first word, in the shape Redis and its modules give them (ERR,
+# WRONGTYPE, NOGROUP, SEARCH_SYNTAX); a free-form message ("Syntax error at ...") has none.
+_REDIS_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+# redis-py before `status_code` (8.x) cuts the code of these replies off their message and
+# raises these classes instead; ERR replies become a bare ResponseError.
+_REDIS_CLASS_CODES = {
+    "NoScriptError": "NOSCRIPT",
+    "ReadOnlyError": "READONLY",
+    "ExecAbortError": "EXECABORT",
+    "BusyLoadingError": "LOADING",
+    "OutOfMemoryError": "OOM",
+    "NoPermissionError": "NOPERM",
+    "AskError": "ASK",
+    "TryAgainError": "TRYAGAIN",
+    "MovedError": "MOVED",
+    "ClusterDownError": "CLUSTERDOWN",
+    "ClusterCrossSlotError": "CROSSSLOT",
+    "MasterDownError": "MASTERDOWN",
+    "ModuleError": "ERR",
+}
+
+
+def redis_status_code(exc: BaseException) -> str | None:
+    """The code of the Redis error reply `exc` was raised for, else None (connection errors,
+    timeouts, errors raised by the client itself)."""
+    if hasattr(exc, "status_code"):  # redis-py 8.x parses it from the reply itself
+        code = exc.status_code
+        return code if isinstance(code, str) and _REDIS_CODE.fullmatch(code) else None
+    names = [cls.__name__ for cls in type(exc).__mro__ if cls.__module__.startswith("redis.")]
+    if "ResponseError" not in names:
+        return None  # not an error reply
+    for name in names:
+        code = _REDIS_CLASS_CODES.get(name)
+        if code is not None:
+            return code
+    first = str(exc).split(" ", 1)[0]
+    # A reply whose code was not cut off keeps it; the one cut off into a bare ResponseError
+    # is ERR (Redis starts every error reply with a code).
+    return first if _REDIS_CODE.fullmatch(first) else "ERR"
+
+
+def redis_failure(exc: BaseException) -> tuple[str, str | None]:
+    """`error.type` and `db.response.status_code` of a failed Redis command."""
+    return error_type(exc), redis_status_code(exc)
