@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import make_asgi_app
 from prometheus_client.registry import CollectorRegistry
 
 from otel_kit import __version__
+from otel_kit._dedup import KeepOne
 from otel_kit._exporters.auth import MetricsAuth
 from otel_kit._exporters.prometheus import (
     PullReader,
@@ -74,8 +75,9 @@ def build_resource(settings: Settings) -> Resource:
 def _provider(
     settings: Settings, resource: Resource, readers: Sequence[MetricReader]
 ) -> MeterProvider:
-    buckets = ExplicitBucketHistogramAggregation(boundaries=settings.duration_buckets)
-    db_buckets = ExplicitBucketHistogramAggregation(boundaries=settings.db_duration_buckets)
+    keep_one = KeepOne(settings)  # other sources' copies of otel-kit's metrics are dropped
+    buckets = keep_one.buckets(settings.duration_buckets)
+    db_buckets = keep_one.buckets(settings.db_duration_buckets)
     views = [
         View(
             instrument_name=name,
@@ -83,6 +85,7 @@ def _provider(
         )
         for name in DURATION_HISTOGRAMS
     ]
+    views += keep_one.views(DURATION_HISTOGRAMS)
     return MeterProvider(metric_readers=list(readers), resource=resource, views=views)
 
 
