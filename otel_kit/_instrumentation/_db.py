@@ -111,9 +111,19 @@ def pool_attributes(name: str, state: str | None = None) -> dict[str, str]:
 
 
 def driver_error(exc: BaseException) -> BaseException:
-    """The driver's exception: SQLAlchemy's `DBAPIError` carries it as `.orig`."""
-    original = getattr(exc, "orig", None)
-    return original if isinstance(original, BaseException) else exc
+    """The driver's exception: SQLAlchemy's `DBAPIError` carries it as `.orig`; an asyncio
+    dialect's adaptation of it (`AsyncAdapt_asyncpg_dbapi.IntegrityError`) as `.orig` from
+    SQLAlchemy 2.1, before as its `__cause__`."""
+    for _ in range(3):  # wrapper, adaptation, driver
+        original = getattr(exc, "orig", None)
+        if not isinstance(original, BaseException):
+            if not type(exc).__module__.startswith("sqlalchemy."):
+                break
+            original = exc.__cause__
+            if original is None:
+                break
+        exc = original
+    return exc
 
 
 _SQLSTATE = re.compile(r"[0-9A-Z]{5}")
@@ -168,7 +178,10 @@ def redis_status_code(exc: BaseException) -> str | None:
         code = _REDIS_CLASS_CODES.get(name)
         if code is not None:
             return code
-    first = str(exc).split(" ", 1)[0]
+    # A pipeline's error: "Command # 2 (LPUSH k v) of pipeline caused error: WRONGTYPE ...",
+    # the asyncio client's with the reply as a tuple's repr, "('WRONGTYPE ...',)".
+    message = str(exc).rpartition(" of pipeline caused error: ")[2].lstrip("('\"")
+    first = message.split(" ", 1)[0]
     # A reply whose code was not cut off keeps it; the one cut off into a bare ResponseError
     # is ERR (Redis starts every error reply with a code).
     return first if _REDIS_CODE.fullmatch(first) else "ERR"

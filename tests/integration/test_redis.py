@@ -249,6 +249,63 @@ def test_command_error_is_recorded_and_raised(setup: Setup, port: int) -> None:
     assert "NOSUCHCOMMAND" not in text and "secret" not in text
 
 
+def failures(text: str) -> dict[tuple[str, str, str | None], float]:
+    """(db.operation.name, error.type, db.response.status_code) -> failed commands."""
+    out: dict[tuple[str, str, str | None], float] = {}
+    for labels in series(text, COUNT):
+        if "error_type" in labels:
+            key = (
+                labels["db_operation_name"],
+                labels["error_type"],
+                labels.get("db_response_status_code"),
+            )
+            out[key] = value(text, COUNT, **labels)
+    return out
+
+
+def test_error_reply_code_is_the_status_code(setup: Setup, port: int) -> None:
+    handle = setup()
+    with redis.Redis(port=port) as r:
+        r.set("s:string", "abc")
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            r.lpush("s:string", "v")
+        with pytest.raises(redis.exceptions.NoScriptError):
+            r.evalsha("0" * 40, 0)
+        with pytest.raises(redis.ResponseError, match="not an integer"):
+            r.incr("s:string")
+        with pytest.raises(redis.ResponseError, match="unknown command"):
+            r.execute_command("NOSUCHCOMMAND")
+        with r.pipeline(transaction=True) as pipe, pytest.raises(redis.ResponseError):
+            pipe.set("s:other", "1").lpush("s:string", "v").execute()
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0)).get("k")
+    assert failures(handle.render().decode()) == {
+        ("LPUSH", "redis.exceptions.ResponseError", "WRONGTYPE"): 1,
+        ("EVALSHA", "redis.exceptions.NoScriptError", "NOSCRIPT"): 1,
+        ("INCRBY", "redis.exceptions.ResponseError", "ERR"): 1,
+        ("OTHER", "redis.exceptions.ResponseError", "ERR"): 1,
+        ("MULTI", "redis.exceptions.ResponseError", "WRONGTYPE"): 1,
+        ("GET", "redis.exceptions.ConnectionError", None): 1,  # no reply, no code
+    }
+
+
+async def test_async_error_reply_code_is_the_status_code(setup: Setup, port: int) -> None:
+    handle = setup()
+    r = redis.asyncio.Redis(port=port)
+    await r.set("s:string", "abc")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        await r.hget("s:string", "f")
+    async with r.pipeline(transaction=False) as pipe:
+        pipe.get("s:string").lpush("s:string", "v")
+        with pytest.raises(redis.ResponseError):
+            await pipe.execute()
+    await r.aclose()
+    assert failures(handle.render().decode()) == {
+        ("HGET", "redis.exceptions.ResponseError", "WRONGTYPE"): 1,
+        ("PIPELINE", "redis.exceptions.ResponseError", "WRONGTYPE"): 1,
+    }
+
+
 def test_connection_error_is_recorded_and_raised(setup: Setup) -> None:
     handle = setup()
     closed = free_port()
