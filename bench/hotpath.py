@@ -32,7 +32,7 @@ def cases() -> dict[str, Callable[[], None]]:
         catalogue.HTTP_SERVER_REQUEST_DURATION, catalogue.DEFAULT_DURATION_BUCKETS, 2000
     )
     active = fast.sum(catalogue.HTTP_SERVER_ACTIVE_REQUESTS, 2000)
-    key = ("GET", "/items/{item_id}", 200, None)
+    key = ("GET", "/items/{item_id}", 200, None, "http", "1.1")
 
     meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("bench")
     sdk_histogram = meter.create_histogram("http.server.request.duration", unit="s")
@@ -53,7 +53,7 @@ def cases() -> dict[str, Callable[[], None]]:
     )
     return {
         "otel-kit FastHistogram.record": lambda: histogram.record(0.0012, key),
-        "otel-kit FastSum.add": lambda: active.add(1, ("GET",)),
+        "otel-kit FastSum.add": lambda: active.add(1, ("GET", "http")),
         "OTel SDK Histogram.record": lambda: sdk_histogram.record(0.0012, attributes),
         "OTel SDK Counter.add": lambda: sdk_counter.add(1, attributes),
         "OTel SDK UpDownCounter.add": lambda: sdk_updown.add(1, {"http.request.method": "GET"}),

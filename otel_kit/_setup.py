@@ -48,7 +48,9 @@ class MetricsHandle:
         self._http_duration = fast.histogram(
             catalogue.HTTP_SERVER_REQUEST_DURATION, settings.duration_buckets, limit
         )
-        self._http_active = fast.sum(catalogue.HTTP_SERVER_ACTIVE_REQUESTS, limit)
+        self._http_active: FastSum | None = None  # off: not even an empty metric
+        if settings.http_active_requests:
+            self._http_active = fast.sum(catalogue.HTTP_SERVER_ACTIVE_REQUESTS, limit)
         # Opt-in; None: the middleware takes no detour for them.
         self._http_body_sizes: tuple[FastHistogram, FastHistogram] | None = None
         if settings.http_body_sizes:
@@ -125,6 +127,7 @@ class MetricsHandle:
             "measure": measure,
             "duration": self._http_duration,
             "active": self._http_active,
+            "known_methods": frozenset(self.settings.http_known_methods),
             "metrics_path": self.settings.metrics_path,
             "metrics_app": self._pipeline.metrics_app,
             "excluded_urls": self.settings.excluded_urls,

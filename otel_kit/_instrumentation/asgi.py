@@ -39,6 +39,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Leaf = tuple[str, tuple[Any, ...]]  # (full route template, the routes from the top to it)
 
 _TELEMETRY_KEY = "fastapi.telemetry"
+# The values `url.scheme` and `network.protocol.version` may take: the server fills them in
+# (from a proxy's X-Forwarded-Proto, too), and a lax one could put anything there.
+_SCHEMES = frozenset({"http", "https"})
+_VERSIONS = frozenset({"1.0", "1.1", "2", "3"})
 # Set by the outermost MetricsMiddleware of a request: inner ones (a mounted sub-app that is
 # instrumented too, an app instrumented twice) pass the request through, so it counts once.
 _MEASURED_KEY = "otel_kit.measured"
@@ -281,7 +285,8 @@ class MetricsMiddleware:
         app: ASGIApp,
         *,
         duration: FastHistogram,
-        active: FastSum,
+        active: FastSum | None,
+        known_methods: frozenset[str] = KNOWN_HTTP_METHODS,
         metrics_path: str | None = None,
         metrics_app: ASGIApp | None = None,
         excluded_urls: tuple[str, ...] = (),
@@ -295,7 +300,8 @@ class MetricsMiddleware:
         """`routes_of`: the Starlette app whose routes the metrics path may hide, checked
         here because Starlette builds its middleware (this) when it starts, after every
         route was added. `body_sizes`: the (request, response) body size histograms;
-        `first_byte`: the time to first byte histogram; None: not recorded."""
+        `first_byte`: the time to first byte histogram; `active`: the active requests
+        (http_active_requests); None: not recorded. `known_methods`: any other is `_OTHER`."""
         self.app = app
         self._body_sizes = body_sizes
         self._first_byte = first_byte
@@ -303,6 +309,7 @@ class MetricsMiddleware:
         self._on_shutdown = on_shutdown
         self._duration = duration
         self._active = active
+        self._known_methods = known_methods
         self._metrics_path = metrics_path if metrics_app is not None else None
         self._metrics_app = metrics_app
         self._excluded = (
@@ -362,10 +369,18 @@ class MetricsMiddleware:
             return
 
         method = scope["method"]
-        if method not in KNOWN_HTTP_METHODS:
+        if method not in self._known_methods:
             method = "_OTHER"
-        active_key = (method,)
-        self._active.add(1, active_key)
+        scheme = scope.get("scheme", "http")  # ASGI: absent means http
+        if scheme not in _SCHEMES:
+            scheme = "_OTHER"
+        version = scope.get("http_version")
+        if version not in _VERSIONS:
+            version = None
+        active = self._active
+        active_key = (method, scheme)
+        if active is not None:
+            active.add(1, active_key)
         record = scope.get(_TELEMETRY_KEY)
         # FastAPI's hook starts the route with the prefix its record was made with: FastAPI's
         # own record (its tracing is on) has the root path there, otel-kit's has none.
@@ -388,8 +403,8 @@ class MetricsMiddleware:
             done = True
             elapsed = (perf_counter() if ended is None else ended) - start
             try:
-                if ended is None:
-                    self._active.add(-1, active_key)  # first: a failure below cannot leak it
+                if ended is None and active is not None:
+                    active.add(-1, active_key)  # first: a failure below cannot leak it
                 code = status if type(status) is int else _status_code(status)
                 if error is None and code is not None and code >= 500:
                     error = str(code)
@@ -399,7 +414,7 @@ class MetricsMiddleware:
                     route = _generic_route(scope, self._templates) or route
                 elif root and route.startswith(root):
                     route = route[len(root) :]
-                key = (method, route, code, error)
+                key = (method, route, code, error, scheme, version)
                 self._duration.record(elapsed, key)
                 if tally is not None:
                     self._record_tally(tally, scope, key, start)
@@ -426,7 +441,8 @@ class MetricsMiddleware:
                     # start. Recorded when the app returns; timed and inactive from now.
                     ended = perf_counter()
                     try:
-                        self._active.add(-1, active_key)
+                        if active is not None:
+                            active.add(-1, active_key)
                     except Exception:
                         report_failure("HTTP server")
                 else:

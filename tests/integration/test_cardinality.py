@@ -72,7 +72,8 @@ def test_random_paths_methods_queries_and_headers_add_no_series_and_no_memory() 
 
     per_kind = TOTAL // KINDS
     requests = {labels: n for (name, labels), n in samples(text).items() if name == COUNT}
-    get, other = {"http_request_method": "GET"}, {"http_request_method": "_OTHER"}
+    http = {"url_scheme": "http", "network_protocol_version": "1.1"}
+    get, other = {"http_request_method": "GET", **http}, {"http_request_method": "_OTHER", **http}
     items, tenants = {"http_route": "/items/{item_id}"}, {"http_route": "/tenants/{tenant}"}
     assert requests == {
         frozenset(labels.items()): per_kind

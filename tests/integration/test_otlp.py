@@ -219,6 +219,7 @@ async def test_wire_format(protocol: str) -> None:
 
     def key(route: str | None, status: int, method: str = "GET", error: str = "") -> Any:
         attributes = {"http.request.method": method, "http.response.status_code": status}
+        attributes |= {"url.scheme": "http", "network.protocol.version": "1.1"}
         attributes |= {"http.route": route} if route else {}
         attributes |= {"error.type": error} if error else {}
         return frozenset(attributes.items())
@@ -248,8 +249,8 @@ async def test_wire_format(protocol: str) -> None:
         key: point.as_int for key, point in points(request, "http.server.active_requests").items()
     }
     assert active_points == {
-        frozenset({("http.request.method", "GET")}): 0,
-        frozenset({("http.request.method", "POST")}): 0,
+        frozenset({("http.request.method", "GET"), ("url.scheme", "http")}): 0,
+        frozenset({("http.request.method", "POST"), ("url.scheme", "http")}): 0,
     }
 
     scope, orders = sent["shop.orders"]

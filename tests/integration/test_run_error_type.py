@@ -75,5 +75,7 @@ async def test_same_labels_under_run_and_setup_metrics(
         "http_route": "/boom/{n}",
         "http_response_status_code": "500",
         "error_type": "ValueError",
+        "url_scheme": "http",
+        "network_protocol_version": "1.1",
     }
     assert counts(text)[frozenset(boom.items())] == 2

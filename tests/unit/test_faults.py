@@ -138,6 +138,8 @@ async def test_websockets_work_and_are_not_http_requests(make_handle: MakeHandle
         {
             "http_request_method": "GET",
             "http_response_status_code": "200",
+            "url_scheme": "http",
+            "network_protocol_version": "1.1",
             "http_route": "/items/{item_id}",
         }
     ]
@@ -249,7 +251,7 @@ def test_a_child_forked_while_a_thread_records_can_record() -> None:
         warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()
     if pid == 0:
-        histogram.record(0.5, ("GET", "/", 200, None))
+        histogram.record(0.5, ("GET", "/", 200, None, "http", "1.1"))
         os._exit(0 if histogram.metric(0, 1).data.data_points[0].count == 1 else 1)
     release.set()
     thread.join()

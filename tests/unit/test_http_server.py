@@ -81,7 +81,14 @@ async def test_unmatched_paths_have_no_route_label(make_handle: MakeHandle) -> N
             assert (await c.get(f"/nope/{i}?q={i}")).status_code == 404
         text = await scrape(c)
     unmatched = [s for s in series(text, COUNT) if s["http_response_status_code"] == "404"]
-    assert unmatched == [{"http_request_method": "GET", "http_response_status_code": "404"}]
+    assert unmatched == [
+        {
+            "http_request_method": "GET",
+            "http_response_status_code": "404",
+            "url_scheme": "http",
+            "network_protocol_version": "1.1",
+        }
+    ]
     assert value(text, COUNT, http_response_status_code="404") == 50
     assert "/nope" not in text
 
@@ -104,6 +111,8 @@ async def test_exceptions_and_5xx_carry_error_type(make_handle: MakeHandle) -> N
             "http_request_method": "GET",
             "http_route": "/items/{item_id}",
             "http_response_status_code": "200",
+            "url_scheme": "http",
+            "network_protocol_version": "1.1",
         }
     ]
 

@@ -130,7 +130,13 @@ async def test_streamed_upload_and_response_are_counted_chunk_by_chunk(
     assert (response_buckets["4096.0"], response_buckets["16384.0"]) == (0, 1)
     # the labels of the duration, status included
     assert series(text, f"{RESPONSE}_count") == [
-        {"http_request_method": "POST", "http_route": "/upload", "http_response_status_code": "200"}
+        {
+            "http_request_method": "POST",
+            "http_route": "/upload",
+            "http_response_status_code": "200",
+            "url_scheme": "http",
+            "network_protocol_version": "1.1",
+        }
     ]
     assert TTFB not in text  # its own switch
 
@@ -197,6 +203,8 @@ async def test_an_exception_before_the_response_records_no_response_size(
             "http_route": "/boom",
             "http_response_status_code": "500",
             "error_type": "ValueError",
+            "url_scheme": "http",
+            "network_protocol_version": "1.1",
         }
     ]
     assert value(text, f"{REQUEST}_sum") == 300

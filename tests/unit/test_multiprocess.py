@@ -114,8 +114,8 @@ def leave(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def get(route: str, status: int = 200) -> tuple[str, str, int, None]:
-    return ("GET", route, status, None)
+def get(route: str, status: int = 200) -> tuple[str, str, int, None, str, str]:
+    return ("GET", route, status, None, "http", "1.1")
 
 
 # --- merge rules, on snapshots directly --------------------------------------------------
@@ -198,8 +198,8 @@ def test_one_scrape_shows_every_process(make: type[Participant]) -> None:
         a.requests.record(0.05, get("/items/{id}"))
     b.requests.record(0.5, get("/items/{id}"))
     b.requests.record(5, get("/items/{id}", 500))
-    a.active.add(1, ("GET",))
-    b.active.add(2, ("GET",))
+    a.active.add(1, ("GET", "http"))
+    b.active.add(2, ("GET", "http"))
     a.gauge.set(5)
     b.gauge.set(7)
     for text in (a.text(), b.text()):  # whichever process is scraped
@@ -223,8 +223,8 @@ def test_a_process_that_exits_keeps_its_counts_not_its_gauges(
     a.requests.record(0.05, get("/a"))
     b.requests.record(0.05, get("/b"))
     b.requests.record(0.05, get("/b"))
-    a.active.add(1, ("GET",))
-    b.active.add(2, ("GET",))
+    a.active.add(1, ("GET", "http"))
+    b.active.add(2, ("GET", "http"))
     b.gauge.set(7)
     a.gauge.set(5)
     b.close()  # its final snapshot, then its socket goes
@@ -498,7 +498,7 @@ def test_fork_child_does_not_count_what_it_inherited(
     a = make()
     for _ in range(10):
         a.requests.record(0.05, get("/x"))
-    a.active.add(1, ("GET",))
+    a.active.add(1, ("GET", "http"))
     a.mp.write_snapshot()
     parent = a.mp._token
     kill(a)
@@ -607,7 +607,8 @@ def test_runtime_metrics_are_per_worker_and_numbers_are_reused(
     assert {(s["worker"], value(text, "process_memory_usage_bytes", **s)) for s in
             series(text, "process_memory_usage_bytes")} == {("0", 100), ("1", 250)}  # fmt: skip
     assert series(text, COUNT) == [{"http_request_method": "GET", "http_route": "/a",
-                                    "http_response_status_code": "200"}]  # fmt: skip
+                                    "http_response_status_code": "200", "url_scheme": "http",
+                                    "network_protocol_version": "1.1"}]  # fmt: skip
     b.mp.close()
     assert make().mp._worker == 1
     assert [s["worker"] for s in series(a.text(), "process_memory_usage_bytes")] == ["0"]

@@ -29,6 +29,8 @@ from tests.handles import MakeHandle
 
 COUNT = "http_server_request_duration_seconds_count"
 ONLY_HTTP = {"disabled_instrumentations": "sqlalchemy,redis,httpx,runtime"}
+# what every request through httpx's ASGI transport carries
+HTTP_1_1 = {"url_scheme": "http", "network_protocol_version": "1.1"}
 
 
 def client(app: Any, root_path: str = "") -> httpx.AsyncClient:
@@ -84,7 +86,7 @@ async def test_error_type_is_the_exception_class_also_around_the_built_stack(
 
     texts = [await failing_requests(inside), await failing_requests(outside)]
     for text in texts:
-        route = {"http_request_method": "GET", "http_route": "/boom/{n}"}
+        route = {"http_request_method": "GET", "http_route": "/boom/{n}", **HTTP_1_1}
         assert counts(text) == {
             frozenset(
                 {**route, "http_response_status_code": "500", "error_type": "ValueError"}.items()
@@ -95,6 +97,7 @@ async def test_error_type_is_the_exception_class_also_around_the_built_stack(
                     "http_route": "/unavailable",
                     "http_response_status_code": "503",
                     "error_type": "503",
+                    **HTTP_1_1,
                 }.items()
             ): 1,
             frozenset(
@@ -102,6 +105,7 @@ async def test_error_type_is_the_exception_class_also_around_the_built_stack(
                     "http_request_method": "GET",
                     "http_route": "/ok",
                     "http_response_status_code": "200",
+                    **HTTP_1_1,
                 }.items()
             ): 1,
         }
@@ -145,7 +149,11 @@ async def test_mounted_static_files_and_sub_app_carry_the_mount_template(
         text = (await c.get("/metrics")).text
 
     def key(status: int, route: str | None = None) -> frozenset[tuple[str, str]]:
-        labels = {"http_request_method": "GET", "http_response_status_code": str(status)}
+        labels = {
+            "http_request_method": "GET",
+            "http_response_status_code": str(status),
+            **HTTP_1_1,
+        }
         if route is not None:
             labels["http_route"] = route
         return frozenset(labels.items())
