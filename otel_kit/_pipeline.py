@@ -55,7 +55,7 @@ DURATION_HISTOGRAMS = (
 
 
 def build_resource(settings: Settings) -> Resource:
-    """service.name/version, deployment.environment and a fresh service.instance.id.
+    """service.name/version, deployment.environment.name and a fresh service.instance.id.
 
     Explicit settings win over OTEL_RESOURCE_ATTRIBUTES, which wins over defaults.
     """
@@ -65,7 +65,7 @@ def build_resource(settings: Settings) -> Resource:
     for key, value in (
         ("service.name", settings.service_name),
         ("service.version", settings.service_version),
-        ("deployment.environment", settings.deployment_environment),
+        ("deployment.environment.name", settings.deployment_environment),
     ):
         if value is not None:
             attributes[key] = value

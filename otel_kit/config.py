@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     deployment_environment: str | None = Field(
         None,
         validation_alias=AliasChoices("deployment_environment", "OTEL_KIT_DEPLOYMENT_ENVIRONMENT"),
-        description="the deployment.environment resource attribute (unset: from "
+        description="the deployment.environment.name resource attribute (unset: from "
         "resource_attributes)",
     )
     resource_attributes: Annotated[dict[str, str], NoDecode] = Field(

@@ -72,7 +72,8 @@ def test_resource_attributes(monkeypatch: pytest.MonkeyPatch) -> None:
     assert attributes["service.name"] == "env-name"
     assert attributes["service.version"] == "9"
     assert attributes["team"] == "payments"
-    assert attributes["deployment.environment"] == "prod"
+    assert attributes["deployment.environment.name"] == "prod"  # semconv >= 1.27's name
+    assert "deployment.environment" not in attributes
     assert len(str(attributes["service.instance.id"])) == 36
     explicit = build_resource(load_settings({"service_name": "arg-name"}))
     assert explicit.attributes["service.name"] == "arg-name"
