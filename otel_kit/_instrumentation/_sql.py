@@ -1,5 +1,5 @@
 """What every database integration shares: `db.operation.name` from SQL text (the statement's
-verb from a fixed list, else OTHER) and `not_measured()`.
+verb from a fixed list, else OTHER), `not_measured()`, and which layer measures a connection.
 
 One rule for all of them, so a statement gets the same operation name whichever driver or ORM
 sent it. Literals, identifiers and comments never reach a label. Standard library only:
@@ -11,10 +11,21 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import weakref
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
+from typing import Any
 
-__all__ = ["OPERATIONS", "OTHER", "not_measured", "operation_name", "suspended"]
+__all__ = [
+    "OPERATIONS",
+    "OTHER",
+    "claim",
+    "claimed",
+    "not_measured",
+    "operation_name",
+    "release_claims",
+    "suspended",
+]
 
 # A context variable, not a global flag: a request served while another task or thread runs
 # migrations inside `not_measured()` is still measured.
@@ -42,6 +53,36 @@ def not_measured() -> Iterator[None]:
         yield
     finally:
         _NOT_MEASURED.reset(token)
+
+
+# Driver connections (asyncpg, psycopg) an ORM integration measures (SQLAlchemy: every connection
+# its pools hold), by id(): the driver integrations skip them, so a statement counts once, in the
+# layer the application called. id() keys: `claimed()` is one dict lookup on every statement; the
+# weak reference's callback drops the entry when the connection is collected, before its id can
+# be reused. The value: (that reference, the claiming integration), for `release_claims`.
+_CLAIMED: dict[int, tuple[weakref.ref[Any], object]] = {}
+
+
+def claim(connection: Any, owner: object) -> None:
+    """Mark a driver connection as measured by `owner` (not by the driver's integration)."""
+    key = id(connection)
+    if key not in _CLAIMED:
+        try:
+            ref = weakref.ref(connection, lambda _: _CLAIMED.pop(key, None))
+        except TypeError:
+            return  # no weak references (sqlite3's): no driver integration measures it
+        _CLAIMED[key] = (ref, owner)
+
+
+def claimed(connection: Any) -> bool:
+    return id(connection) in _CLAIMED
+
+
+def release_claims(owner: object) -> None:
+    """Forget `owner`'s claims (its instrumentation stopped): the drivers measure them again."""
+    for key, (_, found) in list(_CLAIMED.items()):
+        if found is owner:
+            _CLAIMED.pop(key, None)
 
 
 # The verbs `db.operation.name` may take; anything else is recorded as "OTHER".

@@ -60,7 +60,8 @@ from otel_kit._instrumentation._db import (
     pool_attributes,
     pool_key,
 )
-from otel_kit._instrumentation._sql import operation_name, suspended
+from otel_kit._instrumentation._pools import pool_gauges
+from otel_kit._instrumentation._sql import claim, operation_name, release_claims, suspended
 from otel_kit._instruments import FastHistogram, FastSum
 from otel_kit._support import Patches, report_failure
 
@@ -152,15 +153,13 @@ class _Instrumentation:
         # (name, our wrapper, the original) of the Connection methods wrapped, once installed
         self._connection_patches: list[tuple[str, Callable[..., Any], Callable[..., Any]]] = []
         self.enabled = True
-        meter = integration.meter_provider.get_meter("otel_kit")
+        gauges = pool_gauges(integration)  # shared with the asyncpg and psycopg pools
         for spec, callback in (
             (catalogue.DB_CLIENT_CONNECTION_COUNT, self._observe_count),
             (catalogue.DB_CLIENT_CONNECTION_MAX, self._observe_max),
             (catalogue.DB_CLIENT_CONNECTION_PENDING_REQUESTS, self._observe_pending),
         ):
-            meter.create_observable_up_down_counter(
-                spec.name, [callback], unit=spec.unit, description=spec.description
-            )
+            gauges.add(spec, callback)
 
     def failed(self) -> None:
         report_failure("SQLAlchemy")
@@ -361,6 +360,8 @@ class _Instrumentation:
                 if not suspended():
                     self.wait_time.record(perf_counter() - start, pool_key(state.name))
                 info = connection.record_info
+                if info is not None and info.get(_OPEN) is not state:
+                    claim(connection.driver_connection, self)  # made before setup: see on_connect
             except Exception:
                 self.failed()
                 info = None
@@ -395,6 +396,14 @@ class _Instrumentation:
                 state = info.pop(key, None)
                 if state is not None:
                     state.add(field, -1)
+        except Exception:
+            self.failed()
+
+    def on_connect(self, dbapi_connection: Any, record: Any) -> None:
+        """A new connection's statements are SQLAlchemy's: the asyncpg and psycopg integrations
+        skip them (the dialect's own first queries included), so each counts once, here."""
+        try:
+            claim(record.driver_connection, self)
         except Exception:
             self.failed()
 
@@ -450,6 +459,7 @@ def _listeners(
 ) -> list[tuple[Any, str, Callable[..., Any]]]:
     return [
         (engines, "handle_error", instrumentation.handle_error),
+        (pools, "connect", instrumentation.on_connect),
         (pools, "checkin", instrumentation.on_checkin),
         (pools, "close", instrumentation.on_close),
         (pools, "detach", instrumentation.on_detach),
@@ -485,6 +495,7 @@ def instrument(integration: IntegrationContext) -> Callable[[], None]:
         _remove(listeners)
         instrumentation.unwrap_dialects(instrumentation.dialects)
         instrumentation.pools.clear()
+        release_claims(instrumentation)
 
     return undo
 

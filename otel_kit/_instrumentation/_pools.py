@@ -1,0 +1,75 @@
+"""The pool gauges every database integration reports into: `db.client.connection.count`,
+`.max` and `.pending_requests`, one observable instrument each per setup.
+
+Shared because the SDK keeps only the first callbacks of an instrument registered twice under
+one name (it logs a warning and drops the others): SQLAlchemy's pools and asyncpg's or
+psycopg_pool's would otherwise hide each other. Each integration adds its callbacks here; one
+failing callback is logged once and the others still report.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from otel_kit._instrumentation._context import IntegrationContext
+from otel_kit._support import report_failure
+from otel_kit.catalogue import MetricSpec
+
+__all__ = ["PoolGauges", "pool_gauges"]
+
+Callback = Callable[[CallbackOptions], Iterable[Observation]]
+
+
+class PoolGauges:
+    """The observable pool instruments of one setup, each reading every callback added to it."""
+
+    def __init__(self, integration: IntegrationContext) -> None:
+        self._meter = integration.meter_provider.get_meter("otel_kit")
+        self._callbacks: dict[str, list[Callback]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, spec: MetricSpec, callback: Callback) -> None:
+        with self._lock:
+            callbacks = self._callbacks.get(spec.name)
+            if callbacks is None:
+                callbacks = self._callbacks[spec.name] = []
+                self._meter.create_observable_up_down_counter(
+                    spec.name,
+                    [lambda options: self._observe(callbacks, options)],
+                    unit=spec.unit,
+                    description=spec.description,
+                )
+            callbacks.append(callback)
+
+    def remove(self, spec: MetricSpec, callback: Callback) -> None:
+        with self._lock:
+            callbacks = self._callbacks.get(spec.name, [])
+            if callback in callbacks:
+                callbacks.remove(callback)
+
+    def _observe(self, callbacks: list[Callback], options: CallbackOptions) -> list[Observation]:
+        observations: list[Observation] = []
+        for callback in list(callbacks):
+            try:
+                observations.extend(callback(options))
+            except Exception:  # one integration's failure leaves the others' pools reported
+                report_failure("DB connection pool")
+        return observations
+
+
+_gauges: weakref.WeakKeyDictionary[Any, PoolGauges] = weakref.WeakKeyDictionary()
+_gauges_lock = threading.Lock()
+
+
+def pool_gauges(integration: IntegrationContext) -> PoolGauges:
+    """The pool gauges of `integration`'s setup (one per setup, keyed by its fast instruments)."""
+    with _gauges_lock:
+        gauges = _gauges.get(integration.fast)
+        if gauges is None:
+            gauges = _gauges[integration.fast] = PoolGauges(integration)
+        return gauges
