@@ -25,7 +25,9 @@ __all__ = ["INTEGRATIONS", "Integration"]
 
 class Integration(NamedTuple):
     name: str  # as in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS
-    module: str | None  # defines instrument(); None: measured by instrument_app()'s middleware
+    # Defines instrument(); None: measured elsewhere (fastapi: by instrument_app()'s middleware;
+    # requests: by the urllib3 module, which its name in disabled_instrumentations narrows).
+    module: str | None
     library: str  # the top-level import that fails when the library is missing
     extra: str  # pip install 'otel-kit[<extra>]' installs the library
     # Under `otel-kit run`, importing one of these sets up metrics and instruments this
@@ -42,8 +44,14 @@ INTEGRATIONS: tuple[Integration, ...] = (
         "sqlalchemy",
         ("sqlalchemy",),
     ),
+    # Without SQLAlchemy (the connections SQLAlchemy's pools hold are measured there, once).
+    Integration("asyncpg", "otel_kit._instrumentation.asyncpg", "asyncpg", "asyncpg", ("asyncpg",)),
+    Integration("psycopg", "otel_kit._instrumentation.psycopg", "psycopg", "psycopg", ("psycopg",)),
     Integration("redis", "otel_kit._instrumentation.redis", "redis", "redis", ("redis",)),
     Integration("httpx", "otel_kit._instrumentation.httpx", "httpx", "httpx", ("httpx",)),
+    Integration("urllib3", "otel_kit._instrumentation.urllib3", "urllib3", "urllib3", ("urllib3",)),
+    Integration("requests", None, "requests", "requests", ("requests",)),
+    Integration("aiohttp", "otel_kit._instrumentation.aiohttp", "aiohttp", "aiohttp", ("aiohttp",)),
     # Process metrics are read at scrape time: importing psutil is no reason to set up.
     Integration("runtime", "otel_kit._instrumentation.runtime", "psutil", "runtime", ()),
 )

@@ -11,36 +11,35 @@ The duration runs until the response HEADERS arrive: that is what the transport 
 httpx reads the body afterwards, so body download time and a timeout while reading the body
 are not part of it. Each transport call is one measurement: retries are counted one by one.
 
-Labels: `http.request.method` (`_OTHER` for methods the conventions do not know),
-`server.address` (URL host; `_OTHER` for a host longer than 255 characters, the DNS maximum,
-so a label's size stays bounded), `server.port` (explicit, or 80/443 by scheme),
-`http.response.status_code`, `error.type` (the status code for status >= 400, or the exception
-class name when no response came), and `peer.service` when the `peer_services` setting maps
-`host:port` or `host` to a name. URL paths and queries are never labels. An app calling many
-distinct hosts is bounded by the cardinality limit: further series go to the overflow series.
+Labels: as `_http_client.ClientDuration` records them for every outbound integration
+(method, server address and port, status, `error.type` for a status >= 400 or the exception
+when no response came, `network.protocol.version` from the response's `http_version`,
+`service.peer.name` from `peer_services`). URL paths and queries are never labels. An app
+calling many distinct hosts is bounded by the cardinality limit: further series go to the
+overflow series.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
-from otel_kit._instrumentation._context import IntegrationContext, error_type, server_address
+from otel_kit._instrumentation._context import IntegrationContext
+from otel_kit._instrumentation._http_client import DEFAULT_PORTS, ClientDuration
 from otel_kit._support import Patches, report_failure, timed
-from otel_kit.catalogue import HTTP_CLIENT_REQUEST_DURATION, KNOWN_HTTP_METHODS
 
 __all__ = ["instrument"]
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+# httpx's http_version -> network.protocol.version
+_VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/2": "2", b"HTTP/1.0": "1.0", b"HTTP/3": "3"}
 
 
 class _Recorder:
     def __init__(self, integration: IntegrationContext, patches: Patches) -> None:
         self._patches = patches
-        self._duration = integration.histogram(HTTP_CLIENT_REQUEST_DURATION)
-        self._peers: Mapping[str, str] = dict(integration.settings.peer_services)
+        self._duration = ClientDuration(integration, "httpx")
 
     def begin(self, transport: Any, request: httpx.Request) -> httpx.Request | None:
         return request if self._patches.active else None
@@ -53,22 +52,17 @@ class _Recorder:
         exc: BaseException | None,
     ) -> None:
         try:
-            method = request.method
-            if method not in KNOWN_HTTP_METHODS:
-                method = "_OTHER"
             url = request.url
-            host = server_address(url.host)
-            port = url.port or _DEFAULT_PORTS.get(url.scheme)
-            peer = None
-            if self._peers:
-                peer = self._peers.get(f"{host}:{port}") or self._peers.get(host)
-            status = None if response is None else response.status_code
-            error = None if exc is None else error_type(exc)
-            if error is None and status is not None and status >= 400:
-                error = str(status)
-            self._duration.record(elapsed, (method, host, port, status, error, peer))
+            status = version = None
+            if response is not None:
+                status = response.status_code
+                http_version = response.extensions.get("http_version", b"HTTP/1.1")
+                version = _VERSIONS.get(http_version)  # bounded: unknown ones are left out
+            port = url.port or DEFAULT_PORTS.get(url.scheme)
         except Exception:  # a metrics failure must never reach the application
             report_failure("httpx")
+            return
+        self._duration.record(elapsed, request.method, url.host, port, status, exc, version)
 
 
 def instrument(integration: IntegrationContext) -> Callable[[], None]:

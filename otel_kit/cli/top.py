@@ -210,7 +210,7 @@ def _db_operation(labels: Labels) -> str:
 
 
 def _peer(labels: Labels) -> str:
-    peer = labels.get("peer_service") or ":".join(
+    peer = labels.get("service_peer_name") or ":".join(
         labels[k] for k in ("server_address", "server_port") if labels.get(k)
     )
     return f"{labels.get('http_request_method', '')} {peer}"

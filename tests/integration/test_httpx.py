@@ -88,7 +88,8 @@ def test_sync_client(make_handle: MakeHandle, base: str) -> None:
     assert count(http_response_status_code="500", error_type="500") == 1
     assert count(http_request_method="POST", http_response_status_code="201") == 1
     assert count(http_request_method="_OTHER", http_response_status_code="200") == 1
-    assert count(peer_service="local-api") == 9
+    assert count(service_peer_name="local-api") == 9
+    assert count(network_protocol_version="1.1") == 9  # every response came over HTTP/1.1
     assert value(text, COUNT) == 9
     assert count(error_type="200") + count(error_type="201") == 0  # no error below 400
     assert len(series(text, COUNT)) == 5
@@ -117,7 +118,7 @@ async def test_async_client(make_handle: MakeHandle, base: str) -> None:
     assert count(http_request_method="GET", http_response_status_code="404", error_type="404") == 3
     assert count(http_request_method="DELETE", error_type="500") == 1
     assert value(text, COUNT) == 6
-    assert all("peer_service" not in labels for labels in series(text, COUNT))  # no map set
+    assert all("service_peer_name" not in labels for labels in series(text, COUNT))  # no map set
     assert SECRET not in text and "/status" not in text
 
 
@@ -135,13 +136,15 @@ def test_sync_connect_error_and_timeout(make_handle: MakeHandle, base: str) -> N
     text = handle.render().decode()
 
     connect = {"server_port": str(refused), "error_type": "httpx.ConnectError"}
-    assert value(text, COUNT, http_request_method="GET", peer_service="loopback", **connect) == 2
+    peer = {"http_request_method": "GET", "service_peer_name": "loopback"}
+    assert value(text, COUNT, **peer, **connect) == 2
     timeout = {"server_port": port_of(base), "error_type": "httpx.ReadTimeout"}
     assert value(text, COUNT, **timeout) == 1
     assert value(text, BUCKET, le="0.075", **timeout) == 0  # waited for the 0.1 s timeout
     assert value(text, BUCKET, le="10.0", **timeout) == 1
     assert value(text, COUNT) == 3
-    assert all("http_response_status_code" not in labels for labels in series(text, COUNT))
+    no_response = ("http_response_status_code", "network_protocol_version")
+    assert all(k not in labels for labels in series(text, COUNT) for k in no_response)
     assert SECRET not in text and "/slow" not in text
 
 

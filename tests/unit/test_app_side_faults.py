@@ -180,7 +180,7 @@ def test_an_overlong_host_gets_a_bounded_label(
     text = handle.render().decode()
     [labels] = series(text, CLIENT_COUNT)
     assert labels["server_address"] == (host if label == "kept" else OVERLONG_HOST)
-    assert labels.get("peer_service") == ("long" if label == "kept" else None)
+    assert labels.get("service_peer_name") == ("long" if label == "kept" else None)
     assert value(text, CLIENT_COUNT) == 2
     assert max(len(line) for line in text.splitlines()) < MAX_HOST_LENGTH + 400
 

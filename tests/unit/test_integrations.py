@@ -25,7 +25,16 @@ HTTPX_SEND = httpx.HTTPTransport.handle_request
 def test_every_integration_is_on_by_default(make_handle: MakeHandle) -> None:
     make_handle()
     assert httpx.HTTPTransport.handle_request is not HTTPX_SEND
-    assert [i.name for i in INTEGRATIONS if i.module] == ["sqlalchemy", "redis", "httpx", "runtime"]
+    assert [i.name for i in INTEGRATIONS if i.module] == [
+        "sqlalchemy",
+        "asyncpg",
+        "psycopg",
+        "redis",
+        "httpx",
+        "urllib3",
+        "aiohttp",
+        "runtime",
+    ]
 
 
 def test_missing_library_logs_one_line_and_the_rest_still_works(

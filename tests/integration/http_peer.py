@@ -1,0 +1,71 @@
+"""The HTTP peers of the outbound tests (urllib3, requests, aiohttp), as context managers
+each test module makes its fixtures of: a real threaded server on loopback, and a port that
+accepts connections and never answers."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler
+
+from tests.integration.processes import http_server
+
+__all__ = ["MARK", "Handler", "peer_server", "stalled_port"]
+
+MARK = "zz-marker-7f3a"  # in URL paths and query strings; must never reach the exposition
+
+
+class Handler(BaseHTTPRequestHandler):
+    """/status/<code>[/...], /redirect (302 to /status/200), /slow-body (headers now, body 1 s
+    later); anything else 200."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse pooled connections
+    timeout = 10  # an idle kept-alive connection ends, so server_close() cannot hang
+
+    def do_GET(self) -> None:
+        path = self.path.split("?")[0]
+        try:
+            self.rfile.read(
+                int(self.headers.get("Content-Length") or 0)
+            )  # the next request follows
+            if path.startswith("/redirect"):
+                self.send_response(302)
+                self.send_header("Location", f"/status/200?{MARK}=after")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            status = int(path.split("/")[2]) if path.startswith("/status/") else 200
+            body = b"ok"
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if path.startswith("/slow-body"):
+                self.wfile.flush()
+                time.sleep(1.0)
+            self.wfile.write(body)
+        except OSError:  # the client gave up: nothing to answer
+            self.close_connection = True
+
+    do_POST = do_DELETE = do_PURGE = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def peer_server() -> Iterator[str]:
+    """`Handler` on a free loopback port: its base URL, for the block."""
+    with http_server(Handler) as url:
+        yield url
+
+
+@contextmanager
+def stalled_port() -> Iterator[str]:
+    """The base URL of a port that accepts connections (the kernel's backlog) and never
+    answers, for the block."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
