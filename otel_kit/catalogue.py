@@ -138,6 +138,7 @@ DB_CLIENT_OPERATION_DURATION = MetricSpec(
         "server.address",
         "server.port",
         "db.response.status_code",
+        "db.query.summary",  # opt-in: db_query_summary
     ),
 )
 DB_CLIENT_CONNECTION_COUNT = MetricSpec(
@@ -377,7 +378,7 @@ def prometheus_name(
         return name + "".join(reversed(deferred))
     if not suffixes:
         base = "_".join(t for t in _NAME_INVALID.split(name) if t)
-        return _leading_digit(base)
+        return _leading_digit(base, name)
     tokens = [t for t in _NAME_SEPARATORS.split(name) if t]
     main, per = (_clean_unit(word) for word in _unit_words(unit))
     if main in tokens:
@@ -392,13 +393,13 @@ def prometheus_name(
         tokens = [t for t in tokens if t != "total"] + ["total"]
     if unit == "1" and gauge:
         tokens = [t for t in tokens if t != "ratio"] + ["ratio"]
-    return _leading_digit("_".join(tokens))
+    return _leading_digit("_".join(tokens), name)
 
 
-def _leading_digit(base: str) -> str:
-    if not base.strip("_"):
-        return ""  # nothing left to name the metric by
-    return "_" + base if base[:1].isdigit() else base
+def _leading_digit(base: str, name: str) -> str:
+    if base[:1].isdigit():
+        return "_" + base
+    return base if base == name or base.strip("_") else ""  # '': nothing left to name it by
 
 
 @functools.lru_cache(maxsize=4096)

@@ -164,6 +164,13 @@ class Settings(BaseSettings):
         description="db.client.operation.duration bucket bounds in seconds, as duration_buckets "
         "(the default is semconv's DB advice)",
     )
+    db_query_summary: bool = Field(
+        False,
+        validation_alias=AliasChoices("db_query_summary", "OTEL_KIT_DB_QUERY_SUMMARY"),
+        description="true: also db.query.summary on SQL operation durations, from the SQL text "
+        "(SELECT users; tables as written, never literals): at most cardinality_limit distinct "
+        "summaries, then the operation name alone; true or false",
+    )
     http_body_sizes: bool = Field(
         False,
         validation_alias=AliasChoices("http_body_sizes", "OTEL_KIT_HTTP_BODY_SIZES"),
@@ -302,6 +309,7 @@ class Settings(BaseSettings):
         "http_body_sizes",
         "http_time_to_first_byte",
         "http_active_requests",
+        "db_query_summary",
         mode="before",
     )(rules.boolean)
     _methods = field_validator("http_known_methods", mode="before")(rules.methods)
@@ -340,6 +348,7 @@ class SettingKeywords(TypedDict, total=False):
     excluded_urls: Sequence[str]
     duration_buckets: Sequence[float] | str
     db_duration_buckets: Sequence[float] | str
+    db_query_summary: bool
     http_body_sizes: bool
     http_time_to_first_byte: bool
     http_active_requests: bool

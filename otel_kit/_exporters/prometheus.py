@@ -1,15 +1,18 @@
 """Direct Prometheus export: a pull reader and an OTel-to-Prometheus translation.
 
-Why not contrib's PrometheusMetricReader: it crashes on exponential histograms, adds
-`otel_scope_*` labels to every series (twice the bytes of prometheus_client's output) and has
-no OpenMetrics negotiation of its own. This reader hands OTel data to a prometheus_client
+Why not contrib's PrometheusMetricReader: it crashes on exponential histograms and has no
+OpenMetrics negotiation of its own. This reader hands OTel data to a prometheus_client
 collector, so prometheus_client does the exposition (text 0.0.4 or OpenMetrics by Accept header,
 gzip) and the `/metrics` app or port.
 
-Translation follows the OTel-to-Prometheus compatibility spec: dots to underscores, unit suffix
-(`_seconds`, `_bytes`, ...), `_total` on monotonic sums, non-monotonic sums as gauges, resource
-attributes on `target_info`. Scope names are not added as labels; metrics of the same name from
-several scopes are merged into one family.
+Translation follows the OTel "Prometheus and OpenMetrics Compatibility" spec and gives the names
+and labels of the Collector's prometheus exporter and Prometheus' OTLP receiver (both use
+Prometheus' otlptranslator): names and units as `catalogue.prometheus_name`, `_total` on
+monotonic sums, non-monotonic sums as gauges, resource attributes on `target_info`, and
+`otel_scope_name`/`_version`/`_schema_url` labels from the meter (`prometheus_scope_labels`).
+Attribute keys that make one label are joined with `;`; an attribute named `le` on a
+histogram becomes `exported_le`. Two series of one name and label set (possible without scope
+labels, or through joined labels) are never both served: the first is kept, with a warning.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import functools
 import os
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import (
@@ -34,6 +38,7 @@ from opentelemetry.sdk.metrics.export import (
     Sum as SumData,
 )
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
@@ -41,12 +46,18 @@ from prometheus_client.utils import floatToGoString
 from otel_kit._exporters import cardinality_limits
 from otel_kit._instruments import FastInstruments
 from otel_kit._support import LogOnce
-from otel_kit.catalogue import prometheus_label, prometheus_name, unit_suffix
+from otel_kit.catalogue import (
+    TRANSLATION_STRATEGIES,
+    prometheus_label,
+    prometheus_name,
+    unit_suffix,
+)
 from otel_kit.config import ConfigError, Settings
 
 __all__ = [
     "PrometheusCollector",
     "PullReader",
+    "Translation",
     "default_registry",
     "make_registry",
     "prometheus_families",
@@ -56,11 +67,34 @@ __all__ = [
 _warn_once = LogOnce().warning
 
 
+@dataclass(frozen=True)
+class Translation:
+    """How OTel data becomes Prometheus series: `otel_scope_*` labels (the spec's default) or
+    none, and the naming strategy (Prometheus' `translation_strategy`)."""
+
+    scope_labels: bool = True
+    strategy: str = TRANSLATION_STRATEGIES[0]
+
+    @classmethod
+    def of(cls, settings: Settings) -> Translation:
+        return cls(settings.prometheus_scope_labels)
+
+
+_DEFAULT = Translation()
+
+
 class PullReader(MetricReader):
     """Collects on demand (each scrape), SDK metrics plus otel-kit's fast instruments."""
 
-    def __init__(self, fast: FastInstruments, resource: Resource, cardinality_limit: int) -> None:
+    def __init__(
+        self,
+        fast: FastInstruments,
+        resource: Resource,
+        cardinality_limit: int,
+        translation: Translation = _DEFAULT,
+    ) -> None:
         super().__init__(cardinality_limits=cardinality_limits(cardinality_limit))
+        self.translation = translation  # for every registry that serves this reader's data
         self._fast = fast
         self._resource = resource
         self._lock = threading.Lock()
@@ -82,6 +116,13 @@ class PullReader(MetricReader):
         return self._fast.merge(data, self._resource)
 
 
+# The labels a histogram's own series carry: an attribute of that name is renamed, as
+# Prometheus renames a target's label that a scrape would overwrite.
+_BUCKET_LABEL = "le"
+_RENAMED_BUCKET_LABEL = "exported_le"
+_SCOPE_FIELDS = ("otel_scope_name", "otel_scope_version", "otel_scope_schema_url")
+
+
 def _label_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -90,21 +131,101 @@ def _label_value(value: Any) -> str:
     return str(value)
 
 
-def _labels(attributes: Any) -> dict[str, str]:
-    if not attributes:
-        return {}
-    return {prometheus_label(k): _label_value(v) for k, v in attributes.items()}
+def _label_name(key: str, strategy: str, histogram: bool) -> str:
+    name = prometheus_label(key, strategy)
+    return _RENAMED_BUCKET_LABEL if histogram and name == _BUCKET_LABEL else name
 
 
-def prometheus_families(data: MetricsData) -> Iterator[Metric]:
+def _labels(
+    attributes: Any, extra: dict[str, str], strategy: str, histogram: bool = False
+) -> tuple[dict[str, str], bool]:
+    """A point's labels: its attributes, then `extra` (the scope's); True when two keys made
+    the same label (then joined)."""
+    labels: dict[str, str] = {}
+    if attributes:
+        for key, value in attributes.items():
+            name = _label_name(key, strategy, histogram)
+            if not name or name in labels:
+                return _joined(attributes, extra, strategy, histogram), True
+            labels[name] = _label_value(value)
+    if extra:
+        if not labels:
+            return extra, False
+        if not extra.keys().isdisjoint(labels):
+            return _joined(attributes, extra, strategy, histogram), True
+        labels.update(extra)
+    return labels, False
+
+
+def _joined(
+    attributes: Any, extra: dict[str, str], strategy: str, histogram: bool
+) -> dict[str, str]:
+    """Keys that make the same label (`a.b` and `a_b`, or an attribute named like a scope
+    label): one label, the values joined with `;` in the order of the original keys (spec)."""
+    entries = sorted(
+        [
+            (str(k), _label_name(k, strategy, histogram), _label_value(v))
+            for k, v in attributes.items()
+        ]
+        + [(name, name, value) for name, value in extra.items()]
+    )
+    labels: dict[str, str] = {}
+    for key, name, value in entries:
+        if not name:
+            _warn_once(f"otel-kit: attribute {key!r} cannot be a Prometheus label; left out")
+            continue
+        labels[name] = f"{labels[name]};{value}" if name in labels else value
+    return labels
+
+
+def _scope_labels(scope: InstrumentationScope, strategy: str) -> dict[str, str]:
+    """`otel_scope_name`, `_version`, `_schema_url` (an empty one is no label, as in
+    Prometheus), and each scope attribute as `otel_scope_<key>`."""
+    fields = (scope.name, scope.version or "", scope.schema_url or "")
+    labels = {name: value for name, value in zip(_SCOPE_FIELDS, fields, strict=True) if value}
+    attributes = {f"otel_scope_{k}": v for k, v in (scope.attributes or {}).items()}
+    # the spec drops an attribute that would make a field's label
+    names = {k: prometheus_label(k, strategy) for k in attributes}
+    kept = {k: v for k, v in attributes.items() if names[k] not in _SCOPE_FIELDS}
+    if kept:
+        labels.update(_joined(kept, {}, strategy, histogram=False))
+    return labels
+
+
+class _Family:
+    """One Prometheus family and, once it can hold a duplicate (a second OTel metric of the
+    same name, or joined labels), the label sets of its series."""
+
+    __slots__ = ("keys", "metric")
+
+    def __init__(self, metric: Metric) -> None:
+        self.metric = metric
+        self.keys: set[frozenset[tuple[str, str]]] | None = None
+
+    def check_duplicates(self) -> set[frozenset[tuple[str, str]]]:
+        if self.keys is None:
+            histogram = self.metric.type == "histogram"
+            self.keys = {
+                frozenset(sample.labels.items())
+                for sample in self.metric.samples
+                if not histogram or sample.name.endswith("_count")
+            }
+        return self.keys
+
+
+def prometheus_families(data: MetricsData, translation: Translation = _DEFAULT) -> Iterator[Metric]:
     """`data` as prometheus_client metric families: `target_info` per resource, then one family
     per Prometheus name (see the module docstring for the translation)."""
-    families: dict[str, Metric] = {}
+    strategy = translation.strategy
+    families: dict[str, _Family] = {}
     for resource_metrics in data.resource_metrics:
         info = Metric("target", "Target metadata", "info")
-        info.add_sample("target_info", _labels(resource_metrics.resource.attributes), 1.0)
+        labels, _ = _labels(resource_metrics.resource.attributes, {}, strategy)
+        info.add_sample("target_info", labels, 1.0)
         yield info
         for scope_metrics in resource_metrics.scope_metrics:
+            scope = scope_metrics.scope
+            extra = _scope_labels(scope, strategy) if translation.scope_labels else {}
             for otel in scope_metrics.metrics:
                 point_data = otel.data
                 unit = otel.unit or ""
@@ -117,22 +238,37 @@ def prometheus_families(data: MetricsData) -> Iterator[Metric]:
                 else:  # exponential histograms have no Prometheus text form
                     _warn_once(f"otel-kit: {otel.name} ({type(point_data).__name__}) not exported")
                     continue
-                name = prometheus_name(otel.name, unit, monotonic_sum=kind == "counter")
+                name = prometheus_name(
+                    otel.name,
+                    unit,
+                    monotonic_sum=kind == "counter",
+                    gauge=isinstance(point_data, GaugeData),
+                    strategy=strategy,
+                )
+                if not name:
+                    _warn_once(f"otel-kit: {otel.name!r} leaves no Prometheus name; not exported")
+                    continue
                 base = name.removesuffix("_total") if kind == "counter" else name
                 family = families.get(base)
                 if family is None:
                     suffix = unit_suffix(unit)
-                    family = families[base] = Metric(
-                        base,
-                        otel.description or otel.name,
-                        kind,
-                        unit=suffix if suffix and base.endswith("_" + suffix) else "",
+                    family = families[base] = _Family(
+                        Metric(
+                            base,
+                            otel.description or otel.name,
+                            kind,
+                            unit=suffix if suffix and base.endswith("_" + suffix) else "",
+                        )
                     )
-                elif family.type != kind:
-                    _warn_once(f"otel-kit: {otel.name} clashes with another {family.type}")
+                elif family.metric.type != kind:
+                    _warn_once(f"otel-kit: {otel.name} clashes with another {family.metric.type}")
                     continue
-                _add_samples(family, kind, point_data)
-    yield from families.values()
+                else:  # a second metric of this name: another scope, or another OTel name
+                    family.check_duplicates()
+                _add_samples(
+                    family, kind, point_data, extra, strategy, f"{otel.name} ({scope.name})"
+                )
+    yield from (family.metric for family in families.values())
 
 
 @functools.lru_cache(maxsize=64)
@@ -140,22 +276,35 @@ def _le_values(bounds: tuple[float, ...]) -> tuple[str, ...]:
     return (*(floatToGoString(b) for b in bounds), "+Inf")  # type: ignore[no-untyped-call]
 
 
-def _add_samples(family: Metric, kind: str, point_data: Any) -> None:
-    name = family.name
-    if kind == "histogram":
-        for point in point_data.data_points:
-            labels = _labels(point.attributes)
-            cumulative = 0
-            le_values = _le_values(tuple(point.explicit_bounds))
-            for le, count in zip(le_values, point.bucket_counts, strict=True):
-                cumulative += count
-                family.add_sample(name + "_bucket", {**labels, "le": le}, cumulative)
-            family.add_sample(name + "_count", labels, point.count)
-            family.add_sample(name + "_sum", labels, point.sum)
-        return
+def _add_samples(
+    family: _Family, kind: str, point_data: Any, extra: dict[str, str], strategy: str, source: str
+) -> None:
+    metric = family.metric
+    name = metric.name
+    histogram = kind == "histogram"
     sample_name = name + "_total" if kind == "counter" else name
     for point in point_data.data_points:
-        family.add_sample(sample_name, _labels(point.attributes), point.value)
+        labels, joined = _labels(point.attributes, extra, strategy, histogram)
+        if joined or family.keys is not None:
+            keys = family.check_duplicates()
+            key = frozenset(labels.items())
+            if key in keys:
+                _warn_once(
+                    f"otel-kit: {name}{labels} twice (again from {source}); kept the first "
+                    "(prometheus_scope_labels=false merges the metrics of every meter)"
+                )
+                continue
+            keys.add(key)
+        if not histogram:
+            metric.add_sample(sample_name, labels, point.value)
+            continue
+        cumulative = 0
+        le_values = _le_values(tuple(point.explicit_bounds))
+        for le, count in zip(le_values, point.bucket_counts, strict=True):
+            cumulative += count
+            metric.add_sample(name + "_bucket", {**labels, "le": le}, cumulative)
+        metric.add_sample(name + "_count", labels, point.count)
+        metric.add_sample(name + "_sum", labels, point.sum)
 
 
 class PrometheusCollector(Collector):
@@ -163,7 +312,7 @@ class PrometheusCollector(Collector):
         self._reader = reader
 
     def collect(self) -> Iterable[Metric]:
-        return list(prometheus_families(self._reader.read()))
+        return list(prometheus_families(self._reader.read(), self._reader.translation))
 
 
 def make_registry(reader: PullReader) -> CollectorRegistry:

@@ -70,7 +70,7 @@ async def test_counts_per_route_template_and_status(make_handle: MakeHandle) -> 
     }
     # one observation per request: FastAPI's own request metrics are switched off
     assert value(text, COUNT) == 11
-    assert "otel_scope_name" not in text
+    assert {s["otel_scope_name"] for s in series(text, COUNT, scope=True)} == {"otel_kit"}
 
 
 async def test_unmatched_paths_have_no_route_label(make_handle: MakeHandle) -> None:
@@ -229,7 +229,7 @@ async def test_custom_business_metrics_share_the_endpoint() -> None:
     ]
     assert value(text, "order_total_dollars_sum") == 5555
     assert value(text, "active_users") == 2
-    assert value(text, "room_temperature_Cel") == 21.5
+    assert value(text, "room_temperature_celsius") == 21.5
     assert value(text, "target_info", service_name="shop", service_version="1.2.3") == 1
 
 

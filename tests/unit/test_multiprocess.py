@@ -30,8 +30,10 @@ from otel_kit import catalogue
 from otel_kit._exporters import multiprocess
 from otel_kit._exporters.multiprocess import (
     HistogramPoint,
+    MetricKey,
     MetricPoints,
     Multiprocess,
+    ScopeKey,
     Snapshot,
     decode,
     encode,
@@ -121,70 +123,80 @@ def get(route: str, status: int = 200) -> tuple[str, str, int, None, str, str]:
 # --- merge rules, on snapshots directly --------------------------------------------------
 
 
+SCOPE: ScopeKey = ("app", "1.0", "", (("team", "shop"),))
+K: dict[str, MetricKey] = {name: (SCOPE, name) for name in "chug"}  # a metric of the app's meter
+
+
 def metric(kind: str, **points: float) -> MetricPoints:
     return MetricPoints(kind, "", "", {(("k", key),): v for key, v in points.items()})
 
 
 def test_counters_and_histograms_add_up_over_live_and_dead_processes() -> None:
     hist = HistogramPoint(BOUNDS, [1, 2, 0], 1.5, 0.05, 0.9)
-    one = {"c": metric("counter", a=2, b=1), "h": MetricPoints("histogram", "s", "", {(): hist})}
-    two = {"c": metric("counter", a=3), "h": MetricPoints("histogram", "s", "", {(): hist.copy()})}
+    one = {
+        K["c"]: metric("counter", a=2, b=1),
+        K["h"]: MetricPoints("histogram", "s", "", {(): hist}),
+    }
+    two = {
+        K["c"]: metric("counter", a=3),
+        K["h"]: MetricPoints("histogram", "s", "", {(): hist.copy()}),
+    }
     total: Snapshot = {}
     merge_into(total, one, live=True, limit=2000)
     merge_into(total, two, live=False, limit=2000)
-    assert total["c"].points == {(("k", "a"),): 5, (("k", "b"),): 1}
-    merged = total["h"].points[()]
+    assert total[K["c"]].points == {(("k", "a"),): 5, (("k", "b"),): 1}
+    merged = total[K["h"]].points[()]
     assert (merged.counts, merged.sum, merged.min, merged.max) == ([2, 4, 0], 3.0, 0.05, 0.9)
-    assert one["h"].points[()].counts == [1, 2, 0]  # the inputs are not changed
+    assert one[K["h"]].points[()].counts == [1, 2, 0]  # the inputs are not changed
 
 
 def test_gauges_and_updown_counters_only_from_live_processes() -> None:
-    live = {"g": metric("gauge", a=5), "u": metric("updown", a=2)}
-    other = {"g": metric("gauge", a=7), "u": metric("updown", a=3)}
-    dead = {"g": metric("gauge", a=100), "u": metric("updown", a=100)}
+    live = {K["g"]: metric("gauge", a=5), K["u"]: metric("updown", a=2)}
+    other = {K["g"]: metric("gauge", a=7), K["u"]: metric("updown", a=3)}
+    dead = {K["g"]: metric("gauge", a=100), K["u"]: metric("updown", a=100)}
     total: Snapshot = {}
     for part, is_live in ((live, True), (other, True), (dead, False)):
         merge_into(total, part, live=is_live, limit=2000)
-    assert total["u"].points == {(("k", "a"),): 5}  # up-down counters add up
-    assert total["g"].points == {(("k", "a"),): 7}  # gauges: the largest value
+    assert total[K["u"]].points == {(("k", "a"),): 5}  # up-down counters add up
+    assert total[K["g"]].points == {(("k", "a"),): 7}  # gauges: the largest value
 
 
 def test_fork_baseline_subtracts_counters_and_histograms_only() -> None:
     """On SDK data, as the reader gives it (`Baseline`, shared with push export)."""
     resource = Resource.create({})
     inherited: Snapshot = {
-        "c": metric("counter", a=10),
-        "u": metric("updown", a=4),
-        "h": MetricPoints(
+        K["c"]: metric("counter", a=10),
+        K["u"]: metric("updown", a=4),
+        K["h"]: MetricPoints(
             "histogram", "s", "", {(): HistogramPoint(BOUNDS, [1, 1, 0], 0.6, 0.1, 0.5)}
         ),
     }
     now: Snapshot = {
-        "c": metric("counter", a=12, b=1),
-        "u": metric("updown", a=4),
-        "h": MetricPoints(
+        K["c"]: metric("counter", a=12, b=1),
+        K["u"]: metric("updown", a=4),
+        K["h"]: MetricPoints(
             "histogram", "s", "", {(): HistogramPoint(BOUNDS, [1, 3, 1], 4.6, 0.1, 2)}
         ),
     }
     baseline = Baseline.of(to_metrics_data(inherited, resource), time.time_ns())
     own = snapshot_of(baseline.subtract(to_metrics_data(now, resource)))
-    assert own["c"].points == {(("k", "a"),): 2, (("k", "b"),): 1}
-    assert own["u"].points == {(("k", "a"),): 4}  # a state the child holds too, not a count
-    point = own["h"].points[()]
+    assert own[K["c"]].points == {(("k", "a"),): 2, (("k", "b"),): 1}
+    assert own[K["u"]].points == {(("k", "a"),): 4}  # a state the child holds too, not a count
+    point = own[K["h"]].points[()]
     assert (point.counts, point.sum) == ([0, 2, 1], pytest.approx(4.0))
 
 
 def test_snapshot_round_trip_keeps_attribute_types() -> None:
     key = (("flag", True), ("n", 3), ("name", "x"), ("ratio", 0.5), ("tags", ("a", "b")))
     snapshot = {
-        "c": MetricPoints("counter", "1", "d", {key: 2.5}),
-        "h": MetricPoints(
+        K["c"]: MetricPoints("counter", "1", "d", {key: 2.5}),
+        K["h"]: MetricPoints(
             "histogram", "s", "", {(): HistogramPoint(BOUNDS, [1, 0, 0], 0.01, 0.01, 0.01)}
         ),
     }
     decoded, extra = decode(encode(snapshot, pid=7))
     assert decoded == snapshot
-    assert extra == {"format": 1, "pid": 7}
+    assert extra == {"format": 2, "pid": 7}
     with pytest.raises(ValueError):
         decode(json.dumps({"format": 999, "metrics": []}).encode())
 
@@ -270,7 +282,7 @@ def test_a_killed_process_keeps_what_the_last_scrape_showed(
     assert not (directory / f"{b.mp._token}.sock").exists()
 
 
-LEFT = {"http.server.request.duration": MetricPoints("histogram", "s", "", {
+LEFT = {(SCOPE, "http.server.request.duration"): MetricPoints("histogram", "s", "", {
     (("http.request.method", "GET"),): HistogramPoint(BOUNDS, [2, 0, 0], 0.1, 0.05, 0.05)
 })}  # fmt: skip
 LEFT_TOKEN = "0123456789ab"
@@ -377,7 +389,7 @@ def test_a_huge_snapshot_is_not_read(
     monkeypatch.setattr(view, "MAX_SNAPSHOT_BYTES", 4096)
     a = make()
     points = {(("k", str(i)),): 1 for i in range(400)}
-    huge = encode({"app.jobs": MetricPoints("counter", "", "", points)})
+    huge = encode({(SCOPE, "app.jobs"): MetricPoints("counter", "", "", points)})
     assert len(huge) > 4096
     leave(directory / "eeeeeeeeeeee.json", huge)
     assert "app_jobs" not in a.text()
@@ -460,7 +472,10 @@ def test_unanswered_processes_are_waited_for_a_bounded_time(
     a = make()
     stuck = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     stuck.bind(str(directory / "ba5eba11ba5e.sock"))
-    left = {"app.jobs": metric("counter", a=4), "app.queue": metric("updown", a=3)}
+    left = {
+        (SCOPE, "app.jobs"): metric("counter", a=4),
+        (SCOPE, "app.queue"): metric("updown", a=3),
+    }
     leave(directory / "ba5eba11ba5e.json", encode(left))
     try:
         text = a.text()
@@ -564,7 +579,7 @@ def test_sigterm_writes_the_final_snapshot_when_asked(directory: Path) -> None:
     )
     assert process.returncode == -signal.SIGTERM, process.stderr.decode()
     (snapshot,) = [p for p in directory.glob("*.json") if p.name != "archive.json"]
-    jobs = decode(snapshot.read_bytes())[0]["jobs"]
+    jobs = decode(snapshot.read_bytes())[0][(("app", "", "", ()), "jobs")]  # the meter's scope
     assert jobs.points == {(): 3}
     assert not list(directory.glob("*.sock"))  # it left the view
 

@@ -67,6 +67,7 @@ CATALOGUE_HELPERS = [
     "DB_DURATION_BUCKETS",
     "DEFAULT_DURATION_BUCKETS",
     "KNOWN_HTTP_METHODS",
+    "TRANSLATION_STRATEGIES",
 ]
 CATALOGUE_HELPERS += ["MetricSpec"]
 CATALOGUE_HELPERS += ["prometheus_label", "prometheus_name", "unit_suffix"]

@@ -53,7 +53,9 @@ from otel_kit._exporters.multiprocess.directory import (
 )
 from otel_kit._exporters.multiprocess.snapshot import (
     HistogramPoint,
+    MetricKey,
     MetricPoints,
+    ScopeKey,
     Snapshot,
     decode,
     encode,
@@ -69,8 +71,10 @@ from otel_kit._support import LogOnce, at_fork
 __all__ = [
     "OWNED_MARKER",
     "HistogramPoint",
+    "MetricKey",
     "MetricPoints",
     "Multiprocess",
+    "ScopeKey",
     "Snapshot",
     "check_directory",
     "decode",
@@ -121,7 +125,7 @@ class Multiprocess:
         self._sock: socket.socket | None = None
         self._token = ""
         self._listen()
-        self.registry = view.merged_registry(self.collect)
+        self.registry = view.merged_registry(self.collect, reader.translation)
         at_fork(
             self,
             before=Multiprocess._before_fork,

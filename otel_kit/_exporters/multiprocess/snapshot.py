@@ -1,6 +1,8 @@
 """The snapshot: every metric of one process (or of several, merged) as plain values.
 
-A snapshot maps metric names to `MetricPoints`, one metric's points by attribute set. It is
+A snapshot maps metrics (the meter's scope and the metric's name: scope labels and same-name
+metrics of several meters stay as in one process) to `MetricPoints`, one metric's points by
+attribute set. It is
 what a process writes to `<token>.json`, what the archive holds for ended processes, and what a
 scrape merges before handing SDK data (`to_metrics_data`) to the Prometheus translation.
 
@@ -17,7 +19,15 @@ from dataclasses import dataclass
 from time import time_ns
 from typing import Any
 
-from opentelemetry.sdk.metrics.export import Gauge, Histogram, MetricsData, Sum
+from opentelemetry.sdk.metrics.export import (
+    Gauge,
+    Histogram,
+    Metric,
+    MetricsData,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
@@ -27,7 +37,6 @@ from otel_kit._otel_data import (
     attributes_key,
     histogram_metric,
     histogram_point,
-    metrics_data,
     number_metric,
     number_point,
 )
@@ -36,7 +45,9 @@ from otel_kit._support import LogOnce
 __all__ = [
     "OVERFLOW",
     "HistogramPoint",
+    "MetricKey",
     "MetricPoints",
+    "ScopeKey",
     "Snapshot",
     "decode",
     "encode",
@@ -46,13 +57,12 @@ __all__ = [
     "to_metrics_data",
 ]
 
-_FORMAT = 1
+_FORMAT = 2  # 2: metrics keyed by scope and name
 _CUMULATIVE_KINDS = ("counter", "histogram")
 _KINDS = ("counter", "updown", "gauge", "histogram")
 _ATTRIBUTE_TYPES = (str, bool, int, float)
 # The SDK's point for attribute sets past the cardinality limit.
 OVERFLOW: AttributesKey = (("otel.metric.overflow", True),)
-_SCOPE = InstrumentationScope("otel_kit.multiprocess")
 _warn_once = LogOnce().warning
 
 
@@ -78,7 +88,14 @@ class MetricPoints:
     points: dict[AttributesKey, Any]  # float, or HistogramPoint for histograms
 
 
-Snapshot = dict[str, MetricPoints]  # by metric name
+ScopeKey = tuple[str, str, str, AttributesKey]  # a meter's name, version, schema URL, attributes
+MetricKey = tuple[ScopeKey, str]  # the meter's scope, the metric's name
+Snapshot = dict[MetricKey, MetricPoints]
+
+
+def scope_key(scope: InstrumentationScope) -> ScopeKey:
+    attributes = attributes_key(scope.attributes or {})
+    return (scope.name, scope.version or "", scope.schema_url or "", attributes)
 
 
 def _kind(data: Any) -> str | None:
@@ -112,14 +129,15 @@ def snapshot_of(data: MetricsData) -> Snapshot:
     out: Snapshot = {}
     for resource_metrics in data.resource_metrics:
         for scope_metrics in resource_metrics.scope_metrics:
+            scope = scope_key(scope_metrics.scope)
             for metric in scope_metrics.metrics:
                 kind = _kind(metric.data)
                 if kind is None:
                     continue
-                into = out.get(metric.name)
+                into = out.get((scope, metric.name))
                 if into is None:
                     into = MetricPoints(kind, metric.unit or "", metric.description or "", {})
-                    out[metric.name] = into
+                    out[(scope, metric.name)] = into
                 elif into.kind != kind:
                     continue
                 points = into.points
@@ -162,8 +180,9 @@ def per_worker(snapshot: Snapshot, worker: int) -> Snapshot:
     among the others; the numbers are reused, so the series stay as many as the processes
     that run at once. Everything else merges over processes as before."""
     label = ("worker", str(worker))
-    for name in _PER_WORKER & snapshot.keys():
-        metric = snapshot[name]
+    for (_, name), metric in snapshot.items():
+        if name not in _PER_WORKER:
+            continue
         metric.points = {tuple(sorted((*key, label))): v for key, v in metric.points.items()}
     return snapshot
 
@@ -174,13 +193,15 @@ def merge_into(total: Snapshot, part: Snapshot, *, live: bool, limit: int) -> No
     attribute sets per metric (the cardinality limit, as in one process), new ones land in the
     `otel.metric.overflow` point: the merge of many processes, or of every recycled worker in
     the archive, stays as bounded as one process."""
-    for name, metric in part.items():
+    for metric_key, metric in part.items():
         if not live and metric.kind not in _CUMULATIVE_KINDS:
             continue
-        into = total.get(name)
+        into = total.get(metric_key)
         if into is None:
-            into = total[name] = MetricPoints(metric.kind, metric.unit, metric.description, {})
+            into = MetricPoints(metric.kind, metric.unit, metric.description, {})
+            total[metric_key] = into
         elif into.kind != metric.kind:
+            name = metric_key[1]
             _warn_once(f"otel-kit: {name} is a {into.kind} and a {metric.kind}; kept the first")
             continue
         points = into.points
@@ -192,14 +213,14 @@ def merge_into(total: Snapshot, part: Snapshot, *, live: bool, limit: int) -> No
 
 def encode(snapshot: Snapshot, **extra: Any) -> bytes:
     metrics = []
-    for name, metric in snapshot.items():
+    for (scope, name), metric in snapshot.items():
         if metric.kind == "histogram":
             points = [
                 [key, p.bounds, p.counts, p.sum, p.min, p.max] for key, p in metric.points.items()
             ]
         else:
             points = [[key, value] for key, value in metric.points.items()]
-        metrics.append([name, metric.kind, metric.unit, metric.description, points])
+        metrics.append([scope, name, metric.kind, metric.unit, metric.description, points])
     document = {"format": _FORMAT, **extra, "metrics": metrics}
     return json.dumps(document, separators=(",", ":")).encode()
 
@@ -249,7 +270,14 @@ def decode(data: bytes) -> tuple[Snapshot, dict[str, Any]]:
         raise ValueError("not an otel-kit snapshot of this version")
     snapshot: Snapshot = {}
     try:
-        for name, kind, unit, description, raw_points in document.pop("metrics"):
+        for raw_scope, name, kind, unit, description, raw_points in document.pop("metrics"):
+            scope_name, version, schema_url, scope_attributes = raw_scope
+            scope: ScopeKey = (
+                _text(scope_name),
+                _text(version),
+                _text(schema_url),
+                _decode_key(scope_attributes),
+            )
             if kind not in _KINDS:
                 raise ValueError(f"unknown kind {kind!r}")
             points: dict[AttributesKey, Any] = {}
@@ -259,7 +287,9 @@ def decode(data: bytes) -> tuple[Snapshot, dict[str, Any]]:
             else:
                 for key, value in raw_points:
                     points[_decode_key(key)] = _number(value)
-            snapshot[_text(name)] = MetricPoints(kind, _text(unit), _text(description), points)
+            snapshot[(scope, _text(name))] = MetricPoints(
+                kind, _text(unit), _text(description), points
+            )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"malformed otel-kit snapshot: {exc}") from None
     return snapshot, document
@@ -268,8 +298,9 @@ def decode(data: bytes) -> tuple[Snapshot, dict[str, Any]]:
 def to_metrics_data(snapshot: Snapshot, resource: Resource) -> MetricsData:
     """A merged snapshot as SDK data, for the same Prometheus translation as one process."""
     now = time_ns()
-    metrics = []
-    for name, metric in snapshot.items():
+    scopes: dict[ScopeKey, list[Metric]] = {}
+    for (scope, name), metric in snapshot.items():
+        metrics = scopes.setdefault(scope, [])
         if metric.kind == "histogram":
             histograms = [
                 histogram_point(
@@ -290,4 +321,16 @@ def to_metrics_data(snapshot: Snapshot, resource: Resource) -> MetricsData:
             metrics.append(
                 number_metric(name, metric.description, metric.unit, numbers, metric.kind)
             )
-    return metrics_data(resource, _SCOPE, metrics)
+    scope_metrics = [
+        ScopeMetrics(
+            scope=InstrumentationScope(name, version or None, schema_url or None, dict(attributes)),
+            metrics=metrics,
+            schema_url=schema_url,
+        )
+        for (name, version, schema_url, attributes), metrics in scopes.items()
+    ]
+    return MetricsData(
+        resource_metrics=[
+            ResourceMetrics(resource=resource, scope_metrics=scope_metrics, schema_url="")
+        ]
+    )

@@ -41,7 +41,7 @@ from otel_kit._exporters.multiprocess.snapshot import (
     merge_into,
     to_metrics_data,
 )
-from otel_kit._exporters.prometheus import prometheus_families
+from otel_kit._exporters.prometheus import Translation, prometheus_families
 from otel_kit._support import LogOnce
 
 __all__ = [
@@ -264,11 +264,12 @@ def compact(directory: Path, own: str, limit: int) -> None:
 
 
 class _Merged(Collector):
-    def __init__(self, collect: Callable[[], MetricsData]) -> None:
+    def __init__(self, collect: Callable[[], MetricsData], translation: Translation) -> None:
         self._collect = collect
+        self._translation = translation
 
     def collect(self) -> Iterable[PrometheusMetric]:
-        return list(prometheus_families(self._collect()))
+        return list(prometheus_families(self._collect(), self._translation))
 
 
 class _Fixed(Collector):
@@ -279,10 +280,12 @@ class _Fixed(Collector):
         return self._families
 
 
-def merged_registry(collect: Callable[[], MetricsData]) -> CollectorRegistry:
+def merged_registry(
+    collect: Callable[[], MetricsData], translation: Translation
+) -> CollectorRegistry:
     """A registry whose every collection is `collect()` (the merged view) in Prometheus form."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Merged(collect))
+    registry.register(_Merged(collect, translation))
     return registry
 
 
