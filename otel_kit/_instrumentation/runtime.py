@@ -4,7 +4,7 @@ Names follow the OTel semantic conventions (process and CPython runtime metrics)
 
 | OTel instrument (unit) | Prometheus series | attributes |
 |---|---|---|
-| `process.cpu.time` counter (s) | `process_cpu_time_seconds_total` | `cpu.mode` = user, system |
+| `process.cpu.time` counter (s) | `process_cpu_time_seconds_total` | `cpu.mode` user/system/wait |
 | `process.memory.usage` updowncounter (By), RSS | `process_memory_usage_bytes` | |
 | `process.memory.virtual` updowncounter (By) | `process_memory_virtual_bytes` | |
 | `process.unix.file_descriptor.count` (Unix) | `process_unix_file_descriptor_count` | |
@@ -12,6 +12,10 @@ Names follow the OTel semantic conventions (process and CPython runtime metrics)
 | `cpython.gc.collections` counter | `cpython_gc_collections_total` | `cpython.gc.generation` |
 | `cpython.gc.collected_objects` counter | `cpython_gc_collected_objects_total` | as above |
 | `cpython.gc.uncollectable_objects` counter | `cpython_gc_uncollectable_objects_total` | as above |
+
+`cpu.mode="wait"`: time blocked on disk I/O, on Linux only when the kernel counts it (delay
+accounting, `kernel.task_delayacct`, off by default since Linux 5.14): otherwise psutil's
+iowait is always 0, no measurement, and that series is left out.
 
 Nothing is measured between scrapes: each callback reads the current value when the reader
 collects. A failing read (psutil error, exotic platform) drops that one series from that scrape.
@@ -38,6 +42,17 @@ __all__ = ["instrument"]
 
 
 Callback = Callable[[CallbackOptions], Iterable[Observation]]
+
+# Read at each collection: the sysctl can be switched while the process runs.
+DELAY_ACCOUNTING = "/proc/sys/kernel/task_delayacct"
+
+
+def _io_wait_counted() -> bool:
+    try:
+        with open(DELAY_ACCOUNTING, encoding="ascii") as switch:
+            return switch.read().strip() != "0"
+    except OSError:  # kernels before 5.14 have no switch: counted unless booted nodelayacct
+        return True
 
 
 class _ProcessStats:
@@ -68,10 +83,14 @@ class _ProcessStats:
 
     def cpu_time(self) -> list[Observation]:
         times = self.process().cpu_times()
-        return [
+        observations = [
             Observation(times.user, {"cpu.mode": "user"}),
             Observation(times.system, {"cpu.mode": "system"}),
         ]
+        wait = getattr(times, "iowait", None)  # psutil has it on Linux only
+        if wait is not None and _io_wait_counted():
+            observations.append(Observation(wait, {"cpu.mode": "wait"}))
+        return observations
 
     def memory_usage(self) -> list[Observation]:
         return [Observation(self.process().memory_info().rss)]

@@ -217,7 +217,8 @@ RUNTIME = Dashboard(
     panels=(
         Panel("CPU (share of one core)", "percentunit",
               rates(PROCESS_CPU_TIME, VARS, "instance", CPU_MODE),
-              "Is a process CPU-bound (near 100%), in user or system code?"),
+              "Is a process CPU-bound (near 100%), in user or system code, or blocked on disk "
+              "I/O (wait: not CPU; Linux with delay accounting)?"),
         Panel("Memory", "bytes",
               gauges(PROCESS_MEMORY_USAGE, VARS, "instance", suffix="resident")
               + gauges(PROCESS_MEMORY_VIRTUAL, VARS, "instance", suffix="virtual"),

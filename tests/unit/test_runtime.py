@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
+import psutil
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -25,6 +26,8 @@ FDS = "process_unix_file_descriptor_count"
 THREADS = "process_thread_count"
 RSS = "process_memory_usage_bytes"
 GC = "cpython_gc_collections_total"
+CPU = "process_cpu_time_seconds_total"
+WAIT_REPORTED = hasattr(psutil.Process().cpu_times(), "iowait")  # Linux
 
 
 @pytest.fixture
@@ -104,6 +107,26 @@ def test_gc_collections_per_generation(handle: MetricsHandle, gc_off: None) -> N
     assert delta("cpython_gc_collected_objects_total", "0") >= 200
 
 
+@pytest.mark.skipif(not WAIT_REPORTED, reason="psutil reports I/O wait on Linux only")
+def test_cpu_wait_only_where_the_kernel_counts_it(
+    make_handle: MakeHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cpu.mode="wait" is psutil's iowait, left out while delay accounting is off (always 0
+    then); the switch is read at each scrape. A copy of the sysctl file stands for it here:
+    switching the machine's own one needs root."""
+    switch = tmp_path / "task_delayacct"
+    switch.write_text("0\n")
+    monkeypatch.setattr(runtime, "DELAY_ACCOUNTING", str(switch))
+    handle = make_handle()
+    assert {s["cpu_mode"] for s in series(scrape(handle), CPU)} == {"user", "system"}
+    switch.write_text("1\n")
+    text = scrape(handle)
+    assert {s["cpu_mode"] for s in series(text, CPU)} == {"user", "system", "wait"}
+    assert 0 <= value(text, CPU, cpu_mode="wait") <= psutil.Process().cpu_times().iowait
+    switch.unlink()  # a kernel before 5.14: no switch, counted
+    assert {s["cpu_mode"] for s in series(scrape(handle), CPU)} == {"user", "system", "wait"}
+
+
 def test_undo_stops_reporting() -> None:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
@@ -123,7 +146,7 @@ def test_undo_stops_reporting() -> None:
         }
 
     assert points() == {
-        "process.cpu.time": 2,
+        "process.cpu.time": 3 if WAIT_REPORTED and runtime._io_wait_counted() else 2,
         "process.memory.usage": 1,
         "process.memory.virtual": 1,
         "process.unix.file_descriptor.count": 1,
