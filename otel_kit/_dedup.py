@@ -46,7 +46,9 @@ __all__ = ["SOURCES", "KeepOne", "Source"]
 
 
 class Source(NamedTuple):
-    integration: str  # otel-kit's integration measuring the same calls
+    # otel-kit's integrations that measure the same calls when all are on; disabling the
+    # first keeps the source's metrics
+    integrations: tuple[str, ...]
     scope: str  # the meter (instrumentation scope) name the other source records with
     metrics: tuple[str, ...]  # its metrics that otel-kit records too
 
@@ -89,27 +91,27 @@ _RUNTIME = (
     catalogue.CPYTHON_GC_UNCOLLECTABLE_OBJECTS.name,
 )
 
-# Every source, by the otel-kit integration that measures the same calls. A row whose
+# Every source, by the otel-kit integrations that measure the same calls. A row whose
 # integration is not registered (yet) is inert. Contrib 0.66 emits a subset of each row (the
 # asyncpg and redis instrumentors no metrics at all); the rest are the stable names, so a later
 # release that adopts them is dropped as well.
 SOURCES: tuple[Source, ...] = (
     # contrib's ASGI middleware, under its FastAPI or Starlette instrumentor or on its own
-    Source("fastapi", "opentelemetry.instrumentation.fastapi", _HTTP_SERVER),
-    Source("fastapi", "opentelemetry.instrumentation.starlette", _HTTP_SERVER),
-    Source("fastapi", "opentelemetry.instrumentation.asgi", _HTTP_SERVER),
-    Source("httpx", "opentelemetry.instrumentation.httpx", _HTTP_CLIENT),
-    Source("requests", "opentelemetry.instrumentation.requests", _HTTP_CLIENT),
-    Source("urllib3", "opentelemetry.instrumentation.urllib3", _HTTP_CLIENT),
-    Source("aiohttp", "opentelemetry.instrumentation.aiohttp_client", _HTTP_CLIENT),
-    Source("sqlalchemy", "opentelemetry.instrumentation.sqlalchemy", _DB),
-    Source("asyncpg", "opentelemetry.instrumentation.asyncpg", _DB),
-    Source("psycopg", "opentelemetry.instrumentation.psycopg", _DB),
-    Source("psycopg2", "opentelemetry.instrumentation.psycopg2", _DB),
-    Source("redis", "opentelemetry.instrumentation.redis", _DB),
+    Source(("fastapi",), "opentelemetry.instrumentation.fastapi", _HTTP_SERVER),
+    Source(("fastapi",), "opentelemetry.instrumentation.starlette", _HTTP_SERVER),
+    Source(("fastapi",), "opentelemetry.instrumentation.asgi", _HTTP_SERVER),
+    Source(("httpx",), "opentelemetry.instrumentation.httpx", _HTTP_CLIENT),
+    Source(("requests", "urllib3"), "opentelemetry.instrumentation.requests", _HTTP_CLIENT),
+    Source(("urllib3",), "opentelemetry.instrumentation.urllib3", _HTTP_CLIENT),
+    Source(("aiohttp",), "opentelemetry.instrumentation.aiohttp_client", _HTTP_CLIENT),
+    Source(("sqlalchemy",), "opentelemetry.instrumentation.sqlalchemy", _DB),
+    Source(("asyncpg",), "opentelemetry.instrumentation.asyncpg", _DB),
+    Source(("psycopg",), "opentelemetry.instrumentation.psycopg", _DB),
+    Source(("psycopg2",), "opentelemetry.instrumentation.psycopg2", _DB),
+    Source(("redis",), "opentelemetry.instrumentation.redis", _DB),
     # redis-py's own (MetricGroup.COMMAND); its pool metrics are kept: otel-kit has none for Redis
-    Source("redis", "redis-py", (catalogue.DB_CLIENT_OPERATION_DURATION.name,)),
-    Source("runtime", "opentelemetry.instrumentation.system_metrics", _RUNTIME),
+    Source(("redis",), "redis-py", (catalogue.DB_CLIENT_OPERATION_DURATION.name,)),
+    Source(("runtime",), "opentelemetry.instrumentation.system_metrics", _RUNTIME),
 )
 
 # Metrics otel-kit records only when a setting asks for them: otherwise another source's copy
@@ -133,13 +135,10 @@ def _always(settings: Settings) -> bool:
 
 def dropped(settings: Settings) -> dict[str, frozenset[str]]:
     """{meter name: the metric names of it that are dropped} for these settings."""
-    registered = {entry.name for entry in INTEGRATIONS}
+    on = {entry.name for entry in INTEGRATIONS}.difference(settings.disabled_instrumentations)
     out: dict[str, frozenset[str]] = {}
     for source in SOURCES:
-        if (
-            source.integration not in registered
-            or source.integration in settings.disabled_instrumentations
-        ):
+        if not on.issuperset(source.integrations):
             continue
         names = frozenset(
             name for name in source.metrics if _RECORDED_WHEN.get(name, _always)(settings)
@@ -154,7 +153,7 @@ class KeepOne:
 
     def __init__(self, settings: Settings) -> None:
         self.dropped = dropped(settings)
-        self._integration = {source.scope: source.integration for source in SOURCES}
+        self._integration = {source.scope: source.integrations[0] for source in SOURCES}
         self._told = LogOnce()
         self._drop = _Drop(self)
 
