@@ -3,7 +3,9 @@
     .venv/bin/python bench/hotpath.py [--out bench/results]
 
 Each case is timed with timeit (best of 5 repeats of 200,000 calls, pinned to one CPU when
-taskset is available), minus the cost of calling an empty lambda. Writes hotpath.json/.md.
+taskset is available), minus the cost of calling an empty lambda. Then what each outbound HTTP
+integration adds to one call: its wrapped method around a stub transport, bare and instrumented.
+Writes hotpath.json/.md.
 """
 
 from __future__ import annotations
@@ -70,6 +72,77 @@ def measure(function: Callable[[], None]) -> float:
     return min(timeit.repeat(function, number=CALLS, repeat=REPEATS)) / CALLS * 1e6
 
 
+class _StubResponse:
+    """What the outbound recorders read of a response (urllib3's and aiohttp's)."""
+
+    def __init__(self, version: object) -> None:
+        self.status = 200
+        self.version = version
+
+
+def outbound() -> dict[str, tuple[float, float]]:
+    """(bare, instrumented) µs per call of each outbound integration's wrapped method around a
+    stub that returns a response at once: what otel-kit adds to one request, without the
+    network. requests goes through urllib3's wrapper (the same cost)."""
+    import asyncio
+
+    import aiohttp
+    import httpx
+    import urllib3
+
+    from otel_kit import MetricsHandle
+
+    url = "http://127.0.0.1:8080/items/1?q=2"
+    pool = urllib3.HTTPConnectionPool("127.0.0.1", 8080)
+    transport = httpx.HTTPTransport()
+    request = httpx.Request("GET", url)
+    response = httpx.Response(200, extensions={"http_version": b"HTTP/1.1"})
+    urllib3_response, aiohttp_response = _StubResponse(11), _StubResponse((1, 1))  # HTTP/1.1
+
+    async def stub_request(self: object, method: str, url: object, **kwargs: object) -> object:
+        return aiohttp_response
+
+    stubs = {
+        (urllib3.HTTPConnectionPool, "_make_request"): lambda self, *a, **k: urllib3_response,
+        (httpx.HTTPTransport, "handle_request"): lambda self, request: response,
+        (aiohttp.ClientSession, "_request"): stub_request,
+    }
+    originals = {target: target[0].__dict__[target[1]] for target in stubs}
+
+    async def aiohttp_calls(session: aiohttp.ClientSession, calls: int) -> float:
+        start = timeit.default_timer()
+        for _ in range(calls):
+            await session._request("GET", url)
+        return timeit.default_timer() - start
+
+    async def aiohttp_us() -> float:
+        async with aiohttp.ClientSession() as session:
+            calls = CALLS // 4
+            return min([await aiohttp_calls(session, calls) for _ in range(REPEATS)]) / calls * 1e6
+
+    def each() -> dict[str, float]:
+        return {
+            "urllib3 (and requests)": measure(lambda: pool._make_request(None, "GET", "/items/1")),
+            "httpx": measure(lambda: transport.handle_request(request)),
+            "aiohttp": asyncio.run(aiohttp_us()),
+        }
+
+    try:
+        for (owner, name), stub in stubs.items():
+            setattr(owner, name, stub)
+        bare = each()
+        handle = MetricsHandle.create(metrics_exporter="none")  # wraps the stubs
+        try:
+            instrumented = each()
+        finally:
+            handle.shutdown()
+    finally:
+        for (owner, name), original in originals.items():
+            setattr(owner, name, original)
+        transport.close()
+    return {name: (bare[name], instrumented[name]) for name in bare}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -79,10 +152,16 @@ def main() -> None:
     empty = measure(lambda: None)
     results = {name: round(measure(f) - empty, 3) for name, f in cases().items()}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "hotpath.json").write_text(json.dumps({"us_per_call": results}, indent=2) + "\n")
     lines = ["| measurement | µs per call |", "|---|---:|"]
     lines += [f"| {name} | {us:.2f} |" for name, us in results.items()]
     table = "\n".join(lines)
+    calls = outbound()
+    rows = ["| outbound call (stub transport) | bare µs | instrumented µs | added µs |"]
+    rows += ["|---|---:|---:|---:|"]
+    rows += [f"| {n} | {b:.2f} | {i:.2f} | {i - b:.2f} |" for n, (b, i) in calls.items()]
+    table += "\n\n" + "\n".join(rows)
+    json_results = {"us_per_call": results, "outbound_us_bare_instrumented": calls}
+    (args.out / "hotpath.json").write_text(json.dumps(json_results, indent=2) + "\n")
     (args.out / "hotpath.md").write_text("# Hot path: one measurement\n\n" + table + "\n")
     print(table)
 
