@@ -11,7 +11,13 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    AlwaysOnExemplarFilter,
+    ExemplarFilter,
+    MeterProvider,
+    TraceBasedExemplarFilter,
+)
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
@@ -54,6 +60,13 @@ DURATION_HISTOGRAMS = (
 )
 
 
+_EXEMPLAR_FILTERS: dict[str, type[ExemplarFilter]] = {
+    "trace_based": TraceBasedExemplarFilter,
+    "always_on": AlwaysOnExemplarFilter,
+    "always_off": AlwaysOffExemplarFilter,
+}
+
+
 def build_resource(settings: Settings) -> Resource:
     """service.name/version, deployment.environment.name and a fresh service.instance.id.
 
@@ -86,7 +99,12 @@ def _provider(
         for name in DURATION_HISTOGRAMS
     ]
     views += keep_one.views(DURATION_HISTOGRAMS)
-    return MeterProvider(metric_readers=list(readers), resource=resource, views=views)
+    return MeterProvider(
+        metric_readers=list(readers),
+        resource=resource,
+        views=views,
+        exemplar_filter=_EXEMPLAR_FILTERS[settings.exemplar_filter](),
+    )
 
 
 class Pipeline:

@@ -20,6 +20,7 @@ from pydantic import SecretStr, ValidationInfo
 from otel_kit._instrumentation import INTEGRATIONS
 
 __all__ = [
+    "EXEMPLAR_FILTERS",
     "EXPORTERS",
     "INSTRUMENTATIONS",
     "INT_RULES",
@@ -30,6 +31,7 @@ __all__ = [
     "buckets",
     "disabled",
     "empty_is_unset",
+    "exemplar_filter",
     "exporters",
     "headers",
     "host",
@@ -47,6 +49,7 @@ __all__ = [
 ]
 
 EXPORTERS = ("prometheus", "otlp", "console", "none")
+EXEMPLAR_FILTERS = ("trace_based", "always_on", "always_off")  # the OTel spec's, in its order
 INSTRUMENTATIONS = tuple(integration.name for integration in INTEGRATIONS)
 
 _MS = "an integer number of milliseconds"
@@ -253,6 +256,13 @@ def protocol(value: Any) -> Any:
         raise ValueError(
             "allowed: http/protobuf, grpc (the OTel Python exporters have no http/json)"
         )
+    return name
+
+
+def exemplar_filter(value: Any) -> Any:
+    name = value.strip().lower() if isinstance(value, str) else value
+    if name not in EXEMPLAR_FILTERS:
+        raise ValueError(f"allowed: {', '.join(EXEMPLAR_FILTERS)}")
     return name
 
 

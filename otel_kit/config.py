@@ -17,7 +17,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from otel_kit import _setting_rules as rules
-from otel_kit._setting_rules import EXPORTERS, INSTRUMENTATIONS
+from otel_kit._setting_rules import EXEMPLAR_FILTERS, EXPORTERS, INSTRUMENTATIONS
 from otel_kit.catalogue import DB_DURATION_BUCKETS, DEFAULT_DURATION_BUCKETS, KNOWN_HTTP_METHODS
 
 __all__ = [
@@ -207,6 +207,15 @@ class Settings(BaseSettings):
         description="attribute sets per metric, 1 to 10000000; more go to one otel_metric_"
         'overflow="true" series',
     )
+    # Read here, not by the SDK, so a bad value fails as a ConfigError (the SDK's is ValueError).
+    exemplar_filter: str = Field(
+        "trace_based",
+        validation_alias=AliasChoices(
+            "exemplar_filter", "OTEL_KIT_EXEMPLAR_FILTER", "OTEL_METRICS_EXEMPLAR_FILTER"
+        ),
+        description="which measurements of OTel SDK instruments may keep an exemplar: "
+        f"{', '.join(EXEMPLAR_FILTERS)} (any case)",
+    )
     disabled_instrumentations: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
         validation_alias=AliasChoices(
@@ -298,6 +307,7 @@ class Settings(BaseSettings):
     )
     _disabled = field_validator("disabled_instrumentations", mode="before")(rules.disabled)
     _redis_cache = field_validator("redis_cache", mode="before")(rules.redis_cache)
+    _exemplar_filter = field_validator("exemplar_filter", mode="before")(rules.exemplar_filter)
     _integer = field_validator(*rules.INT_RULES, mode="before")(rules.integer)
     _path = field_validator("metrics_path")(rules.url_path)
     _token = field_validator("metrics_bearer_token")(rules.bearer_token)
@@ -354,6 +364,7 @@ class SettingKeywords(TypedDict, total=False):
     http_active_requests: bool
     http_known_methods: Sequence[str] | str
     cardinality_limit: int
+    exemplar_filter: str
     disabled_instrumentations: Sequence[str]
     peer_services: Mapping[str, str] | str
     redis_cache: str
