@@ -168,8 +168,8 @@ class Settings(BaseSettings):
         False,
         validation_alias=AliasChoices("db_query_summary", "OTEL_KIT_DB_QUERY_SUMMARY"),
         description="true: also db.query.summary on SQL operation durations, from the SQL text "
-        "(SELECT users; tables as written, never literals): at most cardinality_limit distinct "
-        "summaries, then the operation name alone; true or false",
+        "(SELECT users; tables as written, never literals): at most cardinality_limit / 2 "
+        "distinct summaries, then the operation name alone; true or false",
     )
     http_body_sizes: bool = Field(
         False,

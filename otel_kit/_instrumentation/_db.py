@@ -1,8 +1,9 @@
 """The rule every database integration records by, so one statement or command gets the same
 series whichever driver sent it:
 
-- `Target(...).key(operation, ...)`: the fast-instrument key of `db.client.operation.duration`,
-  in the catalogue's attribute order (checked at import);
+- `Target(...).key(operation, ...)`, `.statement_key(sql, ...)`: the fast-instrument key of
+  `db.client.operation.duration`, in the catalogue's attribute order (checked at import); with
+  `QuerySummaries` (the setting `db_query_summary`), also `db.query.summary`, bounded;
 - `pool_key(name)` / `pool_state_key(name, state)` / `pool_attributes(name, ...)`: the keys and
   attributes of the five `db.client.connection.*` pool metrics;
 - `failure(exc)`: `error.type` and `db.response.status_code` of a failed operation, from the
@@ -21,9 +22,11 @@ from typing import Any
 
 from otel_kit import catalogue
 from otel_kit._instrumentation._context import error_type
+from otel_kit._instrumentation._sql import operation_name, query_summary
 
 __all__ = [
     "POOL_NAME",
+    "QuerySummaries",
     "Target",
     "driver_error",
     "failure",
@@ -46,6 +49,7 @@ _OPERATION_ATTRIBUTES = (
     "server.address",
     "server.port",
     "db.response.status_code",
+    "db.query.summary",
 )
 if catalogue.DB_CLIENT_OPERATION_DURATION.attributes != _OPERATION_ATTRIBUTES:  # pragma: no cover
     raise RuntimeError("otel_kit._instrumentation._db: the catalogue's DB attributes moved")
@@ -64,14 +68,36 @@ if catalogue.DB_CLIENT_CONNECTION_COUNT.attributes != (POOL_NAME, _POOL_STATE): 
     raise RuntimeError("otel_kit._instrumentation._db: db.client.connection.count moved")
 
 
+class QuerySummaries:
+    """`db.query.summary` for one setup, when the setting `db_query_summary` is on: at most
+    half the cardinality limit distinct summaries; a statement with another one then gets its
+    operation name as summary, so generated table names cannot push the other series (the
+    other half: operation names, errors) into the overflow series."""
+
+    __slots__ = ("_limit", "_seen")
+
+    def __init__(self, cardinality_limit: int) -> None:
+        self._limit = max(cardinality_limit // 2, 1)
+        self._seen: set[str] = set()
+
+    def __call__(self, statement: str, operation: str) -> str:
+        summary = query_summary(statement)
+        if summary not in self._seen:
+            if len(self._seen) >= self._limit:
+                return operation
+            self._seen.add(summary)  # racing threads may admit one or two more: still bounded
+        return summary
+
+
 class Target:
     """Where operations go: the attributes fixed per engine, pool or client, given once.
 
     `server.address`/`server.port` as configured (the engine URL, the client's pool); None where
-    there is no server (SQLite) or it is found per connection.
+    there is no server (SQLite) or it is found per connection. `summaries`: SQL statements get
+    `db.query.summary` (None: the setting is off, or not SQL).
     """
 
-    __slots__ = ("address", "namespace", "port", "system")
+    __slots__ = ("address", "namespace", "port", "summaries", "system")
 
     def __init__(
         self,
@@ -79,15 +105,32 @@ class Target:
         namespace: str | None,
         address: str | None = None,
         port: int | None = None,
+        summaries: QuerySummaries | None = None,
     ) -> None:
         self.system = system
         self.namespace = namespace
         self.address = address
         self.port = port
+        self.summaries = summaries
 
     def key(self, operation: str, error: str | None = None, status: str | None = None) -> Key:
-        """The key of one `db.client.operation.duration` observation."""
-        return (self.system, operation, self.namespace, error, self.address, self.port, status)
+        """The key of one `db.client.operation.duration` observation of `operation` (COMMIT,
+        a Redis command: its summary, if any, is the operation name)."""
+        summary = None if self.summaries is None else operation
+        return (
+            self.system, operation, self.namespace, error, self.address, self.port, status, summary
+        )  # fmt: skip
+
+    def statement_key(
+        self, statement: str, error: str | None = None, status: str | None = None
+    ) -> Key:
+        """The key of one observation of the SQL `statement`."""
+        operation = operation_name(statement)
+        summaries = self.summaries
+        summary = None if summaries is None else summaries(statement, operation)
+        return (
+            self.system, operation, self.namespace, error, self.address, self.port, status, summary
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return f"Target({self.system!r}, {self.namespace!r}, {self.address!r}, {self.port!r})"

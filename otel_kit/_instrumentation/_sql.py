@@ -142,3 +142,91 @@ def _scan(statement: str) -> str:
 
 
 _cached_name = functools.lru_cache(maxsize=512)(_name)
+
+
+# db.query.summary (opt-in): semconv's "{operation} {target} {operation} {target} ..." from the
+# SQL text. Operations: the statement's verb (as db.operation.name) and each SELECT, INSERT,
+# UPDATE, DELETE, MERGE after it; targets: the names after FROM (and its comma list), JOIN, INTO,
+# UPDATE and TABLE, as written. Never literals, columns, aliases or comments.
+MAX_SUMMARY = 255  # semconv: relatively short; a longer one ends at the last whole part
+_SUMMARY_OPERATIONS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"})
+_NOT_OPERATION_AFTER = frozenset({"DO", "FOR", "ON"})  # DO UPDATE, FOR UPDATE, ON DELETE
+_TARGET_AFTER = frozenset({"FROM", "JOIN", "INTO", "UPDATE", "TABLE"})
+_BEFORE_TARGET = frozenset({"IF", "NOT", "EXISTS", "ONLY", "TABLE", "LATERAL"})
+# Clauses that end a FROM list (a comma after them is no table list).
+_END_FROM = frozenset(
+    """WHERE GROUP ORDER HAVING LIMIT OFFSET FETCH FOR ON USING SET VALUES RETURNING UNION
+    INTERSECT EXCEPT WINDOW SELECT""".split()  # noqa: SIM905
+)
+_PART = r"""(?:[^\W\d][\w$]*|"(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\])"""
+_NAME = re.compile(rf"{_PART}(?:\s*\.\s*{_PART})*")
+_DOT = re.compile(r"\s*\.\s*")
+
+
+def query_summary(statement: str) -> str:
+    """db.query.summary of a SQL statement (`SELECT users`, `INSERT orders SELECT carts`); the
+    operation name alone (OTHER included) when nothing more is found."""
+    return _cached_summary(statement) if len(statement) <= 4096 else _summary(statement)
+
+
+def _summary(statement: str) -> str:
+    first = _name(statement)
+    if first == OTHER:
+        return OTHER
+    parts: list[str] = []
+    size = -1
+    depth = 0
+    expect_target = False
+    from_depth: int | None = None  # the depth of the FROM whose comma list is being read
+    previous = ""
+    resume = 0  # tokens before this offset were read as part of a target's name
+    for token in _TOKEN.finditer(statement):
+        if token.start() < resume:
+            continue
+        kind = token.lastgroup
+        if kind == "skip":
+            continue
+        text = token.group()
+        part: str | None = None
+        if expect_target and (kind == "word" or text[:1] in '"`['):
+            upper = text.upper()
+            if kind == "word" and upper in _BEFORE_TARGET:
+                previous = upper
+                continue
+            if kind != "word" or upper not in OPERATIONS:
+                name = _NAME.match(statement, token.start())
+                if name is not None:
+                    part = _DOT.sub(".", name.group())
+                    resume = name.end()
+            expect_target = False
+        if part is None and kind == "word":
+            upper = text.upper()
+            if not parts and upper == first:
+                part = first
+            elif upper in _SUMMARY_OPERATIONS and previous not in _NOT_OPERATION_AFTER:
+                part = upper
+            if upper in _TARGET_AFTER:
+                expect_target = True
+                if upper == "FROM":
+                    from_depth = depth
+            elif upper in _END_FROM and from_depth == depth:
+                from_depth = None
+            previous = upper
+        elif part is None:
+            expect_target = text == "," and from_depth == depth
+            if kind == "open":
+                depth += 1
+            elif kind == "close":
+                depth -= 1
+                if from_depth is not None and depth < from_depth:
+                    from_depth = None
+            previous = text
+        if part is not None:
+            if size + 1 + len(part) > MAX_SUMMARY:
+                break
+            parts.append(part)
+            size += 1 + len(part)
+    return " ".join(parts) if parts else first
+
+
+_cached_summary = functools.lru_cache(maxsize=512)(_summary)

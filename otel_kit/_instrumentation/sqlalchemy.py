@@ -55,13 +55,14 @@ from sqlalchemy.pool import AssertionPool, Pool, PoolProxiedConnection, QueuePoo
 from otel_kit import catalogue
 from otel_kit._instrumentation._context import IntegrationContext, server_address
 from otel_kit._instrumentation._db import (
+    QuerySummaries,
     Target,
     failure,
     pool_attributes,
     pool_key,
 )
 from otel_kit._instrumentation._pools import pool_gauges
-from otel_kit._instrumentation._sql import claim, operation_name, release_claims, suspended
+from otel_kit._instrumentation._sql import claim, release_claims, suspended
 from otel_kit._instruments import FastHistogram, FastSum
 from otel_kit._support import Patches, report_failure
 
@@ -87,7 +88,7 @@ def _pool_name(engine: Engine) -> str:
     return f"{url.drivername}://{host}/{_namespace(engine) or ''}"
 
 
-def _target(engine: Engine) -> Target:
+def _target(engine: Engine, summaries: QuerySummaries | None) -> Target:
     """Where `engine`'s statements go: server.* from its URL as configured (none for SQLite, nor
     for a PostgreSQL socket given in the query string)."""
     dialect = engine.dialect
@@ -95,7 +96,8 @@ def _target(engine: Engine) -> Target:
     system = system or _SYSTEMS.get(dialect.name, dialect.name)
     url = engine.url
     host = None if dialect.name == "sqlite" or not url.host else server_address(url.host)
-    return Target(system, _namespace(engine), host, url.port if host is not None else None)
+    port = url.port if host is not None else None
+    return Target(system, _namespace(engine), host, port, summaries)
 
 
 class _PoolState:
@@ -147,6 +149,10 @@ class _Instrumentation:
             catalogue.DB_CLIENT_CONNECTION_WAIT_TIME
         )
         self.timeouts: FastSum = integration.sum(catalogue.DB_CLIENT_CONNECTION_TIMEOUTS)
+        settings = integration.settings
+        self.summaries = (
+            QuerySummaries(settings.cardinality_limit) if settings.db_query_summary else None
+        )
         self.pools: weakref.WeakKeyDictionary[Pool, _PoolState] = weakref.WeakKeyDictionary()
         self.dialects: weakref.WeakSet[Any] = weakref.WeakSet()
         self.lock = threading.Lock()
@@ -173,7 +179,7 @@ class _Instrumentation:
         wrapped = dialect.__dict__.get(_WRAPPED)
         if wrapped is not None and wrapped[0] is self:
             return
-        target = _target(engine)
+        target = _target(engine, self.summaries)
         for name, context_at in _DBAPI_CALLS:
             original = getattr(type(dialect), name)
             setattr(dialect, name, self._timed(original, dialect, target, context_at))
@@ -218,7 +224,7 @@ class _Instrumentation:
         context_at: int,
     ) -> Callable[..., Any]:
         record = self.duration.record
-        key = target.key
+        key = target.statement_key
 
         @functools.wraps(original)
         def call(cursor: Any, statement: str, *args: Any, **kwargs: Any) -> Any:
@@ -234,7 +240,7 @@ class _Instrumentation:
                 raise
             try:
                 elapsed = perf_counter() - start
-                record(elapsed, key(operation_name(statement)))
+                record(elapsed, key(statement))
             except Exception:
                 self.failed()
             return result
@@ -316,8 +322,8 @@ class _Instrumentation:
             if wrapped is None or wrapped[0] is not self:
                 return  # an engine this instrumentation does not measure
             target: Target = wrapped[1]
-            operation = operation_name(context.statement or "")
-            key = target.key(operation) if error is None else target.key(operation, *error)
+            statement = context.statement or ""
+            key = target.statement_key(statement, *(error or ()))
             self.duration.record(end - start, key)
         except Exception:
             self.failed()

@@ -333,3 +333,74 @@ def test_not_measured_is_public_and_cheap_to_import() -> None:
     )
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+# db.query.summary (opt-in).
+
+
+def summaries(text: str) -> dict[tuple[str, str | None], float]:
+    """(db.operation.name, db.query.summary) -> observations."""
+    out: dict[tuple[str, str | None], float] = {}
+    for labels in series(text, DURATION + "_count"):
+        key = (labels["db_operation_name"], labels.get("db_query_summary"))
+        out[key] = out.get(key, 0) + value(text, DURATION + "_count", **labels)
+    return out
+
+
+def test_query_summary_is_off_by_default(make_handle: MakeHandle, db: Path) -> None:
+    handle = make_handle()
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        insert(conn, 1)
+    assert summaries(handle.render().decode()) == {("INSERT", None): 1, ("COMMIT", None): 1}
+    engine.dispose()
+
+
+def test_query_summary_names_the_tables(make_handle: MakeHandle, db: Path) -> None:
+    handle = make_handle(db_query_summary=True)
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        insert(conn, 1, 2)
+        conn.exec_driver_sql("INSERT INTO child (id, item_id) SELECT id, id FROM items")
+        conn.execute(sa.select(items).where(items.c.name == "secret literal")).all()
+        conn.exec_driver_sql(
+            "SELECT i.name FROM items i JOIN child c ON c.item_id = i.id WHERE i.id IN (1, 2)"
+        ).all()
+        conn.exec_driver_sql("SELECT count(*) FROM (SELECT id FROM child)").all()
+    with pytest.raises(sa.exc.OperationalError), engine.connect() as conn:
+        conn.exec_driver_sql("SELECT * FROM no_such_table")
+    text = handle.render().decode()
+    assert summaries(text) == {
+        ("INSERT", "INSERT items"): 2,
+        ("INSERT", "INSERT child SELECT items"): 1,
+        ("SELECT", "SELECT items"): 1,
+        ("SELECT", "SELECT items child"): 1,
+        ("SELECT", "SELECT SELECT child"): 1,
+        ("COMMIT", "COMMIT"): 1,
+        ("SELECT", "SELECT no_such_table"): 1,  # failed: the same summary, with error.type
+        ("ROLLBACK", "ROLLBACK"): 1,
+    }
+    assert "secret" not in text
+    engine.dispose()
+
+
+def test_query_summaries_are_bounded_by_half_the_cardinality_limit(
+    make_handle: MakeHandle, db: Path
+) -> None:
+    with contextlib.closing(sqlite3.connect(db)) as raw, raw:
+        for i in range(8):
+            raw.execute(f"CREATE TABLE t{i} (id INTEGER)")
+    handle = make_handle(db_query_summary=True, cardinality_limit=10)
+    engine = sa.create_engine(f"sqlite:///{db}", isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        for i in range(8):
+            conn.exec_driver_sql(f"SELECT id FROM t{i}").all()
+        conn.exec_driver_sql("SELECT id FROM t0").all()  # admitted already: keeps its summary
+    text = handle.render().decode()
+    assert summaries(text) == {
+        **{("SELECT", f"SELECT t{i}"): 1 for i in range(1, 5)},
+        ("SELECT", "SELECT t0"): 2,
+        ("SELECT", "SELECT"): 3,  # t5, t6, t7: the 6th distinct summary and after
+    }
+    assert "otel_metric_overflow" not in text
+    engine.dispose()
