@@ -10,77 +10,43 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from prometheus_client.parser import text_string_to_metric_families
 
 from otel_kit._dedup import SOURCES, Source
 from otel_kit._instrumentation import INTEGRATIONS
+from tests.contrib import OTEL_KIT, by, old_and_stable_names, read, recorded_spans, scopes, value
 from tests.handles import MakeHandle
 from tests.http_app import client, make_app
 
-OTEL_KIT = "otel_kit"
 CONTRIB_FASTAPI = "opentelemetry.instrumentation.fastapi"
 DURATION = "http_server_request_duration_seconds_count"
 
 
 @pytest.fixture
 def semconv(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Contrib emits the old names and the stable ones (`http/dup`, `database/dup`): both kinds
-    must be dropped. Contrib reads the opt-in once per process; it is read again around the
-    test, as contrib's own tests do."""
-    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "http/dup,database/dup")
-    _OpenTelemetrySemanticConventionStability._initialized = False
-    _OpenTelemetrySemanticConventionStability._initialize()  # type: ignore[no-untyped-call]
-    yield
-    monkeypatch.delenv("OTEL_SEMCONV_STABILITY_OPT_IN")
-    _OpenTelemetrySemanticConventionStability._initialized = False
-    _OpenTelemetrySemanticConventionStability._initialize()  # type: ignore[no-untyped-call]
+    with old_and_stable_names(monkeypatch):
+        yield
 
 
 @pytest.fixture
-def spans() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
+def traced() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    with recorded_spans() as pair:
+        yield pair
 
 
 @pytest.fixture
-def tracer_provider(spans: InMemorySpanExporter) -> Iterator[TracerProvider]:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(spans))
-    yield provider
-    provider.shutdown()
+def tracer_provider(traced: tuple[TracerProvider, InMemorySpanExporter]) -> TracerProvider:
+    return traced[0]
 
 
-def read(text: str) -> list[tuple[str, dict[str, str], float]]:
-    """(sample name, labels with the meter's otel_scope_* ones, value) of every sample."""
-    return [
-        (sample.name, sample.labels, sample.value)
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    ]
-
-
-def scopes(text: str) -> dict[str, set[str]]:
-    """{sample name: the meters (otel_scope_name) it has series from}."""
-    out: dict[str, set[str]] = {}
-    for name, labels, _ in read(text):
-        out.setdefault(name, set()).add(labels.get("otel_scope_name", ""))
-    return out
-
-
-def value(text: str, name: str, **wanted: str) -> float:
-    """The sum of the samples called `name` with these labels, from every meter."""
-    return sum(v for n, labels, v in read(text) if n == name and wanted.items() <= labels.items())
-
-
-def series(text: str, name: str) -> list[dict[str, str]]:
-    return [labels for n, labels, _ in read(text) if n == name]
+@pytest.fixture
+def spans(traced: tuple[TracerProvider, InMemorySpanExporter]) -> InMemorySpanExporter:
+    return traced[1]
 
 
 async def serve_requests(
@@ -103,25 +69,12 @@ async def serve_requests(
         FastAPIInstrumentor.uninstrument_app(app)
 
 
-def per_route(text: str, name: str) -> dict[tuple[str | None, str | None, str | None], float]:
-    """{(meter, route, status): value} of the samples called `name`."""
-    out: dict[tuple[str | None, str | None, str | None], float] = {}
-    for labels in series(text, name):
-        key = (
-            labels.get("otel_scope_name"),
-            labels.get("http_route"),
-            labels.get("http_response_status_code"),
-        )
-        out[key] = out.get(key, 0) + value(text, name, **labels)
-    return out
-
-
 @pytest.mark.usefixtures("semconv")
 async def test_contrib_fastapi_beside_otel_kit_counts_each_request_once(
     make_handle: MakeHandle, tracer_provider: TracerProvider, spans: InMemorySpanExporter
 ) -> None:
     text = await serve_requests(make_handle, tracer_provider, http_body_sizes=True)
-    assert per_route(text, DURATION) == {
+    assert by(text, DURATION, "http_route", "http_response_status_code") == {
         (OTEL_KIT, "/items/{item_id}", "200"): 3,
         (OTEL_KIT, "/boom", "500"): 1,
     }
@@ -146,7 +99,7 @@ async def test_with_otel_kit_fastapi_disabled_contrib_metrics_pass_through(
     make_handle: MakeHandle, tracer_provider: TracerProvider
 ) -> None:
     text = await serve_requests(make_handle, tracer_provider, disabled_instrumentations="fastapi")
-    assert per_route(text, DURATION) == {
+    assert by(text, DURATION, "http_route", "http_response_status_code") == {
         (CONTRIB_FASTAPI, "/items/{item_id}", "200"): 3,
         (CONTRIB_FASTAPI, "/boom", "500"): 1,
     }
@@ -210,11 +163,9 @@ def test_with_otel_kit_sqlalchemy_disabled_contrib_pool_usage_passes_through(
     make_handle: MakeHandle, tracer_provider: TracerProvider
 ) -> None:
     text = run_queries(make_handle, tracer_provider, disabled_instrumentations="sqlalchemy")
-    usage = {
-        s["state"]: value(text, "db_client_connections_usage", **s)
-        for s in series(text, "db_client_connections_usage")
-    }
-    assert usage == {"idle": 1, "used": 0}
+    contrib = "opentelemetry.instrumentation.sqlalchemy"
+    usage = by(text, "db_client_connections_usage", "state")
+    assert usage == {(contrib, "idle"): 1, (contrib, "used"): 0}
     assert "db_client_connection_count" not in scopes(text)
 
 
