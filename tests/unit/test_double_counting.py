@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from otel_kit import setup_metrics
 from otel_kit._dedup import SOURCES, Source
 from otel_kit._instrumentation import INTEGRATIONS
 from tests.contrib import OTEL_KIT, by, old_and_stable_names, read, recorded_spans, scopes, value
@@ -118,6 +119,31 @@ async def test_what_otel_kit_does_not_record_is_kept(
     assert value(text, "http_server_response_body_size_bytes_count") == 4
     assert value(text, "http_server_response_size_bytes_count") == 4
     assert scopes(text)["http_server_response_body_size_bytes_count"] == {CONTRIB_FASTAPI}
+
+
+@pytest.mark.usefixtures("global_metrics", "semconv")
+@pytest.mark.parametrize("disabled", [(), ("fastapi",)])
+async def test_fastapi_native_telemetry_and_contrib_beside_otel_kit(
+    tracer_provider: TracerProvider, disabled: tuple[str, ...]
+) -> None:
+    """FastAPI >= 0.165 records the same two metrics itself through the global MeterProvider,
+    unless contrib's middleware is in the app's stack; otel-kit turns them off on the app it
+    measures. One series set either way: otel-kit's, or with "fastapi" disabled contrib's."""
+    app = make_app()
+    if not hasattr(app, "_telemetry"):
+        pytest.skip("FastAPI < 0.165 has no telemetry of its own")
+    handle = setup_metrics(app, disabled_instrumentations=disabled)
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=tracer_provider)  # the global one
+    try:
+        async with client(app) as c:
+            for i in range(3):
+                assert (await c.get(f"/items/{i}")).status_code == 200
+        text = handle.render().decode()
+    finally:
+        FastAPIInstrumentor.uninstrument_app(app)
+    meter = CONTRIB_FASTAPI if disabled else OTEL_KIT
+    expected = {(meter, "/items/{item_id}", "200"): 3}
+    assert by(text, DURATION, "http_route", "http_response_status_code") == expected
 
 
 def run_queries(
