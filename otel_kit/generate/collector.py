@@ -217,7 +217,9 @@ exporters:
     # A stream without a push for 4 push intervals ({o.push_interval}) leaves the page: a
     # process that is gone (a restart starts a new instance) stops counting in sums.
     metric_expiration: {o.metric_expiration}
-    without_scope_info: true  # no otel_scope_* labels, as in direct mode
+    # otel_scope_name/_version labels on every series, as in direct mode (the spec's default):
+    # same-name metrics of two meters stay apart. Leave them off in both (here
+    # without_scope_info: true, in the apps OTEL_KIT_PROMETHEUS_SCOPE_LABELS=false) or neither.
 {remote_write}
 service:
   extensions: [health_check]

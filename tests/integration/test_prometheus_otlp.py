@@ -9,9 +9,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
 
 from otel_kit.generate import _promql
 from tests import go_tools
+from tests.handles import MakeHandle
+from tests.integration.otelcol import COLLECTOR, Ports, collector, shipped_prometheus_config
+from tests.integration.processes import free_port
 from tests.integration.prometheus_server import prometheus, wait_for
 from tests.integration.test_collector import requests, shop
 
@@ -62,3 +66,124 @@ def test_translation_strategy_names(tmp_path: Path, strategy: str) -> None:
         # the catalogue's names (dashboards, rules) under the default strategy only
         catalogue = {_promql.HTTP_COUNT, _promql.ACTIVE}
         assert (catalogue <= names) == (strategy == "UnderscoreEscapingWithSuffixes"), names
+
+
+# User metrics in units of the spec's table (and rates, annotations, `1` on each kind): the
+# names Prometheus' OTLP receiver gives them (UnderscoreEscapingWithSuffixes), which the
+# Collector and direct mode must give too.
+UNIT_METRICS = {
+    # (instrument, name, unit): Prometheus name of its count/value series
+    ("counter", "t.count", "us"): "t_count_microseconds_total",
+    ("counter", "t.spent", "min"): "t_spent_minutes_total",
+    ("counter", "t.uptime", "h"): "t_uptime_hours_total",
+    ("counter", "t.age", "d"): "t_age_days_total",
+    ("updown", "m.kb", "KBy"): "m_kb_kilobytes",
+    ("updown", "m.mb", "MBy"): "m_mb_megabytes",
+    ("updown", "m.gb", "GBy"): "m_gb_gigabytes",
+    ("updown", "m.tb", "TBy"): "m_tb_terabytes",
+    ("updown", "m.kib", "KiBy"): "m_kib_kibibytes",
+    ("updown", "m.mib", "MiBy"): "m_mib_mebibytes",
+    ("updown", "m.gib", "GiBy"): "m_gib_gibibytes",
+    ("updown", "m.tib", "TiBy"): "m_tib_tibibytes",
+    ("gauge", "net.io", "By/s"): "net_io_bytes_per_second",
+    ("gauge", "room.temperature", "Cel"): "room_temperature_celsius",
+    ("gauge", "cpu.clock", "Hz"): "cpu_clock_hertz",
+    ("gauge", "disk.used", "%"): "disk_used_percent",
+    ("gauge", "cache.fill", "1"): "cache_fill_ratio",
+    ("updown", "jobs.share", "1"): "jobs_share",
+    ("counter", "jobs.items", "1"): "jobs_items_total",
+    ("gauge", "car.speed", "m/s"): "car_speed_meters_per_second",
+    ("counter", "arrivals", "{request}/s"): "arrivals_per_second_total",
+    ("histogram", "job.duration", "ms"): "job_duration_milliseconds_count",
+    ("counter", "seconds.spent", "s"): "seconds_spent_total",
+}
+
+
+def record_units(provider: MeterProvider) -> None:
+    meter = provider.get_meter("units", "1.0")
+    for (kind, name, unit), _ in UNIT_METRICS.items():
+        attributes = {"unit.test": unit}
+        if kind == "counter":
+            meter.create_counter(name, unit=unit).add(2, attributes)
+        elif kind == "updown":
+            meter.create_up_down_counter(name, unit=unit).add(3, attributes)
+        elif kind == "gauge":
+            meter.create_gauge(name, unit=unit).set(0.5, attributes)
+        else:
+            meter.create_histogram(name, unit=unit).record(7, attributes)
+    # keys that make one label: joined with ';' by the original keys (spec; Prometheus' OTLP)
+    meter.create_counter("collide").add(1, {"a_b": "2", "a.b": "1"})
+
+
+Labels = frozenset[tuple[str, str]]
+
+
+def units_series(prom: str, job: str) -> set[tuple[str, Labels]]:
+    match = f'{{otel_scope_name="units", job="{job}"}}'
+    response = httpx.get(f"{prom}/api/v1/series", params={"match[]": match}, timeout=10)
+    data = response.json()["data"]
+    for labels in data:
+        if "le" in labels:  # Python writes le="50.0", Go "50"
+            labels["le"] = repr(float(labels["le"]))
+    return {
+        (labels.pop("__name__"), frozenset(labels.items()))
+        for labels in data
+        if labels.pop("instance") and labels.pop("job")
+    }
+
+
+def test_user_metric_units_have_the_same_names_in_every_mode(
+    tmp_path: Path, make_handle: MakeHandle
+) -> None:
+    """One Prometheus 3 scrapes a direct /metrics and the real Collector (shipped config), and
+    takes OTLP itself (promote_scope_metadata): the same user metrics, each unit named the same
+    way, the otel_scope_* labels kept. The Collector drops the metric whose two keys make one
+    label (its exporter refuses duplicate label names); the others join them."""
+    port = free_port()
+    ports = Ports.free()
+    config = shipped_prometheus_config(
+        collectors=[f"127.0.0.1:{ports.metrics}"], direct={"units-direct": f"127.0.0.1:{port}"}
+    )
+    config += (
+        "otlp:\n  keep_identifying_resource_attributes: true\n  promote_scope_metadata: true\n"
+    )
+    (tmp_path / "prom").mkdir()
+    with (
+        collector([COLLECTOR / "otelcol-config.yaml"], tmp_path / "otelcol", ports=ports),
+        prometheus(
+            config, tmp_path / "prom", go_tools.prometheus3(), ["--web.enable-otlp-receiver"]
+        ) as prom,
+    ):
+        push = {"metrics_exporter": "otlp", "otlp_protocol": "http/protobuf"}
+        push |= {"export_interval_ms": 500}
+        handles = {
+            "units-direct": make_handle(prometheus_port=port, service_name="units-direct"),
+            "units-collector": make_handle(
+                **push,
+                otlp_endpoint=f"http://127.0.0.1:{ports.http}",
+                service_name="units-collector",
+            ),
+            "units-otlp": make_handle(
+                **push, otlp_endpoint=f"{prom}/api/v1/otlp", service_name="units-otlp"
+            ),
+        }
+        for handle in handles.values():
+            record_units(handle.meter_provider)
+        wanted = len(UNIT_METRICS) + 3  # and the histogram's _bucket and _sum, collide_total
+        for job in handles:
+            count = wanted - (job == "units-collector")
+            expr = (
+                f'count(group by (__name__) ({{otel_scope_name="units", job="{job}"}})) == {count}'
+            )
+            wait_for(prom, expr, timeout=30)
+        seen = {job: units_series(prom, job) for job in handles}
+    direct = seen["units-direct"]
+    names = {name for name, _ in direct}
+    assert set(UNIT_METRICS.values()) | {"collide_total"} <= names
+    scope = {("otel_scope_name", "units"), ("otel_scope_version", "1.0")}
+    assert {labels for name, labels in direct if name == "collide_total"} == {
+        frozenset({("a_b", "1;2"), *scope})
+    }
+    assert all(scope <= labels for _, labels in direct)
+    assert seen["units-otlp"] == direct
+    assert seen["units-collector"] == {(n, ls) for n, ls in direct if n != "collide_total"}

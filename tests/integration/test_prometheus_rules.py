@@ -81,10 +81,12 @@ PER_ORDER = {
     '{job="shop", db_operation_name="INSERT"})',
     "calls": 'sum(http_client_request_duration_seconds_count{job="shop"})',
 }
-# Prometheus' OTLP receiver keeps service.* on target_info (as direct mode and the Collector do).
+# Prometheus' OTLP receiver keeps service.* on target_info and the otel_scope_* labels (as direct
+# mode and the Collector do).
 OTLP_CONFIG = """
 otlp:
   keep_identifying_resource_attributes: true
+  promote_scope_metadata: true
 """
 Series = set[tuple[str, tuple[tuple[str, str], ...]]]
 # Differ between any two processes, in every mode: the scrape address or the instance id.

@@ -165,9 +165,10 @@ def test_collector_config() -> None:
     # attribute onto every series would make collector mode differ from direct mode.
     exporter = config["exporters"]["prometheus"]
     assert "resource_to_telemetry_conversion" not in exporter
-    # the labels of direct mode (no otel_scope_*); the apps' timestamps (a frozen copy on a
-    # gateway an app moved away from is dropped); 4 push intervals of 15 s, at least 1 min
-    assert exporter["without_scope_info"] is True and exporter["send_timestamps"] is True
+    # the labels of direct mode (otel_scope_* kept: the exporter's default); the apps'
+    # timestamps (a frozen copy on a gateway an app moved away from is dropped); 4 push
+    # intervals of 15 s, at least 1 min
+    assert "without_scope_info" not in exporter and exporter["send_timestamps"] is True
     assert exporter["metric_expiration"] == "1m"
     statements = config["processors"]["transform/identity"]["metric_statements"][0]["statements"]
     assert 'set(attributes["service_name"], attributes["service.name"])' in statements[1]
