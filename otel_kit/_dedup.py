@@ -13,8 +13,9 @@ source's metrics are kept.
 
 FastAPI's native telemetry (FastAPI >= 0.165, meter "fastapi") is not listed: it can be turned
 off per app, and is (`asgi.disable_fastapi_metrics`) on each app otel-kit measures, so an app
-otel-kit does not measure keeps it. A meter's views cannot tell apps apart: with "fastapi" on,
-contrib's HTTP server metrics are dropped for every app.
+otel-kit does not measure keeps it (FastAPI turns it off itself where contrib's middleware is in
+the app's stack). A meter's views cannot tell apps apart: with "fastapi" on, contrib's HTTP
+server metrics are dropped for every app, also one otel-kit does not measure.
 
 The drop is an SDK aggregation (`DropAggregation`): a dropped measurement is discarded before
 it is aggregated or exported, by every reader. The first time a source records, one INFO line
@@ -28,14 +29,12 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from opentelemetry.sdk.metrics._internal.aggregation import _Aggregation
-from opentelemetry.sdk.metrics._internal.exemplar import ExemplarReservoirBuilder
 from opentelemetry.sdk.metrics._internal.instrument import _Instrument
 from opentelemetry.sdk.metrics.view import (
     DropAggregation,
     ExplicitBucketHistogramAggregation,
     View,
 )
-from opentelemetry.util.types import Attributes
 
 from otel_kit import catalogue
 from otel_kit._instrumentation import INTEGRATIONS
@@ -194,26 +193,22 @@ class KeepOne:
         )
 
 
+# The SDK calls `_create_aggregation(instrument, attributes, reservoir_factory, start_time)` when
+# an instrument first records through a view, and again for each new attribute set; the rest is
+# passed on as it came, so a later SDK's other arguments reach the SDK's own aggregation.
+
+
 class _Drop(DropAggregation):
-    """Drops every measurement; the SDK creates it when a dropped instrument first records."""
+    """Drops every measurement, and says so once per source."""
 
     def __init__(self, keep: KeepOne) -> None:
         self._keep = keep
 
     def _create_aggregation(
-        self,
-        instrument: _Instrument,
-        attributes: Attributes,
-        reservoir_factory: Callable[[type[_Aggregation[Any]]], ExemplarReservoirBuilder],
-        start_time_unix_nano: int,
+        self, instrument: _Instrument, *args: Any, **kwargs: Any
     ) -> _Aggregation[Any]:
-        try:
-            self._keep.tell(instrument)
-        except Exception:  # a log line must not fail the instrument's caller
-            logging.getLogger("otel_kit").debug("otel-kit: dropped-source log", exc_info=True)
-        return super()._create_aggregation(
-            instrument, attributes, reservoir_factory, start_time_unix_nano
-        )
+        self._keep.tell(instrument)
+        return super()._create_aggregation(instrument, *args, **kwargs)
 
 
 class _Buckets(ExplicitBucketHistogramAggregation):
@@ -224,14 +219,8 @@ class _Buckets(ExplicitBucketHistogramAggregation):
         self._keep = keep
 
     def _create_aggregation(
-        self,
-        instrument: _Instrument,
-        attributes: Attributes,
-        reservoir_factory: Callable[[type[_Aggregation[Any]]], ExemplarReservoirBuilder],
-        start_time_unix_nano: int,
+        self, instrument: _Instrument, *args: Any, **kwargs: Any
     ) -> _Aggregation[Any]:
         if self._keep.drops(instrument):
-            create = self._keep._drop._create_aggregation
-        else:
-            create = super()._create_aggregation
-        return create(instrument, attributes, reservoir_factory, start_time_unix_nano)
+            return self._keep._drop._create_aggregation(instrument, *args, **kwargs)
+        return super()._create_aggregation(instrument, *args, **kwargs)
