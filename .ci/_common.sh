@@ -13,5 +13,7 @@ INTEGRATION_PASS=(
     tests/integration/test_uvicorn_example.py
     "tests/integration/test_run.py::test_every_request_counted_once_in_one_scrape"
     tests/integration/test_sqlalchemy_postgres.py
+    tests/integration/test_asyncpg.py
+    tests/integration/test_psycopg.py
     tests/integration/test_redis.py
 )

@@ -40,9 +40,15 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_kit import catalogue
 from otel_kit._instrumentation._context import IntegrationContext, server_address
-from otel_kit._instrumentation._db import Target, failure, pool_attributes, pool_key
+from otel_kit._instrumentation._db import (
+    QuerySummaries,
+    Target,
+    failure,
+    pool_attributes,
+    pool_key,
+)
 from otel_kit._instrumentation._pools import pool_gauges
-from otel_kit._instrumentation._sql import claimed, not_measured, operation_name, suspended
+from otel_kit._instrumentation._sql import claimed, not_measured, suspended
 from otel_kit._support import Patches, report_failure, timed
 
 __all__ = ["instrument"]
@@ -84,6 +90,10 @@ class _PoolState:
 class _Instrumentation:
     def __init__(self, integration: IntegrationContext, patches: Patches) -> None:
         self.patches = patches
+        settings = integration.settings
+        self.summaries = (
+            QuerySummaries(settings.cardinality_limit) if settings.db_query_summary else None
+        )
         self.duration = integration.histogram(catalogue.DB_CLIENT_OPERATION_DURATION)
         self.wait_time = integration.histogram(catalogue.DB_CLIENT_CONNECTION_WAIT_TIME)
         self.timeouts = integration.sum(catalogue.DB_CLIENT_CONNECTION_TIMEOUTS)
@@ -100,10 +110,8 @@ class _Instrumentation:
         address, database = connection._addr, connection._params.database
         found = self.targets.get((address, database))
         if found is None:
-            if isinstance(address, tuple):  # (host, port); else a Unix socket's path
-                found = Target(_SYSTEM, database, server_address(str(address[0])), address[1])
-            else:
-                found = Target(_SYSTEM, database, server_address(str(address)))
+            host, port = address if isinstance(address, tuple) else (address, None)  # or a socket
+            found = Target(_SYSTEM, database, server_address(str(host)), port, self.summaries)
             if len(self.targets) < _MAX_TARGETS:
                 self.targets[(address, database)] = found
         return found
@@ -112,7 +120,7 @@ class _Instrumentation:
         if not self.patches.active or suspended() or claimed(connection):
             return None
         try:
-            return self.target(connection), operation_name(query if isinstance(query, str) else "")
+            return self.target(connection), query if isinstance(query, str) else ""
         except Exception:
             self.failed()
             return None
@@ -121,7 +129,7 @@ class _Instrumentation:
         if not self.patches.active or suspended() or claimed(connection):
             return None
         try:
-            return self.target(connection), "COPY"
+            return self.target(connection), None
         except Exception:
             self.failed()
             return None
@@ -130,12 +138,16 @@ class _Instrumentation:
         return self.begin(statement._connection, statement._query)
 
     def finish(
-        self, state: tuple[Target, str], elapsed: float, result: Any, exc: BaseException | None
+        self, state: tuple[Target, str | None], elapsed: float, result: Any, exc: Any
     ) -> None:
         try:
-            target, operation = state
+            target, statement = state
             errors = () if exc is None else failure(exc)
-            self.duration.record(elapsed, target.key(operation, *errors))
+            if statement is None:  # a copy_* method
+                key = target.key("COPY", *errors)
+            else:
+                key = target.statement_key(statement, *errors)
+            self.duration.record(elapsed, key)
         except Exception:  # a metrics failure must never reach the application
             self.failed()
 

@@ -9,8 +9,10 @@ from collections.abc import Iterator
 
 import asyncpg
 import pytest
+import sqlalchemy as sa
 from asyncpg.pool import Pool
 from asyncpg.prepared_stmt import PreparedStatement
+from sqlalchemy.ext.asyncio import create_async_engine
 
 import otel_kit
 from tests.exposition import samples, series, value
@@ -160,3 +162,29 @@ def test_undo_restores_every_method(make_handle: MakeHandle) -> None:
     assert all(owner.__dict__[name] is not f for (owner, name), f in originals.items())
     handle.shutdown()
     assert all(owner.__dict__[name] is f for (owner, name), f in originals.items())
+
+
+async def test_sqlalchemy_engines_count_once(make_handle: MakeHandle, dsn: str) -> None:
+    """An async engine's connections are SQLAlchemy's: its statements count once; an asyncpg
+    connection of the application beside it is still measured."""
+    engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://"))
+    async with engine.connect() as first:  # the dialect's own first queries, before setup
+        await first.execute(sa.text("SELECT 1"))
+    handle = make_handle()
+    async with engine.connect() as again, engine.connect() as new:  # pooled; new after setup
+        await again.execute(sa.text("SELECT 2"))
+        await new.execute(sa.text("SELECT 3"))
+        await new.commit()
+    raw = await asyncpg.connect(dsn)
+    try:
+        await raw.fetchval("SELECT 4")
+    finally:
+        await raw.close()
+    text = handle.render().decode()
+    await engine.dispose()
+    assert operations(text) == {
+        ("SELECT", None, None): 3,
+        ("COMMIT", None, None): 1,
+        ("ROLLBACK", None, None): 1,  # `again` closed with its transaction open (SQLAlchemy's)
+    }
+    assert len(series(text, DURATION)) == 3  # one series per operation: one set, not two
