@@ -4,8 +4,9 @@
 
 Each case is timed with timeit (best of 5 repeats of 200,000 calls, pinned to one CPU when
 taskset is available), minus the cost of calling an empty lambda. Then what each outbound HTTP
-integration adds to one call: its wrapped method around a stub transport, bare and instrumented.
-Writes hotpath.json/.md.
+integration adds to one call: its wrapped method around a stub transport, bare and instrumented;
+the same for one statement of each database driver integration (asyncpg, psycopg) around a stub
+of the driver's method. Writes hotpath.json/.md.
 """
 
 from __future__ import annotations
@@ -143,6 +144,66 @@ def outbound() -> dict[str, tuple[float, float]]:
     return {name: (bare[name], instrumented[name]) for name in bare}
 
 
+def databases() -> dict[str, tuple[float, float]]:
+    """(bare, instrumented) µs per statement of each DB driver integration's wrapped method
+    around a stub that returns at once on a stand-in connection: what otel-kit adds to one
+    statement, without the server (a round trip to PostgreSQL on loopback is ~50-100 µs)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import asyncpg
+    import psycopg
+
+    from otel_kit import MetricsHandle
+
+    async def fetchval(self: object, query: str, *args: object, **kwargs: object) -> object:
+        return 1
+
+    def execute(self: object, query: str, params: object = None, **kwargs: object) -> object:
+        return self
+
+    stubs = {(asyncpg.Connection, "fetchval"): fetchval, (psycopg.Cursor, "execute"): execute}
+    originals = {target: target[0].__dict__[target[1]] for target in stubs}
+    query = "SELECT name FROM items WHERE id = $1"
+    # What the wrappers read of a connection: asyncpg's address and parameters, psycopg's info.
+    asyncpg_connection = SimpleNamespace(
+        _addr=("127.0.0.1", 5432), _params=SimpleNamespace(database="shop")
+    )
+    psycopg_connection = SimpleNamespace(
+        info=SimpleNamespace(host="127.0.0.1", port=5432, dbname="shop")
+    )
+    cursor = SimpleNamespace(connection=psycopg_connection)
+
+    async def asyncpg_us() -> float:
+        calls, times = CALLS // 4, []
+        for _ in range(REPEATS):
+            start = timeit.default_timer()
+            for _ in range(calls):
+                await asyncpg.Connection.fetchval(asyncpg_connection, query, 1)
+            times.append(timeit.default_timer() - start)
+        return min(times) / calls * 1e6
+
+    def each() -> dict[str, float]:
+        return {
+            "asyncpg Connection.fetchval": asyncio.run(asyncpg_us()),
+            "psycopg Cursor.execute": measure(lambda: psycopg.Cursor.execute(cursor, query, (1,))),
+        }
+
+    try:
+        for (owner, name), stub in stubs.items():
+            setattr(owner, name, stub)
+        bare = each()
+        handle = MetricsHandle.create(metrics_exporter="none")  # wraps the stubs
+        try:
+            instrumented = each()
+        finally:
+            handle.shutdown()
+    finally:
+        for (owner, name), original in originals.items():
+            setattr(owner, name, original)
+    return {name: (bare[name], instrumented[name]) for name in bare}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -160,7 +221,16 @@ def main() -> None:
     rows += ["|---|---:|---:|---:|"]
     rows += [f"| {n} | {b:.2f} | {i:.2f} | {i - b:.2f} |" for n, (b, i) in calls.items()]
     table += "\n\n" + "\n".join(rows)
-    json_results = {"us_per_call": results, "outbound_us_bare_instrumented": calls}
+    statements = databases()
+    rows = ["| DB statement (stub driver) | bare µs | instrumented µs | added µs |"]
+    rows += ["|---|---:|---:|---:|"]
+    rows += [f"| {n} | {b:.2f} | {i:.2f} | {i - b:.2f} |" for n, (b, i) in statements.items()]
+    table += "\n\n" + "\n".join(rows)
+    json_results = {
+        "us_per_call": results,
+        "outbound_us_bare_instrumented": calls,
+        "db_statement_us_bare_instrumented": statements,
+    }
     (args.out / "hotpath.json").write_text(json.dumps(json_results, indent=2) + "\n")
     (args.out / "hotpath.md").write_text("# Hot path: one measurement\n\n" + table + "\n")
     print(table)
