@@ -235,6 +235,13 @@ def compare_series(seen: dict[str, Series]) -> None:
 
     direct = comparable(seen["direct"])
     assert len(direct) > 100  # every histogram bucket of every route, and more
+    # every series but target_info names the meter that made it (otel_scope_name: the spec's
+    # default, kept by the Collector and by promote_scope_metadata)
+    scopes = {dict(labels).get("otel_scope_name") for name, labels in direct}
+    assert scopes == {None, "otel_kit", "otel_kit.runtime", "shop"}
+    assert {name for name, labels in direct if "otel_scope_name" not in dict(labels)} == {
+        "target_info"
+    }
     names = {name for name, _ in direct}
     print(f"{len(direct)} series of {len(names)} names, the same in {', '.join(MODES)}")
     for mode in MODES[1:]:
