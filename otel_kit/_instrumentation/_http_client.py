@@ -5,13 +5,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_current
+
 from otel_kit._instrumentation._context import IntegrationContext, error_type, server_address
 from otel_kit._support import report_failure
 from otel_kit.catalogue import HTTP_CLIENT_REQUEST_DURATION
 
-__all__ = ["DEFAULT_PORTS", "ClientDuration"]
+__all__ = ["DEFAULT_PORTS", "ClientDuration", "suppressed"]
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def suppressed() -> bool:
+    """Whether the current OTel context suppresses instrumentation: otel-kit's own push sets it
+    (the OTLP/HTTP exporter sends through requests, and its exports are no call of the app's),
+    as does `opentelemetry.instrumentation.utils.suppress_instrumentation()`. Not the HTTP-only
+    key: contrib's requests instrumentor sets that around the urllib3 calls it measures, and
+    otel-kit keeps its own measurement and drops contrib's (`_dedup`)."""
+    return bool(get_current().get(_SUPPRESS_INSTRUMENTATION_KEY))
 
 
 class ClientDuration:

@@ -17,7 +17,8 @@ them; a cancelled request is recorded with its `CancelledError`.
 Labels as `_http_client.ClientDuration` records them: `server.address`/`server.port` from the
 request's URL (the session's `base_url` joined), `network.protocol.version` from the response
 (`1.1`). The URL is parsed after the call, outside the measured time. URL paths and queries are
-never labels. `disabled_instrumentations`: `aiohttp` turns this off.
+never labels. `disabled_instrumentations`: `aiohttp` turns this off; nothing is recorded inside
+OTel's `suppress_instrumentation()`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 import aiohttp
 
 from otel_kit._instrumentation._context import IntegrationContext
-from otel_kit._instrumentation._http_client import DEFAULT_PORTS, ClientDuration
+from otel_kit._instrumentation._http_client import DEFAULT_PORTS, ClientDuration, suppressed
 from otel_kit._support import Patches, report_failure, timed
 
 __all__ = ["instrument"]
@@ -43,7 +44,9 @@ class _Recorder:
 
     def begin(self, session: Any, *args: Any, **kwargs: Any) -> Any:
         # (session, method, str_or_url, ...): read in finish, where a failure is caught
-        return (session, args, kwargs) if self._patches.active else None
+        if not self._patches.active or suppressed():
+            return None
+        return session, args, kwargs
 
     def finish(self, state: Any, elapsed: float, response: Any, exc: BaseException | None) -> None:
         try:

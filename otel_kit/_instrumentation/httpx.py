@@ -16,7 +16,7 @@ Labels: as `_http_client.ClientDuration` records them for every outbound integra
 when no response came, `network.protocol.version` from the response's `http_version`,
 `service.peer.name` from `peer_services`). URL paths and queries are never labels. An app
 calling many distinct hosts is bounded by the cardinality limit: further series go to the
-overflow series.
+overflow series. Nothing is recorded inside OTel's `suppress_instrumentation()`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from otel_kit._instrumentation._context import IntegrationContext
-from otel_kit._instrumentation._http_client import DEFAULT_PORTS, ClientDuration
+from otel_kit._instrumentation._http_client import DEFAULT_PORTS, ClientDuration, suppressed
 from otel_kit._support import Patches, report_failure, timed
 
 __all__ = ["instrument"]
@@ -42,7 +42,7 @@ class _Recorder:
         self._duration = ClientDuration(integration, "httpx")
 
     def begin(self, transport: Any, request: httpx.Request) -> httpx.Request | None:
-        return request if self._patches.active else None
+        return request if self._patches.active and not suppressed() else None
 
     def finish(
         self,

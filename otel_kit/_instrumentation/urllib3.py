@@ -24,7 +24,8 @@ response (`1.1`; `2` with urllib3's HTTP/2 support). URL paths and queries are n
 
 `disabled_instrumentations`: `urllib3` turns all of this off, requests' calls included (they
 are urllib3 calls); `requests` leaves out only the calls made through requests' `HTTPAdapter`
-(found on the call stack, a few frames up), and direct urllib3 use stays measured.
+(found on the call stack, a few frames up), and direct urllib3 use stays measured. Nothing is
+recorded inside OTel's `suppress_instrumentation()`, which otel-kit's own OTLP push sets.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import urllib3
 from urllib3.util import parse_url
 
 from otel_kit._instrumentation._context import IntegrationContext
-from otel_kit._instrumentation._http_client import DEFAULT_PORTS, ClientDuration
+from otel_kit._instrumentation._http_client import DEFAULT_PORTS, ClientDuration, suppressed
 from otel_kit._support import Patches, report_failure, timed
 
 __all__ = ["instrument"]
@@ -65,7 +66,9 @@ class _Recorder:
 
     def begin(self, pool: Any, *args: Any, **kwargs: Any) -> Any:
         # (pool, conn, method, url, ...): read in finish, where a failure is caught
-        if not self._patches.active or (self._skip_requests and self._from_requests()):
+        if not self._patches.active or suppressed():
+            return None
+        if self._skip_requests and self._from_requests():
             return None
         return pool, args, kwargs
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import socket
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
+from typing import ClassVar
 
 from tests.integration.processes import http_server
 
@@ -23,9 +25,11 @@ class Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse pooled connections
     timeout = 10  # an idle kept-alive connection ends, so server_close() cannot hang
+    received: ClassVar[Counter[str]] = Counter()  # requests by path: what a client sent
 
     def do_GET(self) -> None:
         path = self.path.split("?")[0]
+        self.received[path] += 1
         try:
             self.rfile.read(
                 int(self.headers.get("Content-Length") or 0)

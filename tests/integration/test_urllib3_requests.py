@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 import urllib3
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ReadTimeoutError
 from urllib3.util import Retry
@@ -19,7 +20,7 @@ from otel_kit._instrumentation._context import error_type
 from otel_kit._instruments import FastHistogram
 from tests.exposition import series, value
 from tests.handles import MakeHandle
-from tests.integration.http_peer import MARK, peer_server, stalled_port
+from tests.integration.http_peer import MARK, Handler, peer_server, stalled_port
 
 # free_port(): nothing listens there, so connecting is refused
 from tests.integration.processes import free_port
@@ -216,6 +217,27 @@ def test_metrics_failure_never_reaches_the_caller(
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(f"http://127.0.0.1:{free_port()}/", timeout=5)
     assert "recording urllib3 metrics failed" in caplog.text
+
+
+def test_own_push_and_suppressed_calls_are_not_counted(make_handle: MakeHandle, base: str) -> None:
+    # otel-kit's OTLP/HTTP push sends through requests: its exports are no call of the app's
+    handle = handle_for(
+        make_handle,
+        metrics_exporter="prometheus,otlp",
+        otlp_endpoint=base,
+        export_interval_ms=60_000,
+    )
+    pushed = Handler.received["/v1/metrics"]
+    assert requests.get(f"{base}/status/200", timeout=5).status_code == 200
+    with suppress_instrumentation():
+        assert requests.get(f"{base}/status/201", timeout=5).status_code == 201
+        assert fetch(f"{base}/status/202").status == 202
+    for _ in range(2):
+        assert handle.meter_provider.force_flush()  # a push, from this thread
+    assert Handler.received["/v1/metrics"] == pushed + 2
+    text = render(handle)
+    assert value(text, COUNT, http_request_method="GET", http_response_status_code="200") == 1
+    assert value(text, COUNT) == 1
 
 
 def test_disabled_urllib3_records_nothing(make_handle: MakeHandle, base: str) -> None:

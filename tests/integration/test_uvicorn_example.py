@@ -82,16 +82,18 @@ def test_shop_under_uvicorn(tmp_path: Path) -> None:
     # reload of its id after commit
     assert value(text, db, db_namespace="shop.db", db_operation_name="SELECT") == 1 + 1000 + 4 * 2
     assert value(text, "db_client_connection_count", db_client_connection_state="used") == 0
-    # the outbound call, by server, never by path
+    # the outbound call (requests), by server, never by path, once per order
     outbound = series(text, "http_client_request_duration_seconds_count")
     assert outbound == [
         {
             "http_request_method": "POST",
             "http_response_status_code": "200",
+            "network_protocol_version": "1.1",
             "server_address": "127.0.0.1",
             "server_port": str(port),
         }
     ]
+    assert value(text, "http_client_request_duration_seconds_count") == 4
     assert value(text, "process_memory_usage_bytes") > 10_000_000
 
     promtool = shutil.which("promtool")
