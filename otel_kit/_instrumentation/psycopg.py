@@ -11,7 +11,8 @@ is open: psycopg sends nothing then), and a `with conn.transaction()` block's BE
 SAVEPOINT, RELEASE, COMMIT or ROLLBACK. The BEGIN psycopg sends before the first statement of
 an implicit transaction is part of that statement's time, not an operation of its own. Not
 measured: `stream()` and `copy()` (their time is the caller's iteration), and the DEALLOCATE
-psycopg sends to empty its prepared-statement cache. A server-side cursor's `execute` is its
+psycopg sends to empty its prepared-statement cache, and the empty query of
+`ConnectionPool.check_connection` (a liveness probe). A server-side cursor's `execute` is its
 DECLARE, named by the query (SELECT); each fetch is a FETCH, and its close a CLOSE. In pipeline
 mode an `execute` only queues its statement: its duration is the queueing. Labels:
 `db.system.name` postgresql, `db.namespace` the database, `server.address`/`server.port` from
@@ -145,7 +146,8 @@ class _Instrumentation:
 
     def begin(self, cursor: Any, query: Any = None, *args: Any, **kwargs: Any) -> Any:
         connection = cursor.connection
-        if self._skip(connection) or _IN_OPERATION.get():
+        # "": psycopg_pool's check_connection(), a liveness probe, no operation.
+        if self._skip(connection) or _IN_OPERATION.get() or query == "":
             return None
         try:
             state = self.target(connection), _text(query, connection)

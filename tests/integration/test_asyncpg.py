@@ -139,6 +139,8 @@ async def test_pool_waits_pending_timeout_and_counts(make_handle: MakeHandle, ds
         third = await asyncio.wait_for(waiting, WAIT_S)
         await pool.release(second)
         await pool.release(third)
+        with otel_kit.not_measured():  # neither the wait nor the statement
+            assert await pool.fetchval("SELECT 2") == 2
         assert state() == {"idle": 2, "used": 0, "max": 2, "pending": 0, "timeouts": 1, "waits": 4}
         text = handle.render().decode()
         assert operations(text) == {("SELECT", None, None): 1}
