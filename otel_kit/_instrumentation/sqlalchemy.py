@@ -521,7 +521,9 @@ def instrument_engine(integration: IntegrationContext, engine: Any) -> Callable[
     # Pool events listened for on an engine follow it to the new pool after dispose().
     listeners = _listeners(instrumentation, engine, engine)
     for target, name, listener in listeners:
-        event.listen(target, name, listener)
+        # "connect" before the engine's own listeners: the dialect's first queries are counted
+        # once (class-level listeners, the automatic instrumentation's, run first anyway).
+        event.listen(target, name, listener, insert=name == "connect")
     wrapper = instrumentation.wrap_raw_connection(type(engine).raw_connection)
     engine.raw_connection = functools.partial(wrapper, engine)
 

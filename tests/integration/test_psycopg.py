@@ -249,3 +249,25 @@ def test_query_summary_when_asked_for(make_handle: MakeHandle, dsn: str) -> None
         "SELECT marker_table"
     ]
     assert MARKER not in text
+
+
+def test_an_engine_instrumented_explicitly_counts_once(make_handle: MakeHandle, dsn: str) -> None:
+    """SQLAlchemy's automatic instrumentation off, one engine given to instrument_engine(): its
+    statements (the dialect's first queries too) count as without the psycopg integration."""
+
+    def run(disabled: str) -> dict[tuple[str, str | None, str | None], float]:
+        handle = make_handle(disabled_instrumentations=disabled)
+        engine = sa.create_engine(dsn.replace("postgresql://", "postgresql+psycopg://"))
+        handle.instrument_engine(engine)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        engine.dispose()
+        return operations(handle.render().decode())
+
+    alone = run("sqlalchemy,psycopg")
+    assert alone == {
+        ("SELECT", None, None): 3,  # the dialect's version() and current_schema(), then ours
+        ("SHOW", None, None): 1,  # standard_conforming_strings
+        ("ROLLBACK", None, None): 1,  # the connection closed with its transaction open
+    }
+    assert run("sqlalchemy") == alone
