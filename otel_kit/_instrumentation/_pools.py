@@ -1,9 +1,9 @@
 """The pool gauges every database integration reports into: `db.client.connection.count`,
 `.max` and `.pending_requests`, one observable instrument each per setup.
 
-Shared because the SDK keeps only the first callbacks of an instrument registered twice under
-one name (it logs a warning and drops the others): SQLAlchemy's pools and asyncpg's or
-psycopg_pool's would otherwise hide each other. Each integration adds its callbacks here; one
+Shared because a second registration of an instrument name on a meter returns the first
+instrument and silently drops the new callbacks (OTel SDK 1.45): SQLAlchemy's pools and
+asyncpg's or psycopg_pool's would otherwise hide each other. Each integration adds its callbacks here; one
 failing callback is logged once and the others still report.
 """
 
