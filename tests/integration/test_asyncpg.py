@@ -125,6 +125,12 @@ async def test_pool_waits_pending_timeout_and_counts(make_handle: MakeHandle, ds
 
         assert await pool.fetchval("SELECT 1") == 1  # acquire, release (its reset: no operation)
         assert state() == {"idle": 1, "used": 0, "max": 2, "pending": 0, "timeouts": 0, "waits": 1}
+        engine = sa.create_engine("sqlite://")  # SQLAlchemy's pools report beside asyncpg's
+        with engine.connect():
+            counted = series(handle.render().decode(), "db_client_connection_count")
+        engine.dispose()
+        pools = {labels["db_client_connection_pool_name"] for labels in counted}
+        assert pools == {name, "sqlite:///:memory:"}
         first, second = await pool.acquire(), await pool.acquire()
         assert state() == {"idle": 0, "used": 2, "max": 2, "pending": 0, "timeouts": 0, "waits": 3}
         with pytest.raises(asyncio.TimeoutError):
