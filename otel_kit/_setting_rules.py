@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import SecretStr, ValidationInfo
 
 from otel_kit._instrumentation import INTEGRATIONS
+from otel_kit.catalogue import TRANSLATION_STRATEGIES
 
 __all__ = [
     "EXEMPLAR_FILTERS",
@@ -45,6 +46,7 @@ __all__ = [
     "redact_url",
     "redis_cache",
     "shown",
+    "translation_strategy",
     "url_path",
 ]
 
@@ -264,6 +266,15 @@ def exemplar_filter(value: Any) -> Any:
     if name not in EXEMPLAR_FILTERS:
         raise ValueError(f"allowed: {', '.join(EXEMPLAR_FILTERS)}")
     return name
+
+
+def translation_strategy(value: Any) -> Any:
+    """Prometheus' names for them, in any case."""
+    name = value.strip().lower() if isinstance(value, str) else value
+    for strategy in TRANSLATION_STRATEGIES:
+        if strategy.lower() == name:
+            return strategy
+    raise ValueError(f"allowed: {', '.join(TRANSLATION_STRATEGIES)}")
 
 
 def redis_cache(value: Any) -> Any:

@@ -18,7 +18,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from otel_kit import _setting_rules as rules
 from otel_kit._setting_rules import EXEMPLAR_FILTERS, EXPORTERS, INSTRUMENTATIONS
-from otel_kit.catalogue import DB_DURATION_BUCKETS, DEFAULT_DURATION_BUCKETS, KNOWN_HTTP_METHODS
+from otel_kit.catalogue import (
+    DB_DURATION_BUCKETS,
+    DEFAULT_DURATION_BUCKETS,
+    KNOWN_HTTP_METHODS,
+    TRANSLATION_STRATEGIES,
+)
 
 __all__ = [
     "EXPORTERS",
@@ -121,6 +126,17 @@ class Settings(BaseSettings):
         description="true: each series has otel_scope_name and otel_scope_version labels (the "
         "meter that made it, as the OTel spec and the Collector do); false: none, and metrics "
         "of one name from several meters merge into one family; true or false",
+    )
+    prometheus_translation_strategy: str = Field(
+        TRANSLATION_STRATEGIES[0],
+        validation_alias=AliasChoices(
+            "prometheus_translation_strategy", "OTEL_KIT_PROMETHEUS_TRANSLATION_STRATEGY"
+        ),
+        description="metric and label names on /metrics, as Prometheus' otlp.translation_strategy "
+        "names them: UnderscoreEscapingWithSuffixes (the default, http_server_request_duration_"
+        "seconds), UnderscoreEscapingWithoutSuffixes, NoUTF8EscapingWithSuffixes (http.server."
+        "request.duration_seconds), NoTranslation; UTF-8 names only to a scraper that asks for "
+        "them (escaping=allow-utf-8, as Prometheus 3 does), else escaped to underscores",
     )
     # Credentials a scrape must present (in-app and separate port; either one when both are set).
     metrics_bearer_token: SecretStr | None = Field(
@@ -307,6 +323,9 @@ class Settings(BaseSettings):
     )
     _disabled = field_validator("disabled_instrumentations", mode="before")(rules.disabled)
     _redis_cache = field_validator("redis_cache", mode="before")(rules.redis_cache)
+    _strategy = field_validator("prometheus_translation_strategy", mode="before")(
+        rules.translation_strategy
+    )
     _exemplar_filter = field_validator("exemplar_filter", mode="before")(rules.exemplar_filter)
     _integer = field_validator(*rules.INT_RULES, mode="before")(rules.integer)
     _path = field_validator("metrics_path")(rules.url_path)
@@ -352,6 +371,7 @@ class SettingKeywords(TypedDict, total=False):
     metrics_path: str
     metrics_include_default_registry: bool
     prometheus_scope_labels: bool
+    prometheus_translation_strategy: str
     metrics_bearer_token: str | SecretStr | None
     metrics_basic_auth: str | SecretStr | None
     multiproc_dir: str | None

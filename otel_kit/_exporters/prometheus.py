@@ -40,6 +40,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client.core import Metric
+from prometheus_client.openmetrics import exposition as openmetrics_exposition
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
@@ -77,10 +78,19 @@ class Translation:
 
     @classmethod
     def of(cls, settings: Settings) -> Translation:
-        return cls(settings.prometheus_scope_labels)
+        strategy = settings.prometheus_translation_strategy
+        if strategy in _UTF8 and not hasattr(openmetrics_exposition, "ALLOWUTF8"):
+            raise ConfigError(
+                "invalid setting prometheus_translation_strategy / "
+                f"OTEL_KIT_PROMETHEUS_TRANSLATION_STRATEGY = {strategy!r}: UTF-8 names need "
+                "prometheus-client 0.22 or newer (escaping by content negotiation); allowed "
+                f"with this one: {', '.join(TRANSLATION_STRATEGIES[:2])}"
+            )
+        return cls(settings.prometheus_scope_labels, strategy)
 
 
 _DEFAULT = Translation()
+_UTF8 = TRANSLATION_STRATEGIES[2:]  # names as OTel writes them, escaped only for old scrapers
 
 
 class PullReader(MetricReader):
@@ -248,6 +258,8 @@ def prometheus_families(data: MetricsData, translation: Translation = _DEFAULT) 
                 if not name:
                     _warn_once(f"otel-kit: {otel.name!r} leaves no Prometheus name; not exported")
                     continue
+                # a counter's family is named without _total (prometheus_client adds it to
+                # the TYPE line); its samples keep the name, also without suffixes
                 base = name.removesuffix("_total") if kind == "counter" else name
                 family = families.get(base)
                 if family is None:
@@ -266,7 +278,7 @@ def prometheus_families(data: MetricsData, translation: Translation = _DEFAULT) 
                 else:  # a second metric of this name: another scope, or another OTel name
                     family.check_duplicates()
                 _add_samples(
-                    family, kind, point_data, extra, strategy, f"{otel.name} ({scope.name})"
+                    family, name, point_data, extra, strategy, f"{otel.name} ({scope.name})"
                 )
     yield from (family.metric for family in families.values())
 
@@ -277,12 +289,18 @@ def _le_values(bounds: tuple[float, ...]) -> tuple[str, ...]:
 
 
 def _add_samples(
-    family: _Family, kind: str, point_data: Any, extra: dict[str, str], strategy: str, source: str
+    family: _Family,
+    sample_name: str,
+    point_data: Any,
+    extra: dict[str, str],
+    strategy: str,
+    source: str,
 ) -> None:
+    """`point_data`'s points as samples of `family`: called `sample_name` (a histogram's
+    `_bucket`, `_count`, `_sum` are the family's name and those)."""
     metric = family.metric
     name = metric.name
-    histogram = kind == "histogram"
-    sample_name = name + "_total" if kind == "counter" else name
+    histogram = metric.type == "histogram"
     for point in point_data.data_points:
         labels, joined = _labels(point.attributes, extra, strategy, histogram)
         if joined or family.keys is not None:

@@ -187,3 +187,52 @@ def test_user_metric_units_have_the_same_names_in_every_mode(
     assert all(scope <= labels for _, labels in direct)
     assert seen["units-otlp"] == direct
     assert seen["units-collector"] == {(n, ls) for n, ls in direct if n != "collide_total"}
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_direct_mode_names_as_prometheus_otlp_names_them(
+    tmp_path: Path, make_handle: MakeHandle, strategy: str
+) -> None:
+    """prometheus_translation_strategy: a Prometheus 3 that scrapes /metrics (it asks for
+    escaping=allow-utf-8) stores the series its OTLP receiver stores under that
+    translation_strategy, UTF-8 names included."""
+    port = free_port()
+    config = shipped_prometheus_config(direct={"units-direct": f"127.0.0.1:{port}"})
+    config += f"otlp:\n  translation_strategy: {strategy}\n  promote_scope_metadata: true\n"
+    (tmp_path / "prom").mkdir()
+    with prometheus(
+        config, tmp_path / "prom", go_tools.prometheus3(), ["--web.enable-otlp-receiver"]
+    ) as prom:
+        settings = {"prometheus_translation_strategy": strategy}
+        handles = {
+            "units-direct": make_handle(
+                prometheus_port=port, service_name="units-direct", **settings
+            ),
+            "units-otlp": make_handle(
+                metrics_exporter="otlp",
+                otlp_protocol="http/protobuf",
+                export_interval_ms=500,
+                otlp_endpoint=f"{prom}/api/v1/otlp",
+                service_name="units-otlp",
+                **settings,
+            ),
+        }
+        for handle in handles.values():
+            record_units(handle.meter_provider)
+        wanted = len(UNIT_METRICS) + 3
+        for job in handles:
+            selector = f'{{otel_scope_name="units", job="{job}"}}'
+            wait_for(prom, f"count(group by (__name__) ({selector})) == {wanted}", timeout=30)
+        seen = {job: units_series(prom, job) for job in handles}
+    assert seen["units-direct"] == seen["units-otlp"]
+    names = {name for name, _ in seen["units-direct"]}
+    count, _, route = STRATEGIES[strategy]
+    # the request-duration count as the strategy names it, for a user histogram in ms
+    expected = (
+        count.replace("http_server_request_duration", "job_duration")
+        .replace("http.server.request.duration", "job.duration")
+        .replace("seconds", "milliseconds")
+    )
+    assert expected in names, sorted(names)
+    label = "unit.test" if "." in route else "unit_test"
+    assert all(label in dict(ls) for n, ls in seen["units-direct"] if not n.startswith("collide"))

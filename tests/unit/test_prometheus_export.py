@@ -12,6 +12,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics import Histogram
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
@@ -291,3 +292,34 @@ def test_exponential_histograms_are_skipped_with_a_warning(
     assert value(text, "still_here_total") == 1
     assert any("latency.exp" in r.message for r in caplog.records)
     assert series(text, "target_info")
+
+
+def test_translation_strategy_with_content_negotiation(make_handle: MakeHandle) -> None:
+    """UTF-8 names only to a scraper that asks for them (escaping=allow-utf-8); escaped to
+    underscores for any other (the spec's table for `foo.bar` in By)."""
+    handle = make_handle(prometheus_translation_strategy="NoUTF8EscapingWithSuffixes")
+    handle.meter_provider.get_meter("m").create_counter("foo.bar", unit="By").add(1, {"a.b": "1"})
+    assert handle.registry is not None
+    utf8 = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8"
+    lines = {}
+    for accept in (utf8, "application/openmetrics-text;version=1.0.0", ""):
+        encode, _ = choose_encoder(accept)
+        text = encode(handle.registry).decode()
+        lines[accept] = [line for line in text.splitlines() if "foo" in line and line[0] != "#"]
+    assert lines == {
+        utf8: ['{"foo.bar_bytes_total","a.b"="1",otel_scope_name="m"} 1.0'],
+        "application/openmetrics-text;version=1.0.0": [
+            'foo_bar_bytes_total{a_b="1",otel_scope_name="m"} 1.0'
+        ],
+        "": ['foo_bar_bytes_total{a_b="1",otel_scope_name="m"} 1.0'],
+    }
+
+
+def test_translation_strategy_setting(make_handle: MakeHandle) -> None:
+    handle = make_handle(prometheus_translation_strategy="notranslation")  # any case
+    handle.meter_provider.get_meter("m").create_counter("jobs.done").add(1)
+    assert value(handle.render().decode(), "jobs_done") == 1  # no _total; escaped: no UTF-8
+    with pytest.raises(
+        ConfigError, match=r"prometheus_translation_strategy.*'Dots'.*NoTranslation"
+    ):
+        make_handle(prometheus_translation_strategy="Dots")
