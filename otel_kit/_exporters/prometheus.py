@@ -83,7 +83,7 @@ class Translation:
             raise ConfigError(
                 "invalid setting prometheus_translation_strategy / "
                 f"OTEL_KIT_PROMETHEUS_TRANSLATION_STRATEGY = {strategy!r}: UTF-8 names need "
-                "prometheus-client 0.22 or newer (escaping by content negotiation); allowed "
+                "prometheus-client 0.23.1 or newer (escaping by content negotiation); allowed "
                 f"with this one: {', '.join(TRANSLATION_STRATEGIES[:2])}"
             )
         return cls(settings.prometheus_scope_labels, strategy)
