@@ -33,6 +33,15 @@ __all__ = ["MetricsHandle", "setup_metrics"]
 _log = logging.getLogger("otel_kit")
 
 
+def _imported(name: str) -> bool:
+    """Whether module `name` is imported, and not still being imported: psycopg_pool imports
+    psycopg first, whose hook runs while psycopg_pool is half made (no classes yet); the hook
+    of psycopg_pool itself comes once it is complete (passed as `imported`)."""
+    module = sys.modules.get(name)
+    spec = getattr(module, "__spec__", None)
+    return module is not None and not getattr(spec, "_initializing", False)
+
+
 class MetricsHandle:
     """What `setup_metrics()` built. `shutdown()` flushes push exporters and stops servers."""
 
@@ -143,25 +152,27 @@ class MetricsHandle:
                 options["routes_of"] = app  # an own route at the metrics path is reported
         return options
 
-    def instrument_imported(self) -> None:
-        """Under `otel-kit run`, after the application imported an integration's trigger:
-        instrument each integration not instrumented yet whose trigger is imported (or that
-        has none). Libraries the application has not imported stay unimported."""
+    def instrument_imported(self, imported: str | None = None) -> None:
+        """Under `otel-kit run`, after the application imported an integration's trigger
+        (`imported`, whose hook calls this): instrument each integration not instrumented yet
+        whose trigger is imported (or that has none). Libraries the application has not
+        imported stay unimported."""
         while not self._closed:
             # Claimed under the lock, instrumented outside it: instrumenting imports modules,
             # and another thread's import hook may be waiting for this lock while holding the
             # import lock of one of them.
             with self._integrations_lock:
-                due = [entry for entry in INTEGRATIONS if self._due(entry)]
+                due = [entry for entry in INTEGRATIONS if self._due(entry, imported)]
                 self._instrumented.update(entry.name for entry in due)
             if not due:
                 return
             # Instrumenting one may have imported another's library: loop until none is due.
             self._undo.extend(instrument_all(self._context, due))
 
-    def _due(self, entry: Integration) -> bool:
+    def _due(self, entry: Integration, imported: str | None = None) -> bool:
         return entry.name not in self._instrumented and (
-            not entry.triggers or any(name in sys.modules for name in entry.triggers)
+            not entry.triggers
+            or any(name == imported or _imported(name) for name in entry.triggers)
         )
 
     def instrument_engine(self, engine: Any) -> Any:

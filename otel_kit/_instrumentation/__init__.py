@@ -47,6 +47,13 @@ INTEGRATIONS: tuple[Integration, ...] = (
     # Without SQLAlchemy (the connections SQLAlchemy's pools hold are measured there, once).
     Integration("asyncpg", "otel_kit._instrumentation.asyncpg", "asyncpg", "asyncpg", ("asyncpg",)),
     Integration("psycopg", "otel_kit._instrumentation.psycopg", "psycopg", "psycopg", ("psycopg",)),
+    Integration(
+        "psycopg_pool",
+        "otel_kit._instrumentation.psycopg_pool",
+        "psycopg_pool",
+        "psycopg",
+        ("psycopg_pool",),
+    ),
     Integration("redis", "otel_kit._instrumentation.redis", "redis", "redis", ("redis",)),
     Integration("httpx", "otel_kit._instrumentation.httpx", "httpx", "httpx", ("httpx",)),
     Integration("urllib3", "otel_kit._instrumentation.urllib3", "urllib3", "urllib3", ("urllib3",)),

@@ -3,26 +3,31 @@
 
 Shared because a second registration of an instrument name on a meter returns the first
 instrument and silently drops the new callbacks (OTel SDK 1.45): SQLAlchemy's pools and
-asyncpg's or psycopg_pool's would otherwise hide each other. Each integration adds its callbacks here; one
-failing callback is logged once and the others still report.
+asyncpg's or psycopg_pool's would otherwise hide each other. Each integration adds its
+callbacks here (or one `totals` function with `add_totals`: pool name -> idle, used, max,
+pending); one failing callback is logged once and the others still report.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from otel_kit import catalogue
 from otel_kit._instrumentation._context import IntegrationContext
+from otel_kit._instrumentation._db import pool_attributes
 from otel_kit._support import report_failure
 from otel_kit.catalogue import MetricSpec
 
-__all__ = ["PoolGauges", "pool_gauges"]
+__all__ = ["PoolGauges", "Totals", "pool_gauges"]
 
 Callback = Callable[[CallbackOptions], Iterable[Observation]]
+# Pool name -> (idle, used, max (negative: unbounded, no max series), pending requests).
+Totals = Callable[[], Mapping[str, Sequence[int]]]
 
 
 class PoolGauges:
@@ -51,6 +56,41 @@ class PoolGauges:
             callbacks = self._callbacks.get(spec.name, [])
             if callback in callbacks:
                 callbacks.remove(callback)
+
+    def add_totals(self, totals: Totals) -> Callable[[], None]:
+        """Report the pools `totals()` describes, read at each collection; returns the function
+        that stops it."""
+
+        def count(options: CallbackOptions) -> list[Observation]:
+            return [
+                Observation(total[index], pool_attributes(name, state))
+                for name, total in totals().items()
+                for state, index in (("idle", 0), ("used", 1))
+            ]
+
+        def maximum(options: CallbackOptions) -> list[Observation]:
+            return [
+                Observation(total[2], pool_attributes(name))
+                for name, total in totals().items()
+                if total[2] >= 0
+            ]
+
+        def pending(options: CallbackOptions) -> list[Observation]:
+            return [Observation(t[3], pool_attributes(name)) for name, t in totals().items()]
+
+        callbacks = (
+            (catalogue.DB_CLIENT_CONNECTION_COUNT, count),
+            (catalogue.DB_CLIENT_CONNECTION_MAX, maximum),
+            (catalogue.DB_CLIENT_CONNECTION_PENDING_REQUESTS, pending),
+        )
+        for spec, callback in callbacks:
+            self.add(spec, callback)
+
+        def remove() -> None:
+            for spec, callback in callbacks:
+                self.remove(spec, callback)
+
+        return remove
 
     def _observe(self, callbacks: list[Callback], options: CallbackOptions) -> list[Observation]:
         observations: list[Observation] = []

@@ -29,24 +29,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
 import asyncpg  # type: ignore[import-untyped]  # no type information
 from asyncpg.pool import Pool  # type: ignore[import-untyped]
 from asyncpg.prepared_stmt import PreparedStatement  # type: ignore[import-untyped]
-from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_kit import catalogue
 from otel_kit._instrumentation._context import IntegrationContext, server_address
-from otel_kit._instrumentation._db import (
-    QuerySummaries,
-    Target,
-    failure,
-    pool_attributes,
-    pool_key,
-)
+from otel_kit._instrumentation._db import QuerySummaries, Target, failure, pool_key
 from otel_kit._instrumentation._pools import pool_gauges
 from otel_kit._instrumentation._sql import claimed, not_measured, suspended
 from otel_kit._support import Patches, report_failure, timed
@@ -187,8 +180,8 @@ class _Instrumentation:
                 self.timeouts.add(0, pool_key(state.name))  # the series, before the first
         return state
 
-    def _current(self) -> dict[str, list[int]]:
-        """pool name -> [idle, used, max, pending], summed over the open pools."""
+    def totals(self) -> dict[str, list[int]]:
+        """Pool name -> [idle, used, max, pending], summed over the open pools."""
         totals: dict[str, list[int]] = {}
         for key, state in list(self.pools.items()):
             pool = state.pool
@@ -202,19 +195,6 @@ class _Instrumentation:
             total[2] += pool.get_max_size()
             total[3] += max(state.pending, 0)
         return totals
-
-    def observe_count(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [
-            Observation(count, pool_attributes(name, kind))
-            for name, total in self._current().items()
-            for kind, count in (("idle", total[0]), ("used", total[1]))
-        ]
-
-    def observe_max(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(t[2], pool_attributes(n)) for n, t in self._current().items()]
-
-    def observe_pending(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(t[3], pool_attributes(n)) for n, t in self._current().items()]
 
 
 def _not_measured(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -260,19 +240,11 @@ def instrument(integration: IntegrationContext) -> Callable[[], None]:
         )
     )
     patches.apply(targets)
-    gauges = pool_gauges(integration)
-    callbacks = (
-        (catalogue.DB_CLIENT_CONNECTION_COUNT, instrumentation.observe_count),
-        (catalogue.DB_CLIENT_CONNECTION_MAX, instrumentation.observe_max),
-        (catalogue.DB_CLIENT_CONNECTION_PENDING_REQUESTS, instrumentation.observe_pending),
-    )
-    for spec, callback in callbacks:
-        gauges.add(spec, callback)
+    stop_reporting = pool_gauges(integration).add_totals(instrumentation.totals)
 
     def undo() -> None:
         patches.undo()
-        for spec, callback in callbacks:
-            gauges.remove(spec, callback)
+        stop_reporting()
         instrumentation.pools.clear()
 
     return undo

@@ -1,5 +1,5 @@
 """psycopg 3 metrics without SQLAlchemy: the duration of every statement of sync and async
-connections, and the state of every `psycopg_pool` pool.
+connections (`psycopg_pool`'s pools: the psycopg_pool integration).
 
 Statements: `execute` and `executemany` of `Cursor`, `AsyncCursor` and the server-side cursors
 are wrapped at class level (`Connection.execute` goes through them), so every connection is
@@ -21,58 +21,29 @@ the connection (a Unix socket: its directory), `error.type` and `db.response.sta
 
 Connections SQLAlchemy's pools hold (postgresql+psycopg) are SQLAlchemy's to measure
 (`_sql.claimed`): their statements count once, there.
-
-Pools (when `psycopg_pool` is installed): `getconn()` of `ConnectionPool` and
-`AsyncConnectionPool` (their `connection()` and the null pools' go through it) gives the wait
-time, the pending requests and the timeouts (`PoolTimeout`); the idle and used counts and the
-maximum are the pool's own `get_stats()` (`pool_available`, `pool_size` minus it: connections
-being opened count as used) and `max_size`, read at collection.
-`db.client.connection.pool.name` is the pool's `name` when the application gave one, else
-`psycopg://<host>:<port>/<dbname>` from its conninfo (never credentials). A pool is measured
-from its first `getconn()` after setup.
 """
 
 from __future__ import annotations
 
 import functools
-import re
-import threading
-import weakref
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator
 from contextvars import ContextVar
 from time import perf_counter
 from typing import Any
 
 import psycopg
-from opentelemetry.metrics import CallbackOptions, Observation
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 
 from otel_kit import catalogue
 from otel_kit._instrumentation._context import IntegrationContext, server_address
-from otel_kit._instrumentation._db import (
-    QuerySummaries,
-    Target,
-    failure,
-    pool_attributes,
-    pool_key,
-)
-from otel_kit._instrumentation._pools import pool_gauges
+from otel_kit._instrumentation._db import QuerySummaries, Target, failure
 from otel_kit._instrumentation._sql import claimed, suspended
 from otel_kit._support import Patches, report_failure, timed
-
-psycopg_pool: Any
-try:
-    import psycopg_pool
-except ImportError:  # psycopg without its pool package: statements only
-    psycopg_pool = None
 
 __all__ = ["instrument"]
 
 _SYSTEM = "postgresql"
 _TARGET = "_otel_kit_target"  # on a connection: (the _Instrumentation, its Target), built once
-_POOL_STATE = "_otel_kit_pool_state"  # on a pool: its _PoolState
-_AUTOMATIC_POOL_NAME = re.compile(r"pool-\d+")  # psycopg_pool's name for an unnamed pool
 # Inside a measured cursor call: the commands psycopg sends within it (the implicit BEGIN) are
 # part of that operation.
 _IN_OPERATION: ContextVar[bool] = ContextVar("otel_kit_psycopg_operation", default=False)
@@ -89,29 +60,6 @@ def _text(query: Any, connection: Any) -> str:
     return strings[0] if isinstance(strings, tuple) and strings else ""
 
 
-def _pool_name(pool: Any) -> str:
-    name = str(pool.name)
-    if not _AUTOMATIC_POOL_NAME.fullmatch(name):
-        return name
-    conninfo = pool.conninfo if isinstance(pool.conninfo, str) else ""
-    kwargs = pool.kwargs if isinstance(pool.kwargs, dict) else {}
-    params = conninfo_to_dict(conninfo, **kwargs)
-    host = str(params.get("host", "")) + (f":{params['port']}" if params.get("port") else "")
-    return f"psycopg://{host}/{params.get('dbname', '')}"
-
-
-class _PoolState:
-    __slots__ = ("__weakref__", "lock", "name", "owner", "pending")
-
-    def __init__(self, owner: _Instrumentation, pool: Any) -> None:
-        self.owner = owner
-        self.name = _pool_name(pool)
-        # Counted here: the pool's requests_waiting keeps a request that timed out until a
-        # connection comes back.
-        self.pending = 0
-        self.lock = threading.Lock()  # sync pools are shared by threads
-
-
 class _Instrumentation:
     def __init__(self, integration: IntegrationContext, patches: Patches) -> None:
         self.patches = patches
@@ -120,10 +68,6 @@ class _Instrumentation:
             QuerySummaries(settings.cardinality_limit) if settings.db_query_summary else None
         )
         self.duration = integration.histogram(catalogue.DB_CLIENT_OPERATION_DURATION)
-        self.wait_time = integration.histogram(catalogue.DB_CLIENT_CONNECTION_WAIT_TIME)
-        self.timeouts = integration.sum(catalogue.DB_CLIENT_CONNECTION_TIMEOUTS)
-        self.pools: weakref.WeakSet[Any] = weakref.WeakSet()
-        self.lock = threading.Lock()
 
     def failed(self) -> None:
         report_failure("psycopg")
@@ -202,77 +146,9 @@ class _Instrumentation:
         self.record(target, statement, perf_counter() - start, None)
         return result
 
-    # Pools.
-
-    def begin_getconn(self, pool: Any, *args: Any, **kwargs: Any) -> Any:
-        if not self.patches.active:
-            return None
-        try:
-            state = pool.__dict__.get(_POOL_STATE)
-            if state is None or state.owner is not self:
-                state = self.track(pool)
-            with state.lock:
-                state.pending += 1
-            return state
-        except Exception:
-            self.failed()
-            return None
-
-    def finish_getconn(self, state: _PoolState, elapsed: float, result: Any, exc: Any) -> None:
-        with state.lock:
-            state.pending -= 1
-        if suspended():
-            return
-        try:
-            if exc is None:
-                self.wait_time.record(elapsed, pool_key(state.name))
-            elif isinstance(exc, psycopg_pool.PoolTimeout):
-                self.timeouts.add(1, pool_key(state.name))
-        except Exception:
-            self.failed()
-
-    def track(self, pool: Any) -> _PoolState:
-        with self.lock:
-            state: _PoolState | None = pool.__dict__.get(_POOL_STATE)
-            if state is None or state.owner is not self:
-                state = _PoolState(self, pool)
-                pool.__dict__[_POOL_STATE] = state
-                self.pools.add(pool)
-                self.timeouts.add(0, pool_key(state.name))  # the series, before the first
-        return state
-
-    def _current(self) -> dict[str, list[int]]:
-        """pool name -> [idle, used, max, pending], summed over the open pools."""
-        totals: dict[str, list[int]] = {}
-        for pool in list(self.pools):
-            state = pool.__dict__.get(_POOL_STATE)
-            if pool.closed or state is None:
-                continue
-            stats = pool.get_stats()
-            idle = stats.get("pool_available", 0)
-            total = totals.setdefault(state.name, [0, 0, 0, 0])
-            total[0] += idle
-            total[1] += max(stats.get("pool_size", 0) - idle, 0)
-            total[2] += pool.max_size
-            total[3] += max(state.pending, 0)
-        return totals
-
-    def observe_count(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [
-            Observation(count, pool_attributes(name, kind))
-            for name, total in self._current().items()
-            for kind, count in (("idle", total[0]), ("used", total[1]))
-        ]
-
-    def observe_max(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(t[2], pool_attributes(n)) for n, t in self._current().items()]
-
-    def observe_pending(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(t[3], pool_attributes(n)) for n, t in self._current().items()]
-
 
 def instrument(integration: IntegrationContext) -> Callable[[], None]:
-    """Measure every psycopg connection and psycopg_pool pool; returns the undo."""
+    """Measure every psycopg connection, sync and async; returns the function that stops it."""
     patches = Patches()
     instrumentation = _Instrumentation(integration, patches)
     begin, finish = instrumentation.begin, instrumentation.finish
@@ -289,32 +165,5 @@ def instrument(integration: IntegrationContext) -> Callable[[], None]:
     # The base class of both connection classes (its module is private, and moved in 3.2).
     base = next(c for c in psycopg.Connection.__mro__ if "_exec_command" in c.__dict__)
     targets.append((base, "_exec_command", instrumentation.wrap_command))
-    if psycopg_pool is not None:
-        for pool, is_async in (
-            (psycopg_pool.ConnectionPool, False),
-            (psycopg_pool.AsyncConnectionPool, True),
-        ):
-            wrap = functools.partial(
-                timed,
-                begin=instrumentation.begin_getconn,
-                finish=instrumentation.finish_getconn,
-                is_async=is_async,
-            )
-            targets.append((pool, "getconn", wrap))
     patches.apply(targets)
-    gauges = pool_gauges(integration)
-    callbacks = (
-        (catalogue.DB_CLIENT_CONNECTION_COUNT, instrumentation.observe_count),
-        (catalogue.DB_CLIENT_CONNECTION_MAX, instrumentation.observe_max),
-        (catalogue.DB_CLIENT_CONNECTION_PENDING_REQUESTS, instrumentation.observe_pending),
-    )
-    for spec, callback in callbacks:
-        gauges.add(spec, callback)
-
-    def undo() -> None:
-        patches.undo()
-        for spec, callback in callbacks:
-            gauges.remove(spec, callback)
-        instrumentation.pools.clear()
-
-    return undo
+    return patches.undo

@@ -158,7 +158,7 @@ def _imported(name: str, module: ModuleType) -> None:
         if name == _STARLETTE:
             _patch_starlette(module)
         if handle is not None and name in _INTEGRATION_TRIGGERS:
-            handle.instrument_imported()
+            handle.instrument_imported(name)
     except Exception:
         _log.exception("otel-kit: instrumenting %s failed", name)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import psycopg_pool
@@ -17,9 +18,10 @@ from psycopg import sql
 import otel_kit
 import otel_kit._instrumentation.psycopg
 from otel_kit import _support
-from tests.exposition import series
+from tests.exposition import series, value
 from tests.handles import MakeHandle
 from tests.integration.test_asyncpg import DURATION, MARKER, PASSWORD, operations, pool_state
+from tests.integration.test_startup_imports import otel_kit_run
 
 pytestmark = pytest.mark.integration
 
@@ -271,3 +273,26 @@ def test_an_engine_instrumented_explicitly_counts_once(make_handle: MakeHandle, 
         ("ROLLBACK", None, None): 1,  # the connection closed with its transaction open
     }
     assert run("sqlalchemy") == alone
+
+
+# Under `otel-kit run`, importing psycopg_pool sets up; its import imports psycopg first, whose
+# hook runs while psycopg_pool is half made: both are instrumented all the same.
+POOL_FIRST = """
+import sys
+from psycopg_pool import ConnectionPool
+from otel_kit import _setup
+with ConnectionPool(sys.argv[1], min_size=1, max_size=1, open=True) as pool:
+    with pool.connection() as conn:
+        conn.execute("SELECT 1")
+print(_setup._current.render().decode())
+"""
+
+
+def test_otel_kit_run_instruments_psycopg_pool_imported_first(tmp_path: Path, dsn: str) -> None:
+    (tmp_path / "job.py").write_text(POOL_FIRST)
+    process = otel_kit_run("python", "job.py", dsn, cwd=tmp_path)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert value(stdout, DURATION, db_operation_name="SELECT") == 1
+    assert value(stdout, "db_client_connection_wait_time_seconds_count") == 1

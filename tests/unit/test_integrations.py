@@ -29,6 +29,7 @@ def test_every_integration_is_on_by_default(make_handle: MakeHandle) -> None:
         "sqlalchemy",
         "asyncpg",
         "psycopg",
+        "psycopg_pool",
         "redis",
         "httpx",
         "urllib3",
