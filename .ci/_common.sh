@@ -16,4 +16,6 @@ INTEGRATION_PASS=(
     tests/integration/test_asyncpg.py
     tests/integration/test_psycopg.py
     tests/integration/test_redis.py
+    tests/integration/test_urllib3_requests.py
+    tests/integration/test_aiohttp_client.py
 )
