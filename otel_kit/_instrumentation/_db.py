@@ -21,7 +21,7 @@ import re
 from typing import Any
 
 from otel_kit import catalogue
-from otel_kit._instrumentation._context import error_type
+from otel_kit._instrumentation._context import IntegrationContext, error_type
 from otel_kit._instrumentation._sql import operation_name, query_summary
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "pool_attributes",
     "pool_key",
     "pool_state_key",
+    "query_summaries",
     "redis_failure",
     "redis_status_code",
     "sql_status_code",
@@ -87,6 +88,12 @@ class QuerySummaries:
                 return operation
             self._seen.add(summary)  # racing threads may admit one or two more: still bounded
         return summary
+
+
+def query_summaries(integration: IntegrationContext) -> QuerySummaries | None:
+    """The setup's `QuerySummaries` when `db_query_summary` is on, else None (no summaries)."""
+    settings = integration.settings
+    return QuerySummaries(settings.cardinality_limit) if settings.db_query_summary else None
 
 
 class Target:

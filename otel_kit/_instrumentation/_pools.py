@@ -19,11 +19,12 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_kit import catalogue
 from otel_kit._instrumentation._context import IntegrationContext
-from otel_kit._instrumentation._db import pool_attributes
+from otel_kit._instrumentation._db import pool_attributes, pool_key
+from otel_kit._instrumentation._sql import suspended
 from otel_kit._support import report_failure
 from otel_kit.catalogue import MetricSpec
 
-__all__ = ["PoolGauges", "Totals", "pool_gauges"]
+__all__ = ["Checkouts", "PoolGauges", "Totals", "pool_gauges"]
 
 Callback = Callable[[CallbackOptions], Iterable[Observation]]
 # Pool name -> (idle, used, max (negative: unbounded, no max series), pending requests).
@@ -100,6 +101,29 @@ class PoolGauges:
             except Exception:  # one integration's failure leaves the others' pools reported
                 report_failure("DB connection pool")
         return observations
+
+
+class Checkouts:
+    """`db.client.connection.wait_time` and `.timeouts`: how a pool's connection requests
+    ended."""
+
+    def __init__(self, integration: IntegrationContext) -> None:
+        self.wait_time = integration.histogram(catalogue.DB_CLIENT_CONNECTION_WAIT_TIME)
+        self.timeouts = integration.sum(catalogue.DB_CLIENT_CONNECTION_TIMEOUTS)
+
+    def first(self, pool: str) -> None:
+        """A pool seen for the first time: its timeouts series exists at 0 (rate() works)."""
+        self.timeouts.add(0, pool_key(pool))
+
+    def ended(self, pool: str, elapsed: float, failed: bool, timed_out: bool) -> None:
+        """A request of `pool` ended: with a connection after `elapsed`, or failed (a timeout
+        or not); nothing inside `not_measured()`."""
+        if suspended():
+            return
+        if not failed:
+            self.wait_time.record(elapsed, pool_key(pool))
+        elif timed_out:
+            self.timeouts.add(1, pool_key(pool))
 
 
 _gauges: weakref.WeakKeyDictionary[Any, PoolGauges] = weakref.WeakKeyDictionary()

@@ -39,8 +39,8 @@ from asyncpg.prepared_stmt import PreparedStatement  # type: ignore[import-untyp
 
 from otel_kit import catalogue
 from otel_kit._instrumentation._context import IntegrationContext, server_address
-from otel_kit._instrumentation._db import QuerySummaries, Target, failure, pool_key
-from otel_kit._instrumentation._pools import pool_gauges
+from otel_kit._instrumentation._db import Target, failure, query_summaries
+from otel_kit._instrumentation._pools import Checkouts, pool_gauges
 from otel_kit._instrumentation._sql import claimed, not_measured, suspended
 from otel_kit._support import Patches, report_failure, timed
 
@@ -83,13 +83,9 @@ class _PoolState:
 class _Instrumentation:
     def __init__(self, integration: IntegrationContext, patches: Patches) -> None:
         self.patches = patches
-        settings = integration.settings
-        self.summaries = (
-            QuerySummaries(settings.cardinality_limit) if settings.db_query_summary else None
-        )
+        self.summaries = query_summaries(integration)
         self.duration = integration.histogram(catalogue.DB_CLIENT_OPERATION_DURATION)
-        self.wait_time = integration.histogram(catalogue.DB_CLIENT_CONNECTION_WAIT_TIME)
-        self.timeouts = integration.sum(catalogue.DB_CLIENT_CONNECTION_TIMEOUTS)
+        self.checkouts = Checkouts(integration)
         self.targets: dict[tuple[Any, Any], Target] = {}
         self.pools: dict[int, _PoolState] = {}  # by id(): asyncpg.Pool has no __weakref__
         self.lock = threading.Lock()
@@ -162,13 +158,9 @@ class _Instrumentation:
     ) -> None:
         state, timeout = started
         state.pending -= 1
-        if suspended():
-            return
         try:
-            if exc is None:
-                self.wait_time.record(elapsed, pool_key(state.name))
-            elif timeout is not None and isinstance(exc, asyncio.TimeoutError):
-                self.timeouts.add(1, pool_key(state.name))
+            timed_out = timeout is not None and isinstance(exc, asyncio.TimeoutError)
+            self.checkouts.ended(state.name, elapsed, exc is not None, timed_out)
         except Exception:
             self.failed()
 
@@ -177,7 +169,7 @@ class _Instrumentation:
             state = self.pools.get(id(pool))
             if state is None:
                 state = self.pools[id(pool)] = _PoolState(pool)
-                self.timeouts.add(0, pool_key(state.name))  # the series, before the first
+                self.checkouts.first(state.name)
         return state
 
     def totals(self) -> dict[str, list[int]]:

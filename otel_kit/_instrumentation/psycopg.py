@@ -36,7 +36,7 @@ from psycopg import sql
 
 from otel_kit import catalogue
 from otel_kit._instrumentation._context import IntegrationContext, server_address
-from otel_kit._instrumentation._db import QuerySummaries, Target, failure
+from otel_kit._instrumentation._db import Target, failure, query_summaries
 from otel_kit._instrumentation._sql import claimed, suspended
 from otel_kit._support import Patches, report_failure, timed
 
@@ -63,10 +63,7 @@ def _text(query: Any, connection: Any) -> str:
 class _Instrumentation:
     def __init__(self, integration: IntegrationContext, patches: Patches) -> None:
         self.patches = patches
-        settings = integration.settings
-        self.summaries = (
-            QuerySummaries(settings.cardinality_limit) if settings.db_query_summary else None
-        )
+        self.summaries = query_summaries(integration)
         self.duration = integration.histogram(catalogue.DB_CLIENT_OPERATION_DURATION)
 
     def failed(self) -> None:

@@ -27,11 +27,8 @@ from typing import Any
 import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict
 
-from otel_kit import catalogue
 from otel_kit._instrumentation._context import IntegrationContext
-from otel_kit._instrumentation._db import pool_key
-from otel_kit._instrumentation._pools import pool_gauges
-from otel_kit._instrumentation._sql import suspended
+from otel_kit._instrumentation._pools import Checkouts, pool_gauges
 from otel_kit._support import Patches, report_failure, timed
 
 __all__ = ["instrument"]
@@ -64,8 +61,7 @@ class _PoolState:
 class _Instrumentation:
     def __init__(self, integration: IntegrationContext, patches: Patches) -> None:
         self.patches = patches
-        self.wait_time = integration.histogram(catalogue.DB_CLIENT_CONNECTION_WAIT_TIME)
-        self.timeouts = integration.sum(catalogue.DB_CLIENT_CONNECTION_TIMEOUTS)
+        self.checkouts = Checkouts(integration)
         self.pools: weakref.WeakSet[Any] = weakref.WeakSet()
         self.lock = threading.Lock()
 
@@ -89,13 +85,9 @@ class _Instrumentation:
     def finish(self, state: _PoolState, elapsed: float, result: Any, exc: Any) -> None:
         with state.lock:
             state.pending -= 1
-        if suspended():
-            return
         try:
-            if exc is None:
-                self.wait_time.record(elapsed, pool_key(state.name))
-            elif isinstance(exc, psycopg_pool.PoolTimeout):
-                self.timeouts.add(1, pool_key(state.name))
+            timed_out = isinstance(exc, psycopg_pool.PoolTimeout)
+            self.checkouts.ended(state.name, elapsed, exc is not None, timed_out)
         except Exception:
             self.failed()
 
@@ -106,7 +98,7 @@ class _Instrumentation:
                 state = _PoolState(self, pool)
                 pool.__dict__[_POOL_STATE] = state
                 self.pools.add(pool)
-                self.timeouts.add(0, pool_key(state.name))  # the series, before the first
+                self.checkouts.first(state.name)
         return state
 
     def totals(self) -> dict[str, list[int]]:
@@ -152,7 +144,6 @@ def instrument(integration: IntegrationContext) -> Callable[[], None]:
 
     def undo() -> None:
         patches.undo()
-        stop_reporting()
-        instrumentation.pools.clear()
+        stop_reporting()  # the pools themselves are held weakly
 
     return undo
