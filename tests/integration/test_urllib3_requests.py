@@ -219,6 +219,17 @@ def test_metrics_failure_never_reaches_the_caller(
     assert "recording urllib3 metrics failed" in caplog.text
 
 
+def test_known_methods_setting(make_handle: MakeHandle, base: str) -> None:
+    handle = handle_for(make_handle, http_known_methods="GET,PURGE")
+    with requests.Session() as session:
+        for method in ("PURGE", "POST", "GET"):
+            assert session.request(method, f"{base}/status/200").status_code == 200
+    text = render(handle)
+    for method in ("PURGE", "_OTHER", "GET"):  # POST is not in the list given
+        assert value(text, COUNT, http_request_method=method) == 1, method
+    assert value(text, COUNT) == 3
+
+
 def test_own_push_and_suppressed_calls_are_not_counted(make_handle: MakeHandle, base: str) -> None:
     # otel-kit's OTLP/HTTP push sends through requests: its exports are no call of the app's
     handle = handle_for(
