@@ -15,6 +15,8 @@ from asyncpg.prepared_stmt import PreparedStatement
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import otel_kit
+import otel_kit._instrumentation.asyncpg
+from otel_kit import _support
 from tests.exposition import samples, series, value
 from tests.handles import MakeHandle
 
@@ -196,3 +198,27 @@ async def test_sqlalchemy_engines_count_once(make_handle: MakeHandle, dsn: str) 
         ("ROLLBACK", None, None): 1,  # `again` closed with its transaction open (SQLAlchemy's)
     }
     assert len(series(text, DURATION)) == 3  # one series per operation: one set, not two
+
+
+async def test_a_metrics_failure_never_reaches_the_application(
+    make_handle: MakeHandle,
+    dsn: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    handle = make_handle()
+
+    def broken(self: object, connection: object) -> object:
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(otel_kit._instrumentation.asyncpg._Instrumentation, "target", broken)
+    monkeypatch.setattr(_support, "_failures", _support.LogOnce())  # logged once per process
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT 1") == 1
+        assert await conn.execute("SELECT 2") == "SELECT 1"
+    finally:
+        await conn.close()
+    failures = [r.getMessage() for r in caplog.records if "asyncpg" in r.getMessage()]
+    assert failures == ["otel-kit: recording asyncpg metrics failed; the application is unaffected"]
+    assert operations(handle.render().decode()) == {}
