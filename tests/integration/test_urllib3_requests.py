@@ -219,6 +219,22 @@ def test_metrics_failure_never_reaches_the_caller(
     assert "recording urllib3 metrics failed" in caplog.text
 
 
+def test_through_a_forwarding_proxy_the_target_is_the_server(
+    make_handle: MakeHandle, base: str
+) -> None:
+    # The peer server answers absolute-form requests too: it stands in for the proxy. No name
+    # is ever resolved; the pool is the proxy's, the labels are the target's.
+    handle = handle_for(make_handle)
+    with urllib3.ProxyManager(base) as http:
+        assert http.request("GET", f"http://payments.example:8080/{MARK}?{MARK}=1").status == 200
+    proxies = {"http": base}
+    assert requests.get(f"http://payments.example/{MARK}", proxies=proxies, timeout=5).ok
+    text = render(handle)
+    assert value(text, COUNT, server_address="payments.example", server_port="8080") == 1
+    assert value(text, COUNT, server_address="payments.example", server_port="80") == 1
+    assert value(text, COUNT) == 2
+
+
 def test_known_methods_setting(make_handle: MakeHandle, base: str) -> None:
     handle = handle_for(make_handle, http_known_methods="GET,PURGE")
     with requests.Session() as session:
