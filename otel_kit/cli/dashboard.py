@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from otel_kit.generate import dashboards
+from otel_kit.generate._strategy import DEFAULT, STRATEGY_HELP, strategy_option
 
 __all__ = ["register"]
 
@@ -16,9 +17,12 @@ def dashboard(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Directory to write the *.json files to.")
     ] = Path(),
+    translation_strategy: Annotated[
+        str, typer.Option(help=STRATEGY_HELP, callback=strategy_option)
+    ] = DEFAULT,
 ) -> None:
     """Write the Grafana dashboards: service overview, database, cache, outbound, runtime."""
-    for path in dashboards.write(output):
+    for path in dashboards.write(output, translation_strategy):
         typer.echo(str(path))
 
 

@@ -9,6 +9,7 @@ import typer
 
 from otel_kit.config import load_settings
 from otel_kit.generate import rules as generator
+from otel_kit.generate._strategy import DEFAULT, STRATEGY_HELP, strategy_option
 
 __all__ = ["register"]
 
@@ -52,6 +53,9 @@ def rules(
     outbound_error_ratio: Annotated[
         float, typer.Option(help="Failed-call share per dependency that opens a ticket.")
     ] = generator.Thresholds.outbound_error_ratio,
+    translation_strategy: Annotated[
+        str, typer.Option(help=STRATEGY_HELP, callback=strategy_option)
+    ] = DEFAULT,
 ) -> None:
     """Write otel-kit-recording.yml and otel-kit-alerts.yml (SLO burn-rate alerts and more)."""
     try:
@@ -66,7 +70,7 @@ def rules(
     except ValueError as exc:  # ConfigError (OTEL_KIT_DURATION_BUCKETS) is one too
         typer.echo(f"otel-kit rules: {exc}", err=True)
         raise typer.Exit(2) from None
-    for path in generator.write(output, slo, thresholds):
+    for path in generator.write(output, slo, thresholds, translation_strategy):
         typer.echo(str(path))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from otel_kit.generate._files import write_files
 from otel_kit.generate._grafana import (
@@ -74,6 +75,7 @@ from otel_kit.generate._promql import (
     pool_saturation,
     selector,
 )
+from otel_kit.generate._strategy import DEFAULT, Rewrite, rewrite
 
 __all__ = ["DASHBOARDS", "render", "write"]
 
@@ -243,13 +245,30 @@ RUNTIME = Dashboard(
 DASHBOARDS: tuple[Dashboard, ...] = (SERVICE, DATABASE, CACHE_DASHBOARD, OUTBOUND, RUNTIME)
 
 
-def render() -> dict[str, str]:
-    """File name -> dashboard JSON text, as committed under collector/grafana/dashboards/."""
+def _renamed(model: dict[str, Any], names: Rewrite) -> dict[str, Any]:
+    """A dashboard's JSON model with the names of another translation strategy."""
+    for panel in model["panels"]:
+        for target in panel.get("targets", ()):
+            target["expr"] = names.query(target["expr"])
+            target["legendFormat"] = names.legend(target["legendFormat"])
+    for variable in model["templating"]["list"]:
+        for key in ("query", "definition"):
+            if isinstance(variable.get(key), str):
+                variable[key] = names.variable(variable[key])
+    return model
+
+
+def render(strategy: str = DEFAULT) -> dict[str, str]:
+    """File name -> dashboard JSON text, as committed under collector/grafana/dashboards/ (for
+    the default translation strategy; another one's names with `strategy`)."""
+    models = {d.uid: to_json(d) for d in DASHBOARDS}
+    if strategy != DEFAULT:
+        models = {uid: _renamed(model, rewrite(strategy)) for uid, model in models.items()}
     return {
-        f"{d.uid}.json": json.dumps(to_json(d), indent=2, ensure_ascii=False) + "\n"
-        for d in DASHBOARDS
+        f"{uid}.json": json.dumps(model, indent=2, ensure_ascii=False) + "\n"
+        for uid, model in models.items()
     }
 
 
-def write(directory: Path) -> list[Path]:
-    return write_files(directory, render())
+def write(directory: Path, strategy: str = DEFAULT) -> list[Path]:
+    return write_files(directory, render(strategy))

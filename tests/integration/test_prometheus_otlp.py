@@ -5,18 +5,19 @@ of dashboards and rules runs on it in tests/integration/test_prometheus_rules.py
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 
-from otel_kit.generate import _promql
+from otel_kit.generate import _promql, dashboards, rules
 from tests import go_tools
 from tests.handles import MakeHandle
 from tests.integration.otelcol import COLLECTOR, Ports, collector, shipped_prometheus_config
-from tests.integration.processes import free_port
-from tests.integration.prometheus_server import prometheus, wait_for
+from tests.integration.processes import free_port, server
+from tests.integration.prometheus_server import prometheus, query, wait_for
 from tests.integration.test_collector import requests, shop
 
 pytestmark = pytest.mark.integration
@@ -236,3 +237,48 @@ def test_direct_mode_names_as_prometheus_otlp_names_them(
     assert expected in names, sorted(names)
     label = "unit.test" if "." in route else "unit_test"
     assert all(label in dict(ls) for n, ls in seen["units-direct"] if not n.startswith("collide"))
+
+
+def test_rules_and_dashboards_for_a_utf8_strategy(tmp_path: Path) -> None:
+    """`otel-kit rules`/`dashboard --translation-strategy NoUTF8EscapingWithSuffixes`: Prometheus
+    3 loads the rules and evaluates each without error while it scrapes the shop serving UTF-8
+    names (prometheus_translation_strategy); the request recordings and the service
+    dashboard's panels see the shop's traffic under the quoted names."""
+    strategy = "NoUTF8EscapingWithSuffixes"
+    rules_dir = tmp_path / "rules"
+    rules.write(rules_dir, strategy=strategy)
+    models = [json.loads(text) for text in dashboards.render(strategy).values()]
+    port = free_port()
+    config = shipped_prometheus_config(
+        sorted(rules_dir.glob("*.yml")), direct={"shop": f"127.0.0.1:{port}"}
+    )
+    env = {
+        "SHOP_DATABASE_URL": f"sqlite:///{tmp_path / 'shop.db'}",
+        "OTEL_KIT_PROMETHEUS_TRANSLATION_STRATEGY": strategy,
+    }
+    args = ["-m", "uvicorn", "examples.shop.app:app", "--port", str(port), "--log-level", "error"]
+    (tmp_path / "prom").mkdir()
+    with (
+        server(args, port, env) as base,
+        prometheus(config, tmp_path / "prom", go_tools.prometheus3()) as prom,
+        httpx.Client(base_url=base, timeout=10) as client,
+    ):
+        requests(client, 7)
+        count = '{"http.server.request.duration_seconds_count", "http.route"="/users/{user_id}"}'
+        wait_for(prom, f"sum({count}) == 7", timeout=30)
+        wait_for(prom, 'job:http_server_request_error:ratio_rate5m{job="shop"}', timeout=30)
+        loaded = httpx.get(f"{prom}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        evaluated = [rule for group in loaded for rule in group["rules"]]
+        assert len(evaluated) == 37
+        assert [r["name"] for r in evaluated if r["health"] != "ok"] == []
+        p95 = 'job_route:http_server_request_duration_seconds:p95_rate5m{job="shop"}'
+        (route,) = wait_for(prom, p95, timeout=30)  # its group may run after the other
+        assert route["metric"]["http.route"] == "/users/{user_id}"
+        service = next(m for m in models if m["uid"] == "otel-kit-service")
+        for panel in service["panels"]:
+            for target in panel["targets"]:
+                expr = target["expr"].replace("$__rate_interval", "5m").replace("$job", "shop")
+                expr = expr.replace("$instance", ".*").replace("$route", ".*")
+                result = query(prom, expr)  # a PromQL error fails here
+                if panel["title"] in ("Requests/s", "Request rate by route", "In progress"):
+                    assert result, (panel["title"], expr)
