@@ -1,7 +1,10 @@
-"""Prometheus 3's own OTLP receiver under each of its translation strategies: the shop pushes to
-it, and the names are what docs/deploy.md says. Only the default (UnderscoreEscapingWithSuffixes)
-gives the names of direct and collector mode, which the dashboards and rules use; the whole set
-of dashboards and rules runs on it in tests/integration/test_prometheus_rules.py."""
+"""Prometheus 3's own OTLP receiver under each of its translation strategies, against direct
+mode and the real Collector: the shop pushes to it, and the names are what docs/deploy.md says
+(only the default, UnderscoreEscapingWithSuffixes, gives the names of the committed dashboards
+and rules; tests/integration/test_prometheus_rules.py runs them all on it); user metrics in the
+spec's units get the same series in every mode; direct mode with the same
+prometheus_translation_strategy gives the series of OTLP under that strategy; and the dashboards
+and rules generated for a UTF-8 strategy work on a Prometheus 3 scraping such names."""
 
 from __future__ import annotations
 
