@@ -228,6 +228,28 @@ def test_one_scrape_shows_every_process(make: type[Participant]) -> None:
     assert len(ids) == 1
 
 
+def test_the_merge_keeps_each_meters_scope(make: type[Participant]) -> None:
+    """Scope labels survive the merge: the same metric name from two meters stays two series
+    (summed over processes per meter), as in one process."""
+    a, b = make(), make()
+    for participant, jobs in ((a, 1), (b, 2)):
+        participant.provider.get_meter("billing", "2.0").create_counter("jobs").add(jobs)
+        participant.provider.get_meter("mailer").create_counter("jobs").add(10 * jobs)
+    participant_text = a.text()
+    found = {
+        (s["otel_scope_name"], s.get("otel_scope_version")): value(
+            participant_text, "jobs_total", **s
+        )
+        for s in series(participant_text, "jobs_total", scope=True)
+    }
+    assert found == {("billing", "2.0"): 3, ("mailer", None): 30}
+    b.requests.record(0.05, get("/a"))  # otel-kit's own instruments: its scope
+    scopes = {
+        (s["otel_scope_name"], s["otel_scope_version"]) for s in series(a.text(), COUNT, scope=True)
+    }
+    assert scopes == {("otel_kit", "test")}
+
+
 def test_a_process_that_exits_keeps_its_counts_not_its_gauges(
     make: type[Participant], directory: Path
 ) -> None:
