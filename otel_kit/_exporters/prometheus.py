@@ -18,10 +18,13 @@ labels, or through joined labels) are never both served: the first is kept, with
 from __future__ import annotations
 
 import functools
+import json
+import math
 import os
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import (
@@ -134,11 +137,27 @@ _SCOPE_FIELDS = ("otel_scope_name", "otel_scope_version", "otel_scope_schema_url
 
 
 def _label_value(value: Any) -> str:
+    """An attribute value as the Collector and Prometheus write it (pcommon's AsString): a
+    float without exponent or trailing zero, a sequence as JSON."""
+    if isinstance(value, str):
+        return value
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float):
+        return _float_text(value)
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_label_value(v) for v in value) + "]"
+        return (
+            "["
+            + ",".join(json.dumps(v) if isinstance(v, str) else _label_value(v) for v in value)
+            + "]"
+        )
     return str(value)
+
+
+def _float_text(value: float) -> str:
+    if math.isfinite(value):
+        return format(Decimal(repr(value)).normalize(), "f")
+    return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
 
 
 def _label_name(key: str, strategy: str, histogram: bool) -> str:

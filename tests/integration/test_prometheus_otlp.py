@@ -103,6 +103,11 @@ UNIT_METRICS = {
 }
 
 
+TYPED = {"flag": True, "n": 3, "ratio": 1.0, "small": 0.5, "tags": ("a", "b"), "nums": (1.5, 2.0)}
+TYPED_LABELS = {"flag": "true", "n": "3", "ratio": "1", "small": "0.5", "tags": '["a","b"]'}
+TYPED_LABELS["nums"] = "[1.5,2]"
+
+
 def record_units(provider: MeterProvider) -> None:
     meter = provider.get_meter("units", "1.0")
     for (kind, name, unit), _ in UNIT_METRICS.items():
@@ -117,6 +122,8 @@ def record_units(provider: MeterProvider) -> None:
             meter.create_histogram(name, unit=unit).record(7, attributes)
     # keys that make one label: joined with ';' by the original keys (spec; Prometheus' OTLP)
     meter.create_counter("collide").add(1, {"a_b": "2", "a.b": "1"})
+    # values that are not strings: as the Collector writes them (pcommon's AsString)
+    meter.create_counter("typed").add(1, TYPED)
 
 
 Labels = frozenset[tuple[str, str]]
@@ -173,7 +180,7 @@ def test_user_metric_units_have_the_same_names_in_every_mode(
         }
         for handle in handles.values():
             record_units(handle.meter_provider)
-        wanted = len(UNIT_METRICS) + 3  # and the histogram's _bucket and _sum, collide_total
+        wanted = len(UNIT_METRICS) + 4  # and the histogram's _bucket and _sum, collide, typed
         for job in handles:
             count = wanted - (job == "units-collector")
             expr = (
@@ -189,6 +196,9 @@ def test_user_metric_units_have_the_same_names_in_every_mode(
         frozenset({("a_b", "1;2"), *scope})
     }
     assert all(scope <= labels for _, labels in direct)
+    assert {labels for name, labels in direct if name == "typed_total"} == {
+        frozenset({*TYPED_LABELS.items(), *scope})
+    }
     assert seen["units-otlp"] == direct
     assert seen["units-collector"] == {(n, ls) for n, ls in direct if n != "collide_total"}
 
@@ -223,7 +233,7 @@ def test_direct_mode_names_as_prometheus_otlp_names_them(
         }
         for handle in handles.values():
             record_units(handle.meter_provider)
-        wanted = len(UNIT_METRICS) + 3
+        wanted = len(UNIT_METRICS) + 4
         for job in handles:
             selector = f'{{otel_scope_name="units", job="{job}"}}'
             wait_for(prom, f"count(group by (__name__) ({selector})) == {wanted}", timeout=30)
@@ -239,7 +249,11 @@ def test_direct_mode_names_as_prometheus_otlp_names_them(
     )
     assert expected in names, sorted(names)
     label = "unit.test" if "." in route else "unit_test"
-    assert all(label in dict(ls) for n, ls in seen["units-direct"] if not n.startswith("collide"))
+    assert all(
+        label in dict(ls)
+        for n, ls in seen["units-direct"]
+        if not n.startswith(("collide", "typed"))
+    )
 
 
 def test_rules_and_dashboards_for_a_utf8_strategy(tmp_path: Path) -> None:

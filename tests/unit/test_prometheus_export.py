@@ -122,7 +122,7 @@ def test_types_and_label_values() -> None:
     meter.create_up_down_counter("queue.depth").add(-2)
     text = handle.render().decode()
     assert "# TYPE events_total counter" in text
-    assert value(text, "events_total", ok="true", tags="[a,b]") == 3
+    assert value(text, "events_total", ok="true", tags='["a","b"]') == 3  # JSON, as the Collector
     assert "# TYPE queue_depth gauge" in text
     assert value(text, "queue_depth") == -2
 
