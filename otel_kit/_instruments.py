@@ -7,6 +7,14 @@ the SDK alone would cost ~13 µs per request. These instruments keep the same da
 `otel.metric.overflow` series) at ~0.5 µs per measurement, keyed by a tuple of attribute values
 in a fixed order. `FastInstruments.merge()` turns them into SDK data points at collection
 time, so every exporter sees them exactly like SDK metrics.
+
+Exemplars (`exemplar_filter`): each histogram series keeps the NEWEST exemplar per bucket,
+`series.exemplars[i]` = (value, time_ns, trace_id, span_id) for bucket i (ids 0: no span, only
+with always_on), None until one is recorded; kept across collections (as prometheus_client
+does), exported as SDK `Exemplar`s on the point (`_otel_data.histogram_point`), so the
+Prometheus exposition, OTLP push and the multi-process snapshot all read them from there.
+trace_based (the default) takes the span of the current context (or the one `record()` is
+given) when it is sampled; with no span the cost is one ContextVar read.
 """
 
 from __future__ import annotations
@@ -17,9 +25,12 @@ from collections.abc import Sequence
 from time import time_ns
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry.sdk.metrics import Exemplar
 from opentelemetry.sdk.metrics.export import Metric, MetricsData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from otel_kit._otel_data import (
     histogram_metric,
@@ -31,10 +42,56 @@ from otel_kit._otel_data import (
 from otel_kit._support import at_fork
 from otel_kit.catalogue import MetricSpec
 
-__all__ = ["FastHistogram", "FastInstruments", "FastSum"]
+__all__ = ["CURRENT", "FastHistogram", "FastInstruments", "FastSum", "current_span"]
 
 Key = tuple[Any, ...]
 _OVERFLOW: Key = ("__otel_kit_overflow__",)
+ExemplarEntry = tuple[float, int, int, int]  # value, time_ns, trace_id, span_id (0: none)
+# exemplar_filter as a number the hot path compares cheaply
+_FILTERS = {"always_off": 0, "trace_based": 1, "always_on": 2}
+_ALWAYS_ON = 2
+CURRENT: Any = object()  # record(span=CURRENT): the span of the current context
+
+
+class _CurrentContext:
+    """Fallback when OTEL_PYTHON_CONTEXT chose a runtime context that is not contextvars."""
+
+    @staticmethod
+    def get() -> Any:
+        return otel_context.get_current()
+
+
+# The current OTel Context (a dict) in one ContextVar read: trace.get_current_span() costs
+# ~0.5 µs through its layers, more than the whole budget of a measurement without a span.
+_context: Any = getattr(otel_context._RUNTIME_CONTEXT, "_current_context", None)
+if not hasattr(_context, "get"):
+    _context = _CurrentContext()
+
+
+def current_span() -> Any:
+    """The current context's span object, None without one (cheap; never INVALID_SPAN)."""
+    return _context.get().get(_SPAN_KEY)
+
+
+def _exemplar(value: float, span: Any, mode: int) -> ExemplarEntry | None:
+    """The exemplar of a measurement under `span` (None: none), or None if the filter says no."""
+    trace_id = span_id = 0
+    if span is not None:
+        span_context = span.get_span_context()
+        if span_context.trace_flags & 1 or (mode == _ALWAYS_ON and span_context.is_valid):
+            trace_id, span_id = span_context.trace_id, span_context.span_id
+    if not trace_id and mode != _ALWAYS_ON:
+        return None
+    return (value, time_ns(), trace_id, span_id)
+
+
+def _sdk_exemplars(entries: list[ExemplarEntry | None] | None) -> list[Exemplar]:
+    if entries is None:
+        return []
+    return [
+        Exemplar({}, value, when, span_id or None, trace_id or None)
+        for value, when, trace_id, span_id in filter(None, entries)
+    ]
 
 
 def _admit(store: dict[Key, Any], key: Key, limit: int) -> Key:
@@ -50,22 +107,32 @@ def _attributes(keys: Sequence[str], key: Key) -> dict[str, Any]:
 
 
 class _Series:
-    __slots__ = ("counts", "max", "min", "sum")
+    __slots__ = ("counts", "exemplars", "max", "min", "sum")
 
     def __init__(self, buckets: int) -> None:
         self.counts = [0] * buckets
         self.sum = 0.0
         self.min = float("inf")
         self.max = float("-inf")
+        self.exemplars: list[ExemplarEntry | None] | None = None  # per bucket, made on first
 
 
 class FastHistogram:
-    """Cumulative explicit-bucket histogram. `record(value, key)`; key values None = absent."""
+    """Cumulative explicit-bucket histogram. `record(value, key)`; key values None = absent.
 
-    def __init__(self, spec: MetricSpec, bounds: Sequence[float], limit: int) -> None:
+    `exemplar_filter`: trace_based, always_on or always_off (see the module docstring)."""
+
+    def __init__(
+        self,
+        spec: MetricSpec,
+        bounds: Sequence[float],
+        limit: int,
+        exemplar_filter: str = "trace_based",
+    ) -> None:
         self.spec = spec
         self.bounds = tuple(bounds)
         self._limit = limit
+        self._exemplar_mode = _FILTERS[exemplar_filter]
         self._series: dict[Key, _Series] = {}
         self._lock = threading.Lock()
 
@@ -77,10 +144,24 @@ class FastHistogram:
                 series = self._series.setdefault(key, _Series(len(self.bounds) + 1))
             return series
 
-    def record(self, value: float, key: Key) -> None:
+    def record(self, value: float, key: Key, span: Any = CURRENT) -> None:
+        """`span`: the span the measurement belongs to (an object with get_span_context(), or
+        None), by default the current context's; it may give the bucket's exemplar."""
         series = self._series.get(key) or self._new(key)
         index = bisect_left(self.bounds, value)
+        exemplar = None
+        mode = self._exemplar_mode
+        if mode:
+            if span is CURRENT:
+                span = _context.get().get(_SPAN_KEY)
+            if span is not None or mode == _ALWAYS_ON:
+                exemplar = _exemplar(value, span, mode)
         with self._lock:
+            if exemplar is not None:
+                exemplars = series.exemplars
+                if exemplars is None:
+                    exemplars = series.exemplars = [None] * len(series.counts)
+                exemplars[index] = exemplar
             series.counts[index] += 1
             series.sum += value
             if value < series.min:
@@ -100,6 +181,7 @@ class FastHistogram:
                     total=series.sum,
                     low=series.min,
                     high=series.max,
+                    exemplars=_sdk_exemplars(series.exemplars),
                 )
                 for key, series in self._series.items()
             ]
@@ -139,8 +221,9 @@ class FastSum:
 class FastInstruments:
     """The fast instruments of one otel-kit setup, exported as one instrumentation scope."""
 
-    def __init__(self, version: str) -> None:
+    def __init__(self, version: str, exemplar_filter: str = "trace_based") -> None:
         self._scope = InstrumentationScope("otel_kit", version)
+        self._exemplar_filter = exemplar_filter
         self._start = time_ns()
         self._instruments: list[FastHistogram | FastSum] = []
         # One instrument per metric name: integrations sharing a spec (SQLAlchemy and Redis
@@ -154,7 +237,8 @@ class FastInstruments:
         with self._lock:
             instrument = self._by_name.get(spec.name)
             if instrument is None:
-                instrument = self._by_name[spec.name] = FastHistogram(spec, bounds, limit)
+                instrument = FastHistogram(spec, bounds, limit, self._exemplar_filter)
+                self._by_name[spec.name] = instrument
                 self._instruments.append(instrument)
         if not isinstance(instrument, FastHistogram):
             raise TypeError(f"{spec.name} is already registered as a sum")

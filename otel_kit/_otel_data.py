@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from opentelemetry.sdk.metrics import Exemplar
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Gauge,
@@ -55,8 +56,10 @@ def histogram_point(
     total: float,
     low: float,
     high: float,
+    exemplars: Sequence[Exemplar] = (),
 ) -> HistogramDataPoint:
-    """A cumulative explicit-bucket point; `counts` has one more entry than `bounds`."""
+    """A cumulative explicit-bucket point; `counts` has one more entry than `bounds`.
+    `exemplars`: at most one per bucket (otel-kit's, and the SDK's aligned reservoir)."""
     return HistogramDataPoint(
         attributes=attributes,
         start_time_unix_nano=start,
@@ -67,6 +70,7 @@ def histogram_point(
         explicit_bounds=bounds,
         min=low,
         max=high,
+        exemplars=list(exemplars),
     )
 
 

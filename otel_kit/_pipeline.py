@@ -116,7 +116,7 @@ class Pipeline:
     def __init__(self, settings: Settings, *, serve_on_app: bool) -> None:
         default = default_registry(settings)  # first: it may refuse the settings
         self.resource = build_resource(settings)
-        self.fast = FastInstruments(__version__)
+        self.fast = FastInstruments(__version__, settings.exemplar_filter)
         limit = settings.cardinality_limit
         readers: list[MetricReader] = []
         self.registry: CollectorRegistry | None = None
