@@ -145,7 +145,8 @@ DB_CLIENT_CONNECTION_COUNT = MetricSpec(
     name="db.client.connection.count",
     kind="updowncounter",
     unit="{connection}",
-    description="Number of connections in the state given by db.client.connection.state.",
+    description="The number of connections that are currently in state described by the `state` "
+    "attribute.",
     attributes=("db.client.connection.pool.name", "db.client.connection.state"),
 )
 DB_CLIENT_CONNECTION_MAX = MetricSpec(
@@ -159,14 +160,15 @@ DB_CLIENT_CONNECTION_PENDING_REQUESTS = MetricSpec(
     name="db.client.connection.pending_requests",
     kind="updowncounter",
     unit="{request}",
-    description="Number of current pending requests for an open connection.",
+    description="The number of current pending requests for an open connection.",
     attributes=("db.client.connection.pool.name",),
 )
 DB_CLIENT_CONNECTION_TIMEOUTS = MetricSpec(
     name="db.client.connection.timeouts",
     kind="counter",
     unit="{timeout}",
-    description="Number of timeouts while obtaining a connection from the pool.",
+    description="The number of connection timeouts that have occurred trying to obtain a "
+    "connection from the pool.",
     attributes=("db.client.connection.pool.name",),
 )
 DB_CLIENT_CONNECTION_WAIT_TIME = MetricSpec(
@@ -240,21 +242,23 @@ CPYTHON_GC_COLLECTIONS = MetricSpec(
     name="cpython.gc.collections",
     kind="counter",
     unit="{collection}",
-    description="Times the generation ran, per GC generation, since interpreter start.",
+    description="The number of times a generation was collected since interpreter start.",
     attributes=("cpython.gc.generation",),
 )
 CPYTHON_GC_COLLECTED_OBJECTS = MetricSpec(
     name="cpython.gc.collected_objects",
     kind="counter",
     unit="{object}",
-    description="Objects it collected, per GC generation, since interpreter start.",
+    description="The total number of objects collected inside a generation since interpreter "
+    "start.",
     attributes=("cpython.gc.generation",),
 )
 CPYTHON_GC_UNCOLLECTABLE_OBJECTS = MetricSpec(
     name="cpython.gc.uncollectable_objects",
     kind="counter",
     unit="{object}",
-    description="Uncollectable found, per GC generation, since interpreter start.",
+    description="The total number of objects which were found to be uncollectable inside a "
+    "generation since interpreter start.",
     attributes=("cpython.gc.generation",),
 )
 
