@@ -9,16 +9,23 @@ scrape merges before handing SDK data (`to_metrics_data`) to the Prometheus tran
 Merge rules, per OTel instrument kind: counters and histograms add up over live and ended
 processes; up-down counters add up and gauges take the largest value, over live ones only (an
 ended process's state ended with it).
+
+Histogram exemplars: `HistogramPoint.exemplars` maps a bucket index to its exemplar (value,
+time_ns, trace_id, span_id); the newest per bucket wins across processes. In the file, a
+histogram point has a 7th element then: [[index, value, time_ns, trace_id hex, span_id hex],
+...]. Exemplars of counters and exemplars' filtered attributes are not carried.
 """
 
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from time import time_ns
 from typing import Any
 
+from opentelemetry.sdk.metrics import Exemplar
 from opentelemetry.sdk.metrics.export import (
     Gauge,
     Histogram,
@@ -64,6 +71,7 @@ _ATTRIBUTE_TYPES = (str, bool, int, float)
 # The SDK's point for attribute sets past the cardinality limit.
 OVERFLOW: AttributesKey = (("otel.metric.overflow", True),)
 _warn_once = LogOnce().warning
+SnapshotExemplar = tuple[float, int, int, int]  # value, time_ns, trace_id, span_id (0: none)
 
 
 @dataclass
@@ -73,9 +81,44 @@ class HistogramPoint:
     sum: float
     min: float
     max: float
+    exemplars: dict[int, SnapshotExemplar] = field(default_factory=dict)  # by bucket index
 
     def copy(self) -> HistogramPoint:
-        return HistogramPoint(self.bounds, list(self.counts), self.sum, self.min, self.max)
+        return HistogramPoint(
+            self.bounds, list(self.counts), self.sum, self.min, self.max, dict(self.exemplars)
+        )
+
+
+def _newest(
+    old: dict[int, SnapshotExemplar], new: dict[int, SnapshotExemplar]
+) -> dict[int, SnapshotExemplar]:
+    """Per bucket, the newer exemplar of the two."""
+    merged = dict(old)
+    for index, exemplar in new.items():
+        kept = merged.get(index)
+        if kept is None or exemplar[1] > kept[1]:
+            merged[index] = exemplar
+    return merged
+
+
+def _snapshot_exemplars(
+    exemplars: Iterable[Exemplar], bounds: tuple[float, ...]
+) -> dict[int, SnapshotExemplar]:
+    """A point's exemplars by bucket, the newest of each."""
+    out: dict[int, SnapshotExemplar] = {}
+    for e in exemplars:
+        index = bisect_left(bounds, e.value)
+        kept = out.get(index)
+        if kept is None or e.time_unix_nano > kept[1]:
+            out[index] = (e.value, e.time_unix_nano, e.trace_id or 0, e.span_id or 0)
+    return out
+
+
+def _sdk_exemplars(exemplars: dict[int, SnapshotExemplar]) -> list[Exemplar]:
+    return [
+        Exemplar({}, value, when, span_id or None, trace_id or None)
+        for value, when, trace_id, span_id in exemplars.values()
+    ]
 
 
 @dataclass
@@ -120,7 +163,12 @@ def _combine(kind: str, old: Any, new: Any) -> Any:
         return old
     counts = [a + b for a, b in zip(old.counts, new.counts, strict=True)]
     return HistogramPoint(
-        old.bounds, counts, old.sum + new.sum, min(old.min, new.min), max(old.max, new.max)
+        old.bounds,
+        counts,
+        old.sum + new.sum,
+        min(old.min, new.min),
+        max(old.max, new.max),
+        _newest(old.exemplars, new.exemplars),
     )
 
 
@@ -145,12 +193,14 @@ def snapshot_of(data: MetricsData) -> Snapshot:
                 for point in data_points:
                     key = attributes_key(point.attributes)
                     if kind == "histogram":
+                        bounds = tuple(point.explicit_bounds)
                         value: Any = HistogramPoint(
-                            tuple(point.explicit_bounds),
+                            bounds,
                             list(point.bucket_counts),
                             point.sum,
                             point.min,
                             point.max,
+                            _snapshot_exemplars(point.exemplars, bounds),
                         )
                     else:
                         value = point.value
@@ -216,13 +266,36 @@ def encode(snapshot: Snapshot, **extra: Any) -> bytes:
     for (scope, name), metric in snapshot.items():
         if metric.kind == "histogram":
             points = [
-                [key, p.bounds, p.counts, p.sum, p.min, p.max] for key, p in metric.points.items()
+                [key, p.bounds, p.counts, p.sum, p.min, p.max, *_encode_exemplars(p.exemplars)]
+                for key, p in metric.points.items()
             ]
         else:
             points = [[key, value] for key, value in metric.points.items()]
         metrics.append([scope, name, metric.kind, metric.unit, metric.description, points])
     document = {"format": _FORMAT, **extra, "metrics": metrics}
     return json.dumps(document, separators=(",", ":")).encode()
+
+
+def _encode_exemplars(exemplars: dict[int, SnapshotExemplar]) -> list[list[list[Any]]]:
+    """[] without exemplars (the point keeps its 6 elements), else the point's 7th element."""
+    if not exemplars:
+        return []
+    encoded = [
+        [index, value, when, f"{trace_id:032x}", f"{span_id:016x}"]
+        for index, (value, when, trace_id, span_id) in exemplars.items()
+    ]
+    return [encoded]
+
+
+def _decode_exemplars(raw: Any, buckets: int) -> dict[int, SnapshotExemplar]:
+    out: dict[int, SnapshotExemplar] = {}
+    for index, value, when, trace_id, span_id in raw:
+        if not isinstance(index, int) or not 0 <= index < buckets:
+            raise ValueError("exemplar bucket out of range")
+        if not isinstance(when, int) or isinstance(when, bool):
+            raise TypeError("exemplar time is no integer")
+        out[index] = (_number(value), when, int(_text(trace_id), 16), int(_text(span_id), 16))
+    return out
 
 
 def _decode_key(pairs: Any) -> AttributesKey:
@@ -250,7 +323,9 @@ def _number(value: Any) -> float:
     return value
 
 
-def _histogram(bounds: Any, counts: Any, total: Any, low: Any, high: Any) -> HistogramPoint:
+def _histogram(
+    bounds: Any, counts: Any, total: Any, low: Any, high: Any, exemplars: Any = ()
+) -> HistogramPoint:
     checked = tuple(_number(b) for b in bounds)
     if list(checked) != sorted(checked):
         raise ValueError("histogram bounds out of order")
@@ -258,7 +333,14 @@ def _histogram(bounds: Any, counts: Any, total: Any, low: Any, high: Any) -> His
         isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts
     ):
         raise ValueError("histogram counts do not match the bounds")
-    return HistogramPoint(checked, list(counts), _number(total), _number(low), _number(high))
+    return HistogramPoint(
+        checked,
+        list(counts),
+        _number(total),
+        _number(low),
+        _number(high),
+        _decode_exemplars(exemplars, len(counts)),
+    )
 
 
 def decode(data: bytes) -> tuple[Snapshot, dict[str, Any]]:
@@ -312,6 +394,7 @@ def to_metrics_data(snapshot: Snapshot, resource: Resource) -> MetricsData:
                     total=p.sum,
                     low=p.min,
                     high=p.max,
+                    exemplars=_sdk_exemplars(p.exemplars),
                 )
                 for key, p in metric.points.items()
             ]
