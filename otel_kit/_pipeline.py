@@ -21,12 +21,12 @@ from opentelemetry.sdk.metrics import (
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
-from prometheus_client import make_asgi_app
+from prometheus_client import make_asgi_app, make_wsgi_app
 from prometheus_client.registry import CollectorRegistry
 
 from otel_kit import __version__
 from otel_kit._dedup import KeepOne
-from otel_kit._exporters.auth import MetricsAuth
+from otel_kit._exporters.auth import MetricsAuth, WSGIApp
 from otel_kit._exporters.prometheus import (
     PullReader,
     Translation,
@@ -150,6 +150,7 @@ class Pipeline:
             if self.multiprocess is not None:
                 self.multiprocess.registry = self.registry  # what its endpoint serves
         self.metrics_app: ASGIApp | None = None
+        self.metrics_wsgi_app: WSGIApp | None = None  # the same endpoint for WSGI apps
         self._server: Any = None
         self.prometheus_port: int | None = None
         if self.registry is not None:
@@ -163,6 +164,9 @@ class Pipeline:
             mp = self.multiprocess
             app = make_asgi_app(registry) if mp is None else mp.asgi_app()
             self.metrics_app = app if auth is None else auth.asgi(app)
+            # In a sync worker the merge over processes runs inline, in the request's thread.
+            wsgi: WSGIApp = make_wsgi_app(registry)
+            self.metrics_wsgi_app = wsgi if auth is None else auth.wsgi(wsgi)
         elif self.multiprocess is None or self.multiprocess.claim_port():
             port = DEFAULT_PORT if settings.prometheus_port is None else settings.prometheus_port
             self._server = start_metrics_server(port, settings.prometheus_host, registry, auth)

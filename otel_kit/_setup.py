@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -21,6 +22,7 @@ from otel_kit import catalogue
 from otel_kit._instrumentation import INTEGRATIONS, Integration
 from otel_kit._instrumentation._context import IntegrationContext, instrument_all
 from otel_kit._instrumentation.asgi import ASGIApp, MetricsMiddleware, disable_fastapi_metrics
+from otel_kit._instrumentation.wsgi import WSGIMetricsMiddleware, is_flask
 from otel_kit._instruments import FastHistogram, FastSum
 from otel_kit._pipeline import Pipeline
 from otel_kit.config import SettingKeywords, Settings, load_settings
@@ -104,10 +106,11 @@ class MetricsHandle:
         return self._pipeline.prometheus_port
 
     def instrument_app(self, app: Any) -> Any:
-        """Add HTTP server metrics (and the metrics endpoint) to an ASGI app.
+        """Add HTTP server metrics (and the metrics endpoint) to an ASGI or WSGI app.
 
-        Starlette and FastAPI apps are changed in place and returned; any other ASGI app is
-        returned wrapped, so use the return value: `app = handle.instrument_app(app)`.
+        Starlette, FastAPI and Flask apps are changed in place and returned; any other ASGI
+        or WSGI app is returned wrapped, so use the return value:
+        `app = handle.instrument_app(app)`.
         """
         with self._apps_lock:
             try:
@@ -115,6 +118,11 @@ class MetricsHandle:
                     return app
             except TypeError:  # not weak-referenceable: cannot be remembered, wrap it
                 pass
+            if is_flask(app):
+                self._instrument_flask(app)
+                return app
+            if _is_wsgi(app):
+                return self._wsgi_middleware(app, measure=True) or app
             options = self._middleware_options(app)
             if options is None:
                 return app
@@ -127,23 +135,45 @@ class MetricsHandle:
             self._apps.add(app)
             return app
 
-    def _middleware_options(self, app: Any) -> dict[str, Any] | None:
-        """MetricsMiddleware's arguments for `app`; None when there is nothing to add."""
-        measure = "fastapi" not in self.settings.disabled_instrumentations
-        if not measure and self._pipeline.metrics_app is None:
-            return None
-        options: dict[str, Any] = {
+    def _http_options(self, measure: bool, metrics_app: Any) -> dict[str, Any]:
+        """The arguments the ASGI and the WSGI middleware share."""
+        return {
             "measure": measure,
             "duration": self._http_duration,
             "active": self._http_active,
             "known_methods": frozenset(self.settings.http_known_methods),
             "metrics_path": self.settings.metrics_path,
-            "metrics_app": self._pipeline.metrics_app,
+            "metrics_app": metrics_app,
             "excluded_urls": self.settings.excluded_urls,
-            "on_shutdown": self.meter_provider.force_flush,
             "body_sizes": self._http_body_sizes,
             "first_byte": self._http_first_byte,
         }
+
+    def _wsgi_middleware(self, app: Any, *, measure: bool) -> WSGIMetricsMiddleware | None:
+        """The WSGI middleware around `app`; None when there is nothing to add."""
+        metrics_app = self._pipeline.metrics_wsgi_app
+        if not measure and metrics_app is None:
+            return None
+        return WSGIMetricsMiddleware(app, **self._http_options(measure, metrics_app))
+
+    def _instrument_flask(self, app: Any) -> None:
+        """Measure a Flask app in place (call with `_apps_lock` held)."""
+        measure = "flask" not in self.settings.disabled_instrumentations
+        middleware = self._wsgi_middleware(app.wsgi_app, measure=measure)
+        if middleware is None:
+            return
+        from otel_kit._instrumentation.flask import instrument_flask
+
+        instrument_flask(app, middleware)
+        self._apps.add(app)
+
+    def _middleware_options(self, app: Any) -> dict[str, Any] | None:
+        """MetricsMiddleware's arguments for `app`; None when there is nothing to add."""
+        measure = "fastapi" not in self.settings.disabled_instrumentations
+        if not measure and self._pipeline.metrics_app is None:
+            return None
+        options = self._http_options(measure, self._pipeline.metrics_app)
+        options["on_shutdown"] = self.meter_provider.force_flush
         if hasattr(app, "add_middleware"):  # Starlette/FastAPI
             if measure:
                 disable_fastapi_metrics(app)
@@ -248,12 +278,30 @@ def cache_requests() -> FastSum | None:
     return counter
 
 
+def _is_wsgi(app: Any) -> bool:
+    """Whether `app` is a WSGI callable, `(environ, start_response)`, rather than an ASGI one,
+    `async (scope, receive, send)`: told by its signature; one that cannot be read is ASGI,
+    as every app was before WSGI apps were measured."""
+    if not callable(app):
+        return False
+    call = app if inspect.isroutine(app) else type(app).__call__
+    if inspect.iscoroutinefunction(call):
+        return False
+    try:
+        parameters = inspect.signature(app).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(p.kind in positional for p in parameters) == 2
+
+
 def _serves_on_app(app: Any, config: Settings) -> bool:
     """Whether metrics go on `app`'s metrics path (else on the port, if any); checks `app`."""
-    if app is not None and not hasattr(app, "add_middleware"):
+    if app is not None and not hasattr(app, "add_middleware") and not is_flask(app):
         raise TypeError(
-            "setup_metrics(app) instruments Starlette/FastAPI apps in place; for another "
-            "ASGI app use: handle = setup_metrics(); app = handle.instrument_app(app)"
+            "setup_metrics(app) instruments Starlette/FastAPI and Flask apps in place; for "
+            "another ASGI or WSGI app use: handle = setup_metrics(); "
+            "app = handle.instrument_app(app)"
         )
     return app is not None and config.prometheus_port is None
 

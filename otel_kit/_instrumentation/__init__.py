@@ -37,6 +37,10 @@ class Integration(NamedTuple):
 
 INTEGRATIONS: tuple[Integration, ...] = (
     Integration("fastapi", None, "starlette", "fastapi", ("starlette.applications",)),
+    # `otel-kit run` patches flask.Flask on its import (autoinstrument), as Starlette.
+    Integration("flask", None, "flask", "flask", ("flask",)),
+    # ORM statements, cache lookups, route templates (the HTTP middleware measures requests).
+    Integration("django", "otel_kit._instrumentation.django", "django", "django", ("django",)),
     Integration(
         "sqlalchemy",
         "otel_kit._instrumentation.sqlalchemy",

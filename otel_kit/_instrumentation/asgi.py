@@ -17,12 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from time import perf_counter
 from typing import Any
 
 from otel_kit._instrumentation._context import error_type
+from otel_kit._instrumentation._http_server import (
+    MEASURED_KEY,
+    SCHEMES,
+    VERSIONS,
+    excluded_pattern,
+    is_5xx,
+    request_key,
+    status_code,
+)
 from otel_kit._instruments import FastHistogram, FastSum
 from otel_kit._support import report_failure
 from otel_kit.catalogue import KNOWN_HTTP_METHODS
@@ -39,13 +47,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Leaf = tuple[str, tuple[Any, ...]]  # (full route template, the routes from the top to it)
 
 _TELEMETRY_KEY = "fastapi.telemetry"
-# The values `url.scheme` and `network.protocol.version` may take: the server fills them in
-# (from a proxy's X-Forwarded-Proto, too), and a lax one could put anything there.
-_SCHEMES = frozenset({"http", "https"})
-_VERSIONS = frozenset({"1.0", "1.1", "2", "3"})
-# Set by the outermost MetricsMiddleware of a request: inner ones (a mounted sub-app that is
-# instrumented too, an app instrumented twice) pass the request through, so it counts once.
-_MEASURED_KEY = "otel_kit.measured"
 
 
 def _fastapi_request_record() -> Callable[[str], Any] | None:
@@ -177,22 +178,6 @@ def _warn_if_hidden(app: Any, metrics_path: str) -> None:
         )
 
 
-def _status_code(status: object) -> int | None:
-    """The `http.response.status_code` of a status that is not a plain int, which ASGI
-    requires but some servers do not check: an int subclass (`HTTPStatus.OK`) is its value,
-    a string of three digits ("200") the status it spells; anything else gets no label."""
-    if isinstance(status, int) and not isinstance(status, bool):
-        return int(status)
-    if isinstance(status, str) and len(status) == 3 and status.isascii() and status.isdigit():
-        return int(status)
-    return None
-
-
-def _is_5xx(status: object) -> bool:
-    code = status if type(status) is int else _status_code(status)
-    return code is not None and code >= 500
-
-
 def _content_length(headers: Any) -> int | None:
     """The Content-Length of ASGI headers, None when absent or not a number."""
     try:
@@ -312,9 +297,7 @@ class MetricsMiddleware:
         self._known_methods = known_methods
         self._metrics_path = metrics_path if metrics_app is not None else None
         self._metrics_app = metrics_app
-        self._excluded = (
-            re.compile("|".join(f"(?:{p})" for p in excluded_urls)) if excluded_urls else None
-        )
+        self._excluded = excluded_pattern(excluded_urls)
         self._request_record = _fastapi_request_record() if fastapi_routes else None
         self._measure = measure
         self._templates: dict[int, tuple[Any, list[Leaf]]] = {}
@@ -341,10 +324,10 @@ class MetricsMiddleware:
         if scope["type"] == "lifespan" and self._on_shutdown is not None:
             await self.app(scope, receive, self._flush_at_shutdown(send))
             return
-        if scope["type"] != "http" or _MEASURED_KEY in scope:
+        if scope["type"] != "http" or MEASURED_KEY in scope:
             await self.app(scope, receive, send)
             return
-        scope[_MEASURED_KEY] = True
+        scope[MEASURED_KEY] = True
         path: str = scope["path"]
         root_path: str = scope.get("root_path", "")
         if self._metrics_path is not None and (
@@ -372,10 +355,10 @@ class MetricsMiddleware:
         if method not in self._known_methods:
             method = "_OTHER"
         scheme = scope.get("scheme", "http")  # ASGI: absent means http
-        if scheme not in _SCHEMES:
+        if scheme not in SCHEMES:
             scheme = "_OTHER"
         version = scope.get("http_version")
-        if version not in _VERSIONS:
+        if version not in VERSIONS:
             version = None
         active = self._active
         active_key = (method, scheme)
@@ -405,16 +388,14 @@ class MetricsMiddleware:
             try:
                 if ended is None and active is not None:
                     active.add(-1, active_key)  # first: a failure below cannot leak it
-                code = status if type(status) is int else _status_code(status)
-                if error is None and code is not None and code >= 500:
-                    error = str(code)
+                code = status if type(status) is int else status_code(status)
                 route = getattr(record, "route", None)
                 if route is None or route.endswith("/{path}"):
                     # FastAPI's hook stops at a mounted app that is not FastAPI ("/sub/{path}")
                     route = _generic_route(scope, self._templates) or route
                 elif root and route.startswith(root):
                     route = route[len(root) :]
-                key = (method, route, code, error, scheme, version)
+                key = request_key(method, route, code, error, scheme, version)
                 self._duration.record(elapsed, key)
                 if tally is not None:
                     self._record_tally(tally, scope, key, start)
@@ -434,7 +415,7 @@ class MetricsMiddleware:
                 (kind == "http.response.body" and not message.get("more_body", False))
                 or kind == "http.response.pathsend"
             ):
-                if ended is None and _is_5xx(status):
+                if ended is None and is_5xx(status):
                     # Starlette's ServerErrorMiddleware sends its 500 before it re-raises: when
                     # it is inside this middleware (`otel-kit run`, setup after start) the
                     # exception comes next, so its class is the error type as with setup before
