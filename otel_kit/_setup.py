@@ -394,7 +394,7 @@ def _warn_ignored(effective: Settings, given: Mapping[str, object]) -> None:
 
 
 # Imported by a process that will build an ASGI app (the app's own modules, or its server).
-_APP_MODULES = ("starlette", "uvicorn", "gunicorn", "hypercorn", "granian", "daphne")
+_APP_MODULES = ("starlette", "flask", "uvicorn", "gunicorn", "hypercorn", "granian", "daphne")
 
 
 def _warn_if_served_nowhere(config: Settings) -> None:

@@ -1,4 +1,4 @@
-"""`otel-kit run` inside each Python process: set up metrics, measure every Starlette app.
+"""`otel-kit run` inside each Python process: set up metrics, measure every Starlette and Flask app.
 
 Called by `pythonpath/sitecustomize.py` beside this file, after it ran the `sitecustomize` it
 shadows (itself, so that happens even where otel-kit cannot load); never raises (a failure is
@@ -14,7 +14,7 @@ until needed.
   library, never by importing it: each is 0.1-0.3 s and several MB a process may not need.
 - Every Starlette application (FastAPI included) gets otel-kit's middleware when its middleware
   stack is built, however it was created (module attribute, factory, `--reload`), unless it
-  called `setup_metrics(app)` itself.
+  called `setup_metrics(app)` itself. Every Flask app gets it when it is created.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ PYTHONPATH = Path(__file__).parent / "pythonpath"
 _log = logging.getLogger("otel_kit")
 
 _STARLETTE = "starlette.applications"  # patched when imported (below)
+_FLASK = "flask"  # likewise
 # Importing one of these means the process serves or measures something: set up then (and
 # instrument the integration it belongs to). Not the OTel metrics API: otel-kit's setup
 # imports it, also from inside the import of the SDK, which a setup started there would need.
@@ -65,6 +66,8 @@ def initialize() -> None:
         sys.meta_path.insert(0, _PostImportHook())
         if _STARLETTE in sys.modules:
             _patch_starlette(sys.modules[_STARLETTE])
+        if _FLASK in sys.modules:
+            _patch_flask(sys.modules[_FLASK])
     except Exception:
         _log.exception("otel-kit: bootstrap failed; the application runs without its metrics")
 
@@ -157,6 +160,8 @@ def _imported(name: str, module: ModuleType) -> None:
         handle = _activate()
         if name == _STARLETTE:
             _patch_starlette(module)
+        elif name == _FLASK:
+            _patch_flask(module)
         if handle is not None and name in _INTEGRATION_TRIGGERS:
             handle.instrument_imported(name)
     except Exception:
@@ -207,3 +212,26 @@ def _wrap_build(cls: Any) -> None:
             return stack
 
     cls.build_middleware_stack = build_middleware_stack
+
+
+def _patch_flask(module: Any) -> None:
+    """Measure every Flask app as it is created (subclasses call this `__init__` too), unless
+    it calls `setup_metrics(app)` itself: that then finds it measured already."""
+    base = module.Flask
+    if "_otel_kit_patched" in base.__dict__:
+        return
+    base._otel_kit_patched = True
+    original = base.__init__
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        handle = _activate()
+        if handle is None:
+            return
+        try:
+            handle.instrument_app(self)
+        except Exception:
+            _log.exception("otel-kit: instrumenting %r failed; it runs unmeasured", self)
+
+    base.__init__ = __init__

@@ -1,0 +1,239 @@
+"""Flask and plain WSGI apps, in-process: a real Flask app (blueprints, a streamed response, an
+exception, a method of its own) through Werkzeug's test client, which calls the app and closes
+its response as a WSGI server does. Under gunicorn: tests/integration/test_flask.py."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from typing import Any, cast
+
+import pytest
+from flask import Flask
+from werkzeug.test import Client, TestResponse
+
+from otel_kit import setup_metrics
+from otel_kit._instrumentation.wsgi import ROUTE_KEY
+from tests.exposition import samples, series, value
+from tests.handles import MakeHandle
+from tests.integration.apps.flask_plain import STREAM_PAUSE_S, create_app
+from tests.metrics_auth import CHALLENGE_BEARER, TOKEN, bearer
+
+COUNT = "http_server_request_duration_seconds_count"
+BUCKET = "http_server_request_duration_seconds_bucket"
+SUM = "http_server_request_duration_seconds_sum"
+
+
+def get(client: Client, path: str, method: str = "GET", **kwargs: Any) -> TestResponse:
+    """One request, its response read and closed (as a server does once it is sent)."""
+    response = client.open(path, method=method, buffered=True, **kwargs)
+    response.close()
+    return response
+
+
+def count(text: str, **labels: str) -> float:
+    return value(text, COUNT, **labels)
+
+
+def test_counts_per_route_template(make_handle: MakeHandle) -> None:
+    app = create_app()
+    handle = make_handle(app)
+    client = app.test_client()
+    for i in range(5):
+        assert get(client, f"/items/{i}").status_code == 200
+    for name in ("ann", "bob"):
+        assert get(client, f"/api/v1/users/{name}").status_code == 200
+    assert get(client, "/api/v1/admin/reports/7", "POST").status_code == 201
+    assert get(client, "/cache/k1", "PURGE").status_code == 200
+    assert get(client, "/items/1", "PURGE").status_code == 405  # no such route for PURGE
+    assert get(client, "/missing/42").status_code == 404
+    assert get(client, "/items/not-a-number").status_code == 404
+    text = handle.render().decode()
+
+    by_labels = {
+        tuple(sorted(labels.items())): v
+        for (name, labels_set), v in samples(text).items()
+        if name == COUNT
+        for labels in [dict(labels_set)]
+    }
+    common = {"url_scheme": "http", "network_protocol_version": "1.1"}
+
+    def key(**labels: str) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted({**common, **labels}.items()))
+
+    assert by_labels == {
+        key(http_request_method="GET", http_route="/items/<int:item_id>",
+            http_response_status_code="200"): 5,
+        key(http_request_method="GET", http_route="/api/v1/users/<user_id>",
+            http_response_status_code="200"): 2,
+        key(http_request_method="POST", http_route="/api/v1/admin/reports/<int:report_id>",
+            http_response_status_code="201"): 1,
+        # PURGE is no method semconv knows: _OTHER, on the app's own route
+        key(http_request_method="_OTHER", http_route="/cache/<key>",
+            http_response_status_code="200"): 1,
+        # unmatched: no http.route at all, never the raw path
+        key(http_request_method="_OTHER", http_response_status_code="405"): 1,
+        key(http_request_method="GET", http_response_status_code="404"): 2,
+    }  # fmt: skip
+    # the scrape itself is answered before the app: never counted
+    get(client, "/metrics")
+    assert count(handle.render().decode()) == 12
+    active = series(text, "http_server_active_requests")
+    assert {(s["http_request_method"], s["url_scheme"]) for s in active} == {
+        ("GET", "http"),
+        ("POST", "http"),
+        ("_OTHER", "http"),
+    }
+    assert value(text, "http_server_active_requests") == 0
+
+
+def test_exception_is_a_500_with_its_class(make_handle: MakeHandle) -> None:
+    app = create_app()
+    handle = make_handle(app)
+    client = app.test_client()
+    assert get(client, "/boom").status_code == 500  # Flask's own 500 page
+    app.config["PROPAGATE_EXCEPTIONS"] = True  # now the exception reaches the server
+    with pytest.raises(ValueError, match="the view failed"):
+        get(client, "/boom")
+    text = handle.render().decode()
+    assert series(text, COUNT) == [
+        {
+            "http_request_method": "GET",
+            "http_route": "/boom",
+            "http_response_status_code": "500",
+            "error_type": "ValueError",
+            "url_scheme": "http",
+            "network_protocol_version": "1.1",
+        }
+    ]
+    assert count(text) == 2
+    assert value(text, "http_server_active_requests") == 0
+
+
+def test_streamed_response_is_timed_until_closed(make_handle: MakeHandle) -> None:
+    app = create_app()
+    handle = make_handle(app)
+    response = app.test_client().get("/stream")  # not read yet: the view has returned
+    chunks = iter(cast(Iterable[bytes], response.response))
+    assert next(chunks) == b"chunk 0\n"
+    assert count(handle.render().decode()) == 0
+    assert value(handle.render().decode(), "http_server_active_requests") == 1
+    assert b"".join(chunks) == b"chunk 1\nchunk 2\nchunk 3\n"
+    assert count(handle.render().decode()) == 0  # every chunk sent, not closed yet
+    response.close()
+    text = handle.render().decode()
+    assert count(text, http_route="/stream", http_response_status_code="200") == 1
+    assert value(text, SUM) >= 3 * STREAM_PAUSE_S
+    assert value(text, BUCKET, http_route="/stream", le="0.25") == 0
+    assert value(text, BUCKET, http_route="/stream", le="+Inf") == 1
+    assert value(text, "http_server_active_requests") == 0
+
+
+def test_failure_while_streaming_keeps_the_status_sent(make_handle: MakeHandle) -> None:
+    app = Flask(__name__)
+
+    @app.get("/feed")
+    def feed() -> Any:
+        def chunks() -> Iterable[bytes]:
+            yield b"first\n"
+            raise ConnectionResetError("the upstream went away")
+
+        return app.response_class(chunks())
+
+    handle = make_handle(app)
+    response = app.test_client().get("/feed")
+    with pytest.raises(ConnectionResetError):
+        b"".join(cast(Iterable[bytes], response.response))
+    response.close()
+    assert series(handle.render().decode(), COUNT) == [
+        {
+            "http_request_method": "GET",
+            "http_route": "/feed",
+            "http_response_status_code": "200",
+            "error_type": "ConnectionResetError",
+            "url_scheme": "http",
+            "network_protocol_version": "1.1",
+        }
+    ]
+
+
+def test_metrics_endpoint_needs_the_token(make_handle: MakeHandle) -> None:
+    app = create_app()
+    make_handle(app, metrics_bearer_token=TOKEN)
+    client = app.test_client()
+    get(client, "/items/1")
+    refused = get(client, "/metrics")
+    assert refused.status_code == 401
+    assert refused.headers.get_all("WWW-Authenticate") == [CHALLENGE_BEARER]
+    assert "http_server" not in refused.text
+    assert get(client, "/metrics", headers=bearer("wrong")).status_code == 401
+    allowed = get(client, "/metrics", headers=bearer(TOKEN))
+    assert allowed.status_code == 200
+    assert count(allowed.text, http_route="/items/<int:item_id>") == 1
+
+
+def test_excluded_urls_and_cardinality_attack(make_handle: MakeHandle) -> None:
+    app = create_app()
+    handle = make_handle(app, excluded_urls="^/healthz$")
+    client = app.test_client()
+    rng = random.Random(18)
+    for _ in range(1000):
+        path = "/" + "/".join(f"{rng.getrandbits(64):x}" for _ in range(rng.randint(1, 4)))
+        get(client, path)
+        get(client, f"/items/{rng.getrandbits(32)}")
+        get(client, f"/api/v1/users/{rng.getrandbits(64):x}")
+    for _ in range(3):
+        assert get(client, "/healthz").status_code == 200
+    text = handle.render().decode()
+    assert count(text) == 3000
+    assert count(text, http_response_status_code="404") == 1000
+    assert {s.get("http_route") for s in series(text, COUNT)} == {
+        None,
+        "/items/<int:item_id>",
+        "/api/v1/users/<user_id>",
+    }
+    assert len(series(text, BUCKET)) == 3 * 15  # 14 bounds and +Inf per series
+    assert "/healthz" not in text
+
+
+def test_setup_metrics_measures_a_flask_app_once(global_metrics: None) -> None:
+    app = create_app()
+    handle = setup_metrics(app)
+    assert setup_metrics(app) is handle
+    assert handle.instrument_app(app) is app
+    get(app.test_client(), "/items/3")
+    assert count(handle.render().decode(), http_route="/items/<int:item_id>") == 1
+
+
+def test_disabled_flask_serves_only_metrics(make_handle: MakeHandle) -> None:
+    app = create_app()
+    handle = make_handle(app, disabled_instrumentations="flask")
+    client = app.test_client()
+    get(client, "/items/3")
+    assert get(client, "/metrics").status_code == 200
+    assert count(handle.render().decode()) == 0
+
+
+def test_plain_wsgi_app_with_a_route_hook(make_handle: MakeHandle) -> None:
+    """Another framework names the route through the environ (ROUTE_KEY)."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        path = environ["PATH_INFO"]
+        if path.startswith("/orders/"):
+            environ[ROUTE_KEY] = "/orders/{order_id}"
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"order"]
+        start_response("404 Not Found", [])
+        return []
+
+    handle = make_handle()
+    wrapped = handle.instrument_app(app)
+    assert wrapped is not app
+    client = Client(wrapped)
+    for i in range(3):
+        get(client, f"/orders/{i}")
+    get(client, "/nothing")
+    text = handle.render().decode()
+    assert count(text, http_route="/orders/{order_id}", http_response_status_code="200") == 3
+    assert count(text, http_response_status_code="404") == 1
+    assert {s.get("http_route") for s in series(text, COUNT)} == {"/orders/{order_id}", None}
