@@ -26,6 +26,7 @@ def test_every_integration_is_on_by_default(make_handle: MakeHandle) -> None:
     make_handle()
     assert httpx.HTTPTransport.handle_request is not HTTPX_SEND
     assert [i.name for i in INTEGRATIONS if i.module] == [
+        "django",
         "sqlalchemy",
         "asyncpg",
         "psycopg",

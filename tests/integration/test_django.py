@@ -1,0 +1,238 @@
+"""Django without ENGINE or CACHES swaps, in process: the ORM on SQLite and on the real
+PostgreSQL (psycopg's integration on too: each statement once), the locmem and the Redis
+cache (on the real redis-server: counted once, as the CACHES alias), and the route templates
+(include() prefixes, re_path, a DRF router) through the WSGI middleware."""
+
+from __future__ import annotations
+
+import os
+import random
+import string
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("django")
+pytest.importorskip("rest_framework")
+
+import django
+import httpx
+from django.db import IntegrityError, connections, transaction
+
+import otel_kit
+from tests.exposition import samples
+from tests.handles import MakeHandle
+
+pytestmark = pytest.mark.integration
+
+DB = "db_client_operation_duration_seconds_count"
+CACHE = "cache_requests_total"
+HTTP = "http_server_request_duration_seconds_count"
+
+
+def counts(text: str, name: str, *keys: str) -> dict[tuple[str | None, ...], float]:
+    """`keys` label values -> the sample's value, for every series of `name`."""
+    out: dict[tuple[str | None, ...], float] = {}
+    for (found, labels), count in samples(text).items():
+        if found == name:
+            values = dict(labels)
+            key = tuple(values.get(k) for k in keys)
+            out[key] = out.get(key, 0) + count
+    return out
+
+
+@pytest.fixture(scope="module")
+def site(postgres_dsn: str, redis_server: int, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The test project, set up once in this process; returns the PostgreSQL alias."""
+    sqlite = tmp_path_factory.mktemp("django") / "site.sqlite3"
+    os.environ["DJANGO_SITE_SQLITE"] = str(sqlite)
+    os.environ["DJANGO_SITE_POSTGRES"] = postgres_dsn
+    os.environ["DJANGO_SITE_REDIS"] = f"redis://127.0.0.1:{redis_server}/3"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.integration.apps.django_site.settings"
+    django.setup()
+    from tests.integration.apps.django_site.shop.models import Item
+
+    with otel_kit.not_measured():
+        for alias in ("default", "pg"):
+            with connections[alias].schema_editor() as editor:
+                editor.execute('DROP TABLE IF EXISTS "shop_item"')
+                editor.create_model(Item)
+            connections[alias].ensure_connection()  # its set-up statements are not the test's
+    return "pg"
+
+
+@pytest.fixture
+def items(site: str) -> Iterator[Any]:
+    from tests.integration.apps.django_site.shop.models import Item
+
+    yield Item
+    with otel_kit.not_measured():
+        for alias in ("default", site):
+            Item.objects.using(alias).all().delete()
+
+
+def orm_workload(item: Any, alias: str) -> None:
+    objects = item.objects.using(alias)
+    objects.create(name="a")  # INSERT
+    assert objects.filter(name="a").count() == 1  # SELECT
+    with transaction.atomic(using=alias):
+        objects.create(name="b")  # INSERT
+        with transaction.atomic(using=alias):  # SAVEPOINT, RELEASE
+            objects.filter(name="b").update(price=2)  # UPDATE
+    # COMMIT
+    with pytest.raises(IntegrityError):
+        objects.create(name="a")  # a failed INSERT
+    objects.filter(name="b").delete()  # DELETE, in a transaction of Django's: COMMIT
+    with otel_kit.not_measured():
+        assert objects.count() == 1
+
+
+def test_orm_sqlite(make_handle: MakeHandle, items: Any) -> None:
+    handle = make_handle()
+    orm_workload(items, "default")
+    text = handle.render().decode()
+    found = counts(text, DB, "db_system_name", "db_namespace", "db_operation_name", "error_type")
+    assert found == {
+        ("sqlite", "site.sqlite3", "INSERT", None): 2,
+        ("sqlite", "site.sqlite3", "INSERT", "sqlite3.IntegrityError"): 1,
+        ("sqlite", "site.sqlite3", "SELECT", None): 1,
+        ("sqlite", "site.sqlite3", "BEGIN", None): 2,  # Django sends SQLite's BEGIN itself
+        ("sqlite", "site.sqlite3", "SAVEPOINT", None): 1,
+        ("sqlite", "site.sqlite3", "UPDATE", None): 1,
+        ("sqlite", "site.sqlite3", "RELEASE", None): 1,
+        ("sqlite", "site.sqlite3", "COMMIT", None): 2,
+        ("sqlite", "site.sqlite3", "DELETE", None): 1,
+    }
+    assert 'server_address="' not in text
+
+
+def test_orm_postgres_counted_once(make_handle: MakeHandle, items: Any, site: str) -> None:
+    handle = make_handle()  # psycopg's integration is on too
+    orm_workload(items, site)
+    text = handle.render().decode()
+    found = counts(
+        text,
+        DB,
+        "db_system_name",
+        "db_namespace",
+        "server_address",
+        "db_operation_name",
+        "error_type",
+        "db_response_status_code",
+    )
+    port = connections[site].settings_dict["PORT"]
+    where = ("postgresql", "otel_kit", "127.0.0.1")
+    assert found == {
+        (*where, "INSERT", None, None): 2,
+        (*where, "INSERT", "psycopg.errors.UniqueViolation", "23505"): 1,
+        (*where, "SELECT", None, None): 1,
+        (*where, "SAVEPOINT", None, None): 1,
+        (*where, "UPDATE", None, None): 1,
+        (*where, "RELEASE", None, None): 1,
+        (*where, "COMMIT", None, None): 2,  # psycopg's implicit BEGINs: part of a statement
+        (*where, "DELETE", None, None): 1,
+    }
+    assert set(counts(text, DB, "server_port")) == {(port,)}
+
+
+def cache_workload(cache: Any) -> None:
+    cache.clear()
+    assert cache.get("k") is None  # miss
+    cache.set("k", "v")
+    cache.set("none", None)
+    assert cache.get("k") == "v"  # hit
+    assert cache.get("none", "default") is None  # hit: present, its value None
+    assert cache.get("absent", "default") == "default"  # miss
+    assert cache.get_many(["k", "none", "x", "y"]) == {"k": "v", "none": None}  # 2 hits, 2 misses
+    assert cache.get_or_set("new", "made") == "made"  # miss (its set and re-read: no lookups)
+    assert cache.get_or_set("k", "other") == "v"  # hit
+    assert cache.has_key("k")  # no lookup
+    with otel_kit.not_measured():
+        assert cache.get("k") == "v"
+
+
+def test_locmem_cache(make_handle: MakeHandle, site: str) -> None:
+    from django.core.cache import caches
+
+    handle = make_handle()
+    cache_workload(caches["default"])
+    found = counts(handle.render().decode(), CACHE, "cache_name", "cache_result")
+    assert found == {("default", "hit"): 5, ("default", "miss"): 5}
+
+
+def test_redis_cache_counted_once(make_handle: MakeHandle, site: str) -> None:
+    from django.core.cache import caches
+
+    handle = make_handle()  # the Redis integration is on too
+    cache_workload(caches["shared"])
+    text = handle.render().decode()
+    assert counts(text, CACHE, "cache_name", "cache_result") == {
+        ("shared", "hit"): 5,
+        ("shared", "miss"): 5,
+    }
+    # Its commands are still Redis operations: 4 get(), get_or_set() 1 + 2 (its re-read).
+    redis_ops = counts(text, DB, "db_system_name", "db_operation_name")
+    assert redis_ops[("redis", "GET")] == 7
+    assert redis_ops[("redis", "MGET")] == 1
+
+
+@pytest.fixture
+def client(site: str, make_handle: MakeHandle) -> Iterator[tuple[httpx.Client, Any]]:
+    from django.core.wsgi import get_wsgi_application
+
+    handle = make_handle()
+    app = handle.instrument_app(get_wsgi_application())
+    transport = httpx.WSGITransport(app=app, raise_app_exceptions=False)
+    with httpx.Client(transport=transport, base_url="http://testserver") as http:
+        yield http, handle
+
+
+def test_route_templates(client: tuple[httpx.Client, Any], items: Any) -> None:
+    http, handle = client
+    with otel_kit.not_measured():
+        first = items.objects.create(name="first")
+    for _ in range(3):
+        assert http.get(f"/shop/items/{first.pk}/").status_code == 200
+    assert http.get("/shop/items/999999/").status_code == 404  # matched: a 404 of the view's
+    assert http.get("/shop/api/items/").status_code == 200  # DRF router: list
+    assert http.get(f"/shop/api/items/{first.pk}/").status_code == 200  # detail
+    assert http.get("/shop/api/items.json").status_code == 200  # format suffix
+    assert http.get("/shop/api/").status_code == 200  # the router's API root
+    assert http.get("/legacy/2024/").status_code == 200
+    assert http.get("/legacy/1999/").status_code == 200
+    assert http.get("/nope/secret-path").status_code == 404  # nothing matched: no route
+    assert http.get("/shop/fail/").status_code == 500
+    found = counts(
+        handle.render().decode(),
+        HTTP,
+        "http_route",
+        "http_response_status_code",
+        "error_type",
+    )
+    assert found == {
+        ("/shop/items/<int:pk>/", "200", None): 3,
+        ("/shop/items/<int:pk>/", "404", None): 1,
+        ("/shop/api/items/", "200", None): 1,
+        ("/shop/api/items/(?P<pk>[^/.]+)/", "200", None): 1,
+        ("/shop/api/items\\.(?P<format>[a-z0-9]+)/?", "200", None): 1,
+        ("/shop/api/", "200", None): 1,
+        ("/legacy/(?P<year>[0-9]{4})/", "200", None): 2,
+        (None, "404", None): 1,
+        ("/shop/fail/", "500", "RuntimeError"): 1,
+    }
+
+
+def test_cardinality_attack_bounded(client: tuple[httpx.Client, Any], items: Any) -> None:
+    http, handle = client
+    rng = random.Random(18)
+    paths = ["".join(rng.choices(string.ascii_lowercase, k=12)) for _ in range(150)]
+    for name in paths:
+        assert http.get(f"/{name}/{name}").status_code == 404
+        assert http.get(f"/shop/items/{rng.randrange(10**9)}/").status_code == 404
+    text = handle.render().decode()
+    assert counts(text, HTTP, "http_route", "http_response_status_code") == {
+        (None, "404"): 150,
+        ("/shop/items/<int:pk>/", "404"): 150,
+    }
+    assert not any(name in text for name in paths)
