@@ -31,7 +31,7 @@ from otel_kit._instrumentation._http_server import (
     request_key,
     status_code,
 )
-from otel_kit._instruments import FastHistogram, FastSum
+from otel_kit._instruments import CURRENT, FastHistogram, FastSum, current_span
 from otel_kit._support import report_failure
 from otel_kit.catalogue import KNOWN_HTTP_METHODS
 
@@ -372,6 +372,10 @@ class MetricsMiddleware:
         if owned:
             record = scope[_TELEMETRY_KEY] = self._request_record("")  # type: ignore[misc]
         status: Any = None  # as the app sent it: an int, unless the server is lax
+        # The span current when the app started its response, for the exemplar: with a tracing
+        # middleware inside this one (contrib's, when otel-kit wrapped a started app), a
+        # request that raises is recorded after that middleware ended its server span.
+        span: Any = CURRENT
         done = False
         ended: float | None = None  # when a 5xx response completed, its error type unknown yet
         tally: _BodyTally | None = None
@@ -396,18 +400,19 @@ class MetricsMiddleware:
                 elif root and route.startswith(root):
                     route = route[len(root) :]
                 key = request_key(method, route, code, error, scheme, version)
-                self._duration.record(elapsed, key)
+                self._duration.record(elapsed, key, span)
                 if tally is not None:
                     self._record_tally(tally, scope, key, start)
             except Exception:  # a metrics failure must never reach the application
                 report_failure("HTTP server")
 
         async def send_with_metrics(message: Message) -> None:
-            nonlocal status, ended
+            nonlocal status, ended, span
             try:
                 kind = message["type"]
                 if kind == "http.response.start":
                     status = message["status"]
+                    span = current_span() or CURRENT
             except Exception:  # the server is the judge of a message: pass it on as it is
                 kind = None
             await send(message)
