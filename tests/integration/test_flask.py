@@ -31,22 +31,22 @@ def test_setup_metrics_in_the_app_module_under_gunicorn(tmp_path: Path) -> None:
     cwd = copy_apps(tmp_path / "app")
     # One sync worker: it answers one request at a time, so a scrape comes after the previous
     # request's response was closed (and recorded) by the worker.
-    with server(["-m", *gunicorn(port, "flask_setup:app", "-w", "1")], port, cwd=cwd) as base:
-        with httpx.Client(base_url=base, timeout=10) as client:
-            for i in range(5):
-                assert client.get(f"/items/{i}").status_code == 200
-            for name in ("ann", "bob"):
-                assert client.get(f"/api/v1/users/{name}").status_code == 200
-            assert client.post("/api/v1/admin/reports/3").status_code == 201
-            assert client.request("PURGE", "/cache/k").status_code == 200
-            assert client.get("/boom").status_code == 500
-            assert client.get("/healthz").status_code == 200  # excluded
-            with client.stream("GET", "/stream") as stream:
-                assert b"".join(stream.iter_bytes()) == b"chunk 0\nchunk 1\nchunk 2\nchunk 3\n"
-            rng = random.Random(18)
-            for _ in range(300):
-                assert client.get(f"/{rng.getrandbits(64):x}/{rng.getrandbits(32)}").is_error
-            text = client.get("/metrics").text
+    args = ["-m", *gunicorn(port, "flask_setup:app", "-w", "1")]
+    with server(args, port, cwd=cwd) as base, httpx.Client(base_url=base, timeout=10) as client:
+        for i in range(5):
+            assert client.get(f"/items/{i}").status_code == 200
+        for name in ("ann", "bob"):
+            assert client.get(f"/api/v1/users/{name}").status_code == 200
+        assert client.post("/api/v1/admin/reports/3").status_code == 201
+        assert client.request("PURGE", "/cache/k").status_code == 200
+        assert client.get("/boom").status_code == 500
+        assert client.get("/healthz").status_code == 200  # excluded
+        with client.stream("GET", "/stream") as stream:
+            assert b"".join(stream.iter_bytes()) == b"chunk 0\nchunk 1\nchunk 2\nchunk 3\n"
+        rng = random.Random(18)
+        for _ in range(300):
+            assert client.get(f"/{rng.getrandbits(64):x}/{rng.getrandbits(32)}").is_error
+        text = client.get("/metrics").text
 
     def count(route: str | None, method: str = "GET", status: str = "200") -> float:
         labels = {"http_request_method": method, "http_response_status_code": status}
