@@ -8,10 +8,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from otel_kit._instruments import FastHistogram, FastSum
+from otel_kit.catalogue import KNOWN_HTTP_METHODS
+
 __all__ = [
     "MEASURED_KEY",
     "SCHEMES",
     "VERSIONS",
+    "ServerMiddleware",
     "excluded_pattern",
     "is_5xx",
     "request_key",
@@ -64,3 +68,36 @@ def request_key(
     if error is None and code is not None and code >= 500:
         error = str(code)
     return (method, route, code, error, scheme, version)
+
+
+class ServerMiddleware:
+    """What the ASGI and the WSGI middleware are built from: the app they wrap, the metrics
+    endpoint, and what each request records into. `active`, `body_sizes` (request, response)
+    and `first_byte`: None, not recorded; `known_methods`: any other is `_OTHER`; `measure`
+    False: only the metrics endpoint is served (HTTP server instrumentation disabled)."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        duration: FastHistogram,
+        active: FastSum | None,
+        known_methods: frozenset[str] = KNOWN_HTTP_METHODS,
+        metrics_path: str | None = None,
+        metrics_app: Any = None,
+        excluded_urls: tuple[str, ...] = (),
+        measure: bool = True,
+        body_sizes: tuple[FastHistogram, FastHistogram] | None = None,
+        first_byte: FastHistogram | None = None,
+    ) -> None:
+        self.app = app
+        self._duration = duration
+        self._active = active
+        self._known_methods = known_methods
+        self._metrics_path = metrics_path if metrics_app is not None else None
+        self._metrics_app = metrics_app
+        self._excluded = excluded_pattern(excluded_urls)
+        self._measure = measure
+        self._body_sizes = body_sizes
+        self._first_byte = first_byte
+        self._tally = body_sizes is not None or first_byte is not None

@@ -26,14 +26,13 @@ from otel_kit._instrumentation._http_server import (
     MEASURED_KEY,
     SCHEMES,
     VERSIONS,
-    excluded_pattern,
+    ServerMiddleware,
     is_5xx,
     request_key,
     status_code,
 )
-from otel_kit._instruments import CURRENT, FastHistogram, FastSum, current_span
+from otel_kit._instruments import CURRENT, current_span
 from otel_kit._support import report_failure
-from otel_kit.catalogue import KNOWN_HTTP_METHODS
 
 __all__ = ["MetricsMiddleware", "disable_fastapi_metrics"]
 
@@ -261,7 +260,7 @@ class _BodyTally:
         return self.sent
 
 
-class MetricsMiddleware:
+class MetricsMiddleware(ServerMiddleware):
     """Records `http.server.request.duration` and `http.server.active_requests`; opt-in, the
     body sizes and the time to the first response body byte."""
 
@@ -269,37 +268,17 @@ class MetricsMiddleware:
         self,
         app: ASGIApp,
         *,
-        duration: FastHistogram,
-        active: FastSum | None,
-        known_methods: frozenset[str] = KNOWN_HTTP_METHODS,
-        metrics_path: str | None = None,
-        metrics_app: ASGIApp | None = None,
-        excluded_urls: tuple[str, ...] = (),
         fastapi_routes: bool = False,
-        measure: bool = True,
         on_shutdown: Callable[[], object] | None = None,
         routes_of: Any = None,
-        body_sizes: tuple[FastHistogram, FastHistogram] | None = None,
-        first_byte: FastHistogram | None = None,
+        **options: Any,
     ) -> None:
-        """`routes_of`: the Starlette app whose routes the metrics path may hide, checked
-        here because Starlette builds its middleware (this) when it starts, after every
-        route was added. `body_sizes`: the (request, response) body size histograms;
-        `first_byte`: the time to first byte histogram; `active`: the active requests
-        (http_active_requests); None: not recorded. `known_methods`: any other is `_OTHER`."""
-        self.app = app
-        self._body_sizes = body_sizes
-        self._first_byte = first_byte
-        self._tally = body_sizes is not None or first_byte is not None
+        """`options`: `ServerMiddleware`'s. `routes_of`: the Starlette app whose routes the
+        metrics path may hide, checked here because Starlette builds its middleware (this)
+        when it starts, after every route was added."""
+        super().__init__(app, **options)
         self._on_shutdown = on_shutdown
-        self._duration = duration
-        self._active = active
-        self._known_methods = known_methods
-        self._metrics_path = metrics_path if metrics_app is not None else None
-        self._metrics_app = metrics_app
-        self._excluded = excluded_pattern(excluded_urls)
         self._request_record = _fastapi_request_record() if fastapi_routes else None
-        self._measure = measure
         self._templates: dict[int, tuple[Any, list[Leaf]]] = {}
         if self._metrics_path is not None and routes_of is not None:
             _warn_if_hidden(routes_of, self._metrics_path)

@@ -30,12 +30,10 @@ from otel_kit._instrumentation._context import error_type
 from otel_kit._instrumentation._http_server import (
     MEASURED_KEY,
     SCHEMES,
-    excluded_pattern,
+    ServerMiddleware,
     request_key,
 )
-from otel_kit._instruments import FastHistogram, FastSum
 from otel_kit._support import report_failure
-from otel_kit.catalogue import KNOWN_HTTP_METHODS
 
 __all__ = ["ERROR_KEY", "ROUTE_KEY", "WSGIApp", "WSGIMetricsMiddleware", "is_flask"]
 
@@ -68,37 +66,13 @@ def _code(status: object) -> int | None:
     return None
 
 
-class WSGIMetricsMiddleware:
+class WSGIMetricsMiddleware(ServerMiddleware):
     """Records `http.server.request.duration` and `http.server.active_requests`; opt-in, the
-    body sizes and the time to the first response body byte."""
+    body sizes and the time to the first response body byte. Built with `ServerMiddleware`'s
+    arguments: a WSGI `app` and `metrics_app`."""
 
-    def __init__(
-        self,
-        app: WSGIApp,
-        *,
-        duration: FastHistogram,
-        active: FastSum | None,
-        known_methods: frozenset[str] = KNOWN_HTTP_METHODS,
-        metrics_path: str | None = None,
-        metrics_app: WSGIApp | None = None,
-        excluded_urls: tuple[str, ...] = (),
-        measure: bool = True,
-        body_sizes: tuple[FastHistogram, FastHistogram] | None = None,
-        first_byte: FastHistogram | None = None,
-    ) -> None:
-        """As `asgi.MetricsMiddleware`: `active`, `body_sizes`, `first_byte` None: not
-        recorded; `known_methods`: any other is `_OTHER`; `measure` False: only serve metrics."""
-        self.app = app
-        self._duration = duration
-        self._active = active
-        self._known_methods = known_methods
-        self._metrics_path = metrics_path if metrics_app is not None else None
-        self._metrics_app = metrics_app
-        self._excluded = excluded_pattern(excluded_urls)
-        self._measure = measure
-        self._body_sizes = body_sizes
-        self._first_byte = first_byte
-        self._tally = body_sizes is not None or first_byte is not None
+    app: WSGIApp
+    _metrics_app: WSGIApp | None
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if MEASURED_KEY in environ:
