@@ -18,4 +18,5 @@ INTEGRATION_PASS=(
     tests/integration/test_redis.py
     tests/integration/test_urllib3_requests.py
     tests/integration/test_aiohttp_client.py
+    tests/integration/test_flask.py
 )
