@@ -237,3 +237,30 @@ def test_plain_wsgi_app_with_a_route_hook(make_handle: MakeHandle) -> None:
     assert count(text, http_route="/orders/{order_id}", http_response_status_code="200") == 3
     assert count(text, http_response_status_code="404") == 1
     assert {s.get("http_route") for s in series(text, COUNT)} == {"/orders/{order_id}", None}
+
+
+def test_opt_in_body_sizes_and_time_to_first_byte(make_handle: MakeHandle) -> None:
+    app = create_app()
+    handle = make_handle(app, http_body_sizes=True, http_time_to_first_byte=True)
+    client = app.test_client()
+    get(client, "/api/v1/admin/reports/5", "POST", data=b"x" * 300)
+    get(client, "/stream")
+    get(client, "/stream", "HEAD")
+    with pytest.raises(ValueError):
+        app.config["PROPAGATE_EXCEPTIONS"] = True
+        get(client, "/boom")
+    text = handle.render().decode()
+    request_size = "http_server_request_body_size_bytes_sum"
+    response_size = "http_server_response_body_size_bytes_sum"
+    ttfb = "otel_kit_http_server_time_to_first_byte_seconds_count"
+    assert value(text, request_size, http_route="/api/v1/admin/reports/<int:report_id>") == 300
+    assert value(text, response_size, http_route="/api/v1/admin/reports/<int:report_id>") == len(
+        b'{"report":5}\n'
+    )
+    assert value(text, response_size, http_route="/stream", http_request_method="GET") == 32
+    assert value(text, response_size, http_route="/stream", http_request_method="HEAD") == 0
+    # the exception reached the server before any response: no response size, no first byte
+    assert value(text, "http_server_response_body_size_bytes_count", http_route="/boom") == 0
+    assert value(text, "http_server_request_body_size_bytes_count", http_route="/boom") == 1
+    assert value(text, ttfb, http_route="/stream") == 1  # GET only: HEAD sends no body
+    assert value(text, ttfb) == 2  # and the POST's
