@@ -1,0 +1,118 @@
+"""Exemplars end to end (issue 16): a real Prometheus 3 with exemplar storage scrapes an app
+that traces itself (tests/integration/apps/traced.py) under `otel-kit run`; a request made
+slow on purpose (0.3 s) is found through /api/v1/query_exemplars in its bucket (le=0.5), with
+the trace and span ids of that request's server span as the app's span exporter wrote them.
+Under two gunicorn workers the exemplars pass through the multi-process merge: a slow request
+answered by each worker is found."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests import go_tools
+from tests.integration.otel_kit_run import Run, gunicorn, otel_kit_run, uvicorn
+from tests.integration.processes import free_port
+from tests.integration.prometheus_server import prometheus, wait_for
+
+pytestmark = pytest.mark.integration
+SLOW = 'http_server_request_duration_seconds_bucket{http_route="/slow"}'
+
+
+def exemplars(prom: str) -> list[tuple[str, dict[str, str], float]]:
+    """(le, exemplar labels, value) of every exemplar Prometheus stored for /slow's buckets."""
+    now = time.time()
+    params = {"query": SLOW, "start": str(now - 600), "end": str(now + 60)}
+    body = httpx.get(f"{prom}/api/v1/query_exemplars", params=params, timeout=10).json()
+    assert body["status"] == "success", body
+    return [
+        (series["seriesLabels"]["le"], exemplar["labels"], float(exemplar["value"]))
+        for series in body["data"]
+        for exemplar in series["exemplars"]
+    ]
+
+
+def server_span(run: Run, trace_id: str) -> dict[str, Any]:
+    """The SERVER span of `trace_id` the app's span exporter wrote (waits for it)."""
+    deadline = time.monotonic() + 10
+    while True:
+        path = run.cwd / "spans.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        found = [
+            span
+            for span in map(json.loads, lines)
+            if span["trace_id"] == trace_id and span["kind"] == "SERVER"
+        ]
+        if found:
+            (span,) = found
+            return dict(span)
+        if time.monotonic() > deadline:
+            pytest.fail(f"no server span of trace {trace_id} in spans.jsonl:\n{lines}")
+        time.sleep(0.05)
+
+
+def newest_of(prom: str, traces: set[str]) -> list[tuple[str, dict[str, str], float]]:
+    """The exemplars of `traces` Prometheus stored, once it has one (waits for a scrape)."""
+    deadline = time.monotonic() + 30
+    while True:
+        found = [e for e in exemplars(prom) if e[1].get("trace_id") in traces]
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"no exemplar of {traces} within 30 s: {exemplars(prom)}")
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("form", ["uvicorn", "gunicorn -w 2"])
+def test_a_slow_requests_bucket_has_the_trace_id_of_its_server_span(
+    tmp_path: Path, form: str
+) -> None:
+    port = free_port()
+    if form == "uvicorn":
+        command, workers = uvicorn(port, app="traced:app"), 1
+    else:
+        command, workers = gunicorn(port, "-w", "2", app="traced:app"), 2
+    config = (
+        "global: {scrape_interval: 1s}\n"
+        "scrape_configs:\n"
+        f"  - job_name: app\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
+    )
+    (tmp_path / "prom").mkdir()
+    with (
+        otel_kit_run(tmp_path, command, port=port) as run,
+        prometheus(
+            config, tmp_path / "prom", go_tools.prometheus3(), ["--enable-feature=exemplar-storage"]
+        ) as prom,
+    ):
+        for i in range(5):
+            assert run.get(f"/items/{i}").status_code == 200  # fast: other buckets, routes
+        wait_for(prom, 'up{job="app"} == 1')
+        pids: set[int] = set()  # the workers whose slow request Prometheus has the exemplar of
+        answers: dict[str, int] = {}  # trace id: the PID that answered
+        with ThreadPoolExecutor(4) as pool:
+            for _ in range(10):  # concurrent fresh connections, so both workers answer some
+                batch = [r.json() for r in pool.map(lambda _: run.get("/slow"), range(4))]
+                for answer in batch:
+                    trace_id, pid = answer["trace_id"], answer["pid"]
+                    span = server_span(run, trace_id)
+                    assert (span["route"], span["pid"]) == ("/slow", pid)
+                    answers[trace_id] = pid
+                # The newest per bucket wins across workers: the one finished last, at least.
+                for le, labels, value in newest_of(prom, {a["trace_id"] for a in batch}):
+                    span = server_span(run, labels["trace_id"])
+                    assert (le, labels["span_id"]) == ("0.5", span["span_id"])
+                    assert 0.3 <= value < 0.5
+                    pids.add(answers[labels["trace_id"]])
+                if len(pids) == workers:
+                    break
+        assert len(pids) == workers, run.output()
+        # Nothing else in /slow's buckets: only slow requests' own traces, all in le=0.5.
+        stored = exemplars(prom)
+        assert {le for le, _, _ in stored} == {"0.5"}
+        assert {labels["trace_id"] for _, labels, _ in stored} <= set(answers)
