@@ -12,7 +12,9 @@ from otel_kit._instruments import FastHistogram, FastSum
 from otel_kit.catalogue import KNOWN_HTTP_METHODS
 
 __all__ = [
+    "ERROR_KEY",
     "MEASURED_KEY",
+    "ROUTE_KEY",
     "SCHEMES",
     "VERSIONS",
     "ServerMiddleware",
@@ -30,6 +32,11 @@ VERSIONS = frozenset({"1.0", "1.1", "2", "3"})
 # ones (a mounted sub-app that is instrumented too, an app instrumented twice) pass the
 # request through, so it counts once.
 MEASURED_KEY = "otel_kit.measured"
+# Put by a framework in the request's WSGI environ or ASGI scope, read when the request ends:
+# its route TEMPLATE (Flask's url_rule.rule, Django's resolver_match.route), and the
+# `error_type()` of an exception it turned into a 500 response of its own.
+ROUTE_KEY = "otel_kit.route"
+ERROR_KEY = "otel_kit.error_type"
 
 
 def excluded_pattern(excluded_urls: tuple[str, ...]) -> re.Pattern[str] | None:

@@ -23,7 +23,9 @@ from typing import Any
 
 from otel_kit._instrumentation._context import error_type
 from otel_kit._instrumentation._http_server import (
+    ERROR_KEY,
     MEASURED_KEY,
+    ROUTE_KEY,
     SCHEMES,
     VERSIONS,
     ServerMiddleware,
@@ -372,7 +374,10 @@ class MetricsMiddleware(ServerMiddleware):
                 if ended is None and active is not None:
                     active.add(-1, active_key)  # first: a failure below cannot leak it
                 code = status if type(status) is int else status_code(status)
-                route = getattr(record, "route", None)
+                if error is None:  # a framework's own 500 for an exception (Django's)
+                    error = scope.get(ERROR_KEY)
+                # The template a framework router found (Django's); else FastAPI's or Starlette's.
+                route = scope.get(ROUTE_KEY) or getattr(record, "route", None)
                 if route is None or route.endswith("/{path}"):
                     # FastAPI's hook stops at a mounted app that is not FastAPI ("/sub/{path}")
                     route = _generic_route(scope, self._templates) or route

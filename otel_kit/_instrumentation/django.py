@@ -18,16 +18,12 @@ psycopg integration does not count its statements again; the statements a backen
 connecting, before `connection_created` (psycopg: `SET TIME ZONE` when the server's zone
 differs), are not Django's: the psycopg integration counts them, once.
 
-Cache: `get`, `get_many` and `get_or_set` of every `BaseCache` subclass Django ships (locmem,
-db, file, redis, memcached, dummy) and of those already imported, wrapped at class level;
-`cache.name` is the `CACHES` alias (a backend made outside `caches[...]`: `django`). The rule:
-a `get` is a hit when the key is present, whatever its value (the default it returns otherwise
-is a miss); `get_many` is one lookup per key; `get_or_set` one lookup (hit: present); calls a
-backend makes inside these (its `get_many` for a `get`) are not lookups again, nor are
-`has_key`, `incr` and the async methods' own calls (`aget` runs `get`: counted there).
-A `RedisCache` counts here only: its redis-py clients' connection pools are marked as no cache
-(`otel_kit.cache.redis_cache(client, None)`), so the Redis integration times their commands
-but does not count their GETs in `cache_name="redis"` too.
+Cache: hits and misses of every Django cache backend by `CACHES` alias (`django_cache.py`).
+
+Requests: `measure_handlers(handle)` sends every `WSGIHandler` and `ASGIHandler` (made
+before or after it) through the handle's WSGI or ASGI middleware, built on the handler's first
+request; `setup()` is `setup_metrics()` for that, metrics on the app's metrics path unless a
+port is configured (`INSTALLED_APPS += ["otel_kit.django"]` calls it).
 
 Route: `BaseHandler.resolve_request` (every request, WSGI and ASGI) hands the matched
 pattern to the HTTP middleware (under `wsgi.ROUTE_KEY` in the WSGI environ or the ASGI
@@ -40,20 +36,13 @@ its own 500 (`got_request_exception`) is the request's `error.type` (`wsgi.ERROR
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable, Iterable
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# Django's own backends are imported so they are among BaseCache's subclasses.
-from django.core.cache import CacheHandler
-from django.core.cache.backends import db, dummy, filebased, locmem, memcached  # noqa: F401
-from django.core.cache.backends import redis as redis_backend
-from django.core.cache.backends.base import BaseCache
 from django.core.handlers.base import BaseHandler
 from django.core.signals import got_request_exception
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -62,17 +51,18 @@ from django.db.backends.signals import connection_created
 from otel_kit import catalogue
 from otel_kit._instrumentation._context import IntegrationContext, error_type, server_address
 from otel_kit._instrumentation._db import Target, failure, query_summaries
+from otel_kit._instrumentation._http_server import ERROR_KEY, ROUTE_KEY
 from otel_kit._instrumentation._sql import claim, release_claims, suspended
-from otel_kit._instrumentation.wsgi import ERROR_KEY, ROUTE_KEY
+from otel_kit._instrumentation.django_cache import cache_targets, name_current_caches
 from otel_kit._support import Patches, report_failure
-from otel_kit.cache import _REDIS_CACHE_NAME
 
-__all__ = ["instrument", "route_template"]
+if TYPE_CHECKING:
+    from otel_kit._setup import MetricsHandle
+
+__all__ = ["instrument", "measure_handlers", "route_template", "setup"]
 
 _SYSTEMS = {"oracle": "oracle.db", "microsoft": "microsoft.sql_server"}
 _TARGET = "_otel_kit_target"  # on a Django connection: (the _Database, its Target)
-_ALIAS = "_otel_kit_cache_alias"  # on a cache backend: its CACHES alias
-_UNNAMED_CACHE = "django"
 
 
 def _system(connection: Any) -> str:
@@ -199,146 +189,6 @@ class _Database:
             report_failure("Django ORM")
 
 
-# Inside a counted cache call: the calls the backend makes within it are no lookups of their
-# own. The list gets what `get`s inside a `get_or_set` found (its first one is the lookup).
-_IN_LOOKUP: ContextVar[list[bool] | None] = ContextVar("otel_kit_django_cache", default=None)
-_MISSING = object()
-
-
-def _cache_classes() -> Iterator[type[BaseCache]]:
-    """BaseCache and every subclass imported now (Django's own are, above)."""
-    seen: set[type] = set()
-    todo: list[type[BaseCache]] = [BaseCache]
-    while todo:
-        cls = todo.pop()
-        if cls not in seen:
-            seen.add(cls)
-            yield cls
-            todo.extend(cls.__subclasses__())
-
-
-def _alias(cache: Any) -> str:
-    alias: str | None = cache.__dict__.get(_ALIAS)
-    return _UNNAMED_CACHE if alias is None else alias
-
-
-class _Caches:
-    def __init__(self, integration: IntegrationContext, patches: Patches) -> None:
-        self.patches = patches
-        self.requests = integration.sum(catalogue.CACHE_REQUESTS)
-
-    def count(self, cache: Any, hits: int, misses: int) -> None:
-        try:
-            name = _alias(cache)
-            if hits:
-                self.requests.add(hits, (name, "hit"))
-            if misses:
-                self.requests.add(misses, (name, "miss"))
-        except Exception:
-            report_failure("Django cache")
-
-    def _off(self) -> bool:
-        return not self.patches.active or suspended()
-
-    def wrap_get(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(original)
-        def get(cache: Any, key: Any, default: Any = None, version: Any = None) -> Any:
-            outer = _IN_LOOKUP.get()
-            if outer is None and self._off():
-                return original(cache, key, default, version)
-            # The sentinel tells a stored value (None too) from an absent key.
-            token = _IN_LOOKUP.set([])
-            try:
-                value = original(cache, key, _MISSING, version)
-            finally:
-                _IN_LOOKUP.reset(token)
-            found = value is not _MISSING
-            if outer is None:
-                self.count(cache, int(found), int(not found))
-            else:
-                outer.append(found)
-            return value if found else default
-
-        return get
-
-    def wrap_get_many(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(original)
-        def get_many(cache: Any, keys: Any, version: Any = None) -> Any:
-            if _IN_LOOKUP.get() is not None or self._off():
-                return original(cache, keys, version)
-            keys = list(keys)  # an iterator would be used up by the backend
-            token = _IN_LOOKUP.set([])
-            try:
-                found = original(cache, keys, version)
-            finally:
-                _IN_LOOKUP.reset(token)
-            hits = len(found)
-            self.count(cache, hits, len(set(keys)) - hits)
-            return found
-
-        return get_many
-
-    def wrap_get_or_set(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(original)
-        def get_or_set(cache: Any, key: Any, *args: Any, **kwargs: Any) -> Any:
-            if _IN_LOOKUP.get() is not None or self._off():
-                return original(cache, key, *args, **kwargs)
-            seen: list[bool] = []
-            token = _IN_LOOKUP.set(seen)
-            try:
-                value = original(cache, key, *args, **kwargs)
-            finally:
-                _IN_LOOKUP.reset(token)
-            if seen:
-                self.count(cache, int(seen[0]), int(not seen[0]))
-            return value
-
-        return get_or_set
-
-    def targets(self) -> list[tuple[Any, str, Callable[[Callable[..., Any]], Callable[..., Any]]]]:
-        wraps = {
-            "get": self.wrap_get,
-            "get_many": self.wrap_get_many,
-            "get_or_set": self.wrap_get_or_set,
-        }
-        return [
-            (cls, name, wrap)
-            for cls in _cache_classes()
-            for name, wrap in wraps.items()
-            if name in cls.__dict__
-        ]
-
-
-def _wrap_create_connection(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def create_connection(handler: Any, alias: str) -> Any:
-        cache = original(handler, alias)
-        with contextlib.suppress(Exception):  # a backend with __slots__: counted as "django"
-            cache.__dict__[_ALIAS] = alias
-        return cache
-
-    return create_connection
-
-
-def _wrap_get_client(patches: Patches) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """RedisCacheClient.get_client: its clients' pools are no cache of the Redis integration's
-    (their lookups count as the Django cache's)."""
-
-    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(original)
-        def get_client(cache_client: Any, *args: Any, **kwargs: Any) -> Any:
-            client = original(cache_client, *args, **kwargs)
-            if patches.active:
-                pool = getattr(client, "connection_pool", None)
-                if pool is not None and _REDIS_CACHE_NAME not in pool.__dict__:
-                    pool.__dict__[_REDIS_CACHE_NAME] = None
-            return client
-
-        return get_client
-
-    return wrap
-
-
 def route_template(route: str) -> str:
     """`http.route` of a Django `ResolverMatch.route`: a leading `/`; a regex's anchors off."""
     route = route.removeprefix("^")  # Django drops the inner ones when it joins patterns
@@ -396,38 +246,23 @@ def _current_connections() -> list[Any]:
         return []
 
 
-def _name_current_caches() -> None:
-    from django.core.cache import caches
-
-    try:
-        for alias in caches.settings:
-            cache = getattr(caches._connections, alias, None)
-            if cache is not None:
-                cache.__dict__.setdefault(_ALIAS, alias)
-    except Exception:  # settings not configured yet: no cache exists either
-        pass
-
-
 def instrument(integration: IntegrationContext) -> Callable[[], None]:
     """Measure Django's ORM, caches and routes; returns the function that stops it."""
     patches = Patches()
     database = _Database(integration, patches)
-    caches = _Caches(integration, patches)
     patches.apply(
         [
             (BaseDatabaseWrapper, "commit", database.wrap_end("COMMIT")),
             (BaseDatabaseWrapper, "rollback", database.wrap_end("ROLLBACK")),
-            (CacheHandler, "create_connection", _wrap_create_connection),
-            (redis_backend.RedisCacheClient, "get_client", _wrap_get_client(patches)),
             (BaseHandler, "resolve_request", _wrap_resolve_request(patches)),
-            *caches.targets(),
+            *cache_targets(integration, patches),
         ]
     )
     connection_created.connect(database.connected, weak=False)
     got_request_exception.connect(_request_failed)
     for connection in _current_connections():
         database.attach(connection)
-    _name_current_caches()
+    name_current_caches()
 
     def undo() -> None:
         connection_created.disconnect(database.connected)
@@ -436,3 +271,77 @@ def instrument(integration: IntegrationContext) -> Callable[[], None]:
         database.detach(_current_connections())
 
     return undo
+
+
+# On WSGIHandler and ASGIHandler: measured. On a handler: (the handle, its middleware).
+_PATCHED = "_otel_kit_patched"
+_MIDDLEWARE = "_otel_kit_middleware"
+_measuring: list[MetricsHandle] = []  # the handle the patched handlers measure with
+
+
+def _middleware(handler: Any, original: Callable[..., Any]) -> Any:
+    """`handler`'s middleware around `original` (its own __call__), for the current handle;
+    None: call `original` unmeasured."""
+    handle = _measuring[-1]
+    found = handler.__dict__.get(_MIDDLEWARE)
+    if found is not None and found[0] is handle:
+        return found[1]
+    try:
+        app = handle.instrument_app(functools.partial(original, handler))
+    except Exception:
+        report_failure("Django HTTP server")
+        return None
+    handler.__dict__[_MIDDLEWARE] = (handle, app)
+    return app
+
+
+def _measured_call(original: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+    if is_async:
+
+        @functools.wraps(original)
+        async def asgi_call(handler: Any, scope: Any, receive: Any, send: Any) -> None:
+            app = _middleware(handler, original)
+            if app is None:
+                await original(handler, scope, receive, send)
+            else:
+                await app(scope, receive, send)
+
+        return asgi_call
+
+    @functools.wraps(original)
+    def wsgi_call(handler: Any, environ: Any, start_response: Any) -> Any:
+        app = _middleware(handler, original)
+        if app is None:
+            return original(handler, environ, start_response)
+        return app(environ, start_response)
+
+    return wsgi_call
+
+
+def measure_handlers(handle: MetricsHandle) -> None:
+    """Measure every Django WSGI and ASGI handler, made before or after, with `handle`."""
+    from django.core.handlers.asgi import ASGIHandler
+    from django.core.handlers.wsgi import WSGIHandler
+
+    _measuring[:] = [handle]
+    for cls, is_async in ((WSGIHandler, False), (ASGIHandler, True)):
+        if _PATCHED not in cls.__dict__:
+            setattr(cls, _PATCHED, True)
+            cls.__call__ = _measured_call(cls.__call__, is_async)
+
+
+def setup(**settings: Any) -> MetricsHandle:
+    """`setup_metrics()` for a Django project: its handlers measured, with the metrics on their
+    metrics path unless a port is configured. Idempotent, as `setup_metrics()`."""
+    from otel_kit import _setup
+    from otel_kit.config import load_settings
+
+    with _setup._lock:
+        handle = _setup._current
+        if handle is None:
+            config = load_settings(settings)
+            handle = _setup._install(config, serve_on_app=config.prometheus_port is None)
+        elif settings:
+            _setup._warn_ignored(handle.settings, settings)
+    measure_handlers(handle)
+    return handle

@@ -28,7 +28,9 @@ from typing import Any
 from otel_kit._exporters.auth import WSGIApp
 from otel_kit._instrumentation._context import error_type
 from otel_kit._instrumentation._http_server import (
+    ERROR_KEY,
     MEASURED_KEY,
+    ROUTE_KEY,
     SCHEMES,
     ServerMiddleware,
     request_key,
@@ -40,8 +42,6 @@ __all__ = ["ERROR_KEY", "ROUTE_KEY", "WSGIApp", "WSGIMetricsMiddleware", "is_fla
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 
-ROUTE_KEY = "otel_kit.route"
-ERROR_KEY = "otel_kit.error_type"
 # SERVER_PROTOCOL as servers write it -> `network.protocol.version`; anything else: absent.
 _VERSIONS = {
     "HTTP/1.0": "1.0",

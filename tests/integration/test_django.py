@@ -236,3 +236,81 @@ def test_cardinality_attack_bounded(client: tuple[httpx.Client, Any], items: Any
         ("/shop/items/<int:pk>/", "404"): 150,
     }
     assert not any(name in text for name in paths)
+
+
+@pytest.fixture
+def measured_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Django's handler classes as they were, after the test."""
+    from django.core.handlers.asgi import ASGIHandler
+    from django.core.handlers.wsgi import WSGIHandler
+
+    for cls in (WSGIHandler, ASGIHandler):
+        monkeypatch.setattr(cls, "__call__", cls.__call__)
+        monkeypatch.setattr(cls, "_otel_kit_patched", False, raising=False)
+        monkeypatch.delattr(cls, "_otel_kit_patched")
+
+
+ROUTES = {
+    ("/shop/items/<int:pk>/", "200", None): 2,
+    ("/shop/api/items/(?P<pk>[^/.]+)/", "200", None): 1,
+    ("/legacy/(?P<year>[0-9]{4})/", "200", None): 1,
+    (None, "404", None): 1,
+    ("/shop/fail/", "500", "RuntimeError"): 1,
+}
+
+
+def route_requests(pk: int) -> list[tuple[str, int]]:
+    """The requests whose series are ROUTES: (path, its status code)."""
+    return [
+        (f"/shop/items/{pk}/", 200),
+        (f"/shop/items/{pk}/", 200),
+        (f"/shop/api/items/{pk}/", 200),
+        ("/legacy/2024/", 200),
+        ("/nope/secret-path", 404),
+        ("/shop/fail/", 500),
+    ]
+
+
+def test_every_wsgi_handler_measured(
+    make_handle: MakeHandle, items: Any, measured_handlers: None
+) -> None:
+    """`measure_handlers`: what INSTALLED_APPS' "otel_kit.django" does for the project's
+    handlers, made before it (here) or after; /metrics is on the app."""
+    from django.core.wsgi import get_wsgi_application
+
+    from otel_kit._instrumentation.django import measure_handlers
+
+    application = get_wsgi_application()
+    handle = make_handle(metrics_path="/metrics")
+    measure_handlers(handle)
+    with otel_kit.not_measured():
+        pk = items.objects.create(name="first").pk
+    transport = httpx.WSGITransport(app=application, raise_app_exceptions=False)
+    with httpx.Client(transport=transport, base_url="http://testserver") as http:
+        for path, status in route_requests(pk):
+            assert http.get(path).status_code == status
+        assert http.get("/metrics").status_code == 200  # served on the app, not counted
+    text = handle.render().decode()
+    assert counts(text, HTTP, "http_route", "http_response_status_code", "error_type") == ROUTES
+
+
+async def test_every_asgi_handler_measured(
+    make_handle: MakeHandle, items: Any, measured_handlers: None
+) -> None:
+    """Django under ASGI: the same series through the ASGI middleware."""
+    from asgiref.sync import sync_to_async
+    from django.core.asgi import get_asgi_application
+
+    from otel_kit._instrumentation.django import measure_handlers
+
+    application = get_asgi_application()
+    handle = make_handle()
+    measure_handlers(handle)
+    with otel_kit.not_measured():
+        pk = (await sync_to_async(items.objects.create)(name="first")).pk
+    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        for path, status in route_requests(pk):
+            assert (await http.get(path)).status_code == status
+    text = handle.render().decode()
+    assert counts(text, HTTP, "http_route", "http_response_status_code", "error_type") == ROUTES

@@ -45,6 +45,8 @@ PUBLIC: dict[str, list[str]] = {
         "load_settings",
         "setting_docs",
     ],
+    "otel_kit.django": [],
+    "otel_kit.django.apps": ["OtelKitConfig"],
     "otel_kit.generate": [],
     "otel_kit.generate.collector": ["COLLECTOR_IMAGE", "CollectorOptions", "generate"],
     "otel_kit.generate.dashboards": ["DASHBOARDS", "render", "write"],

@@ -17,6 +17,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "tests.integration.apps.django_site.shop",
 ]
+if os.environ.get("DJANGO_SITE_OTEL_KIT"):  # the one line a project adds
+    INSTALLED_APPS.append("otel_kit.django")
 MIDDLEWARE: list[str] = []
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],

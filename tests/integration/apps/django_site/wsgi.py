@@ -1,13 +1,12 @@
-"""The test project under a WSGI server (gunicorn), measured by otel-kit."""
+"""The test project's WSGI application, as `startproject` writes it: no otel-kit line (the
+settings' INSTALLED_APPS has "otel_kit.django" when DJANGO_SITE_OTEL_KIT is set)."""
 
 from __future__ import annotations
 
 import os
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.integration.apps.django_site.settings")
-
 from django.core.wsgi import get_wsgi_application
 
-from otel_kit import setup_metrics
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.integration.apps.django_site.settings")
 
-application = setup_metrics().instrument_app(get_wsgi_application())
+application = get_wsgi_application()

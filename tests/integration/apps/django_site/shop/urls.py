@@ -10,6 +10,7 @@ router.register("items", views.ItemViewSet)
 
 urlpatterns = [
     path("items/<int:pk>/", views.item_detail),
+    path("shared/<int:pk>/", views.shared_item),
     path("create/<str:name>/", views.create_item),
     path("fail/", views.fail),
     path("api/", include(router.urls)),

@@ -21,6 +21,19 @@ def item_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return JsonResponse({"id": pk, "name": name})
 
 
+def shared_item(request: HttpRequest, pk: int) -> HttpResponse:
+    """The same on PostgreSQL and the Redis cache, which every worker process shares."""
+    cache = caches["shared"]
+    name = cache.get(f"item:{pk}")
+    if name is None:
+        item = Item.objects.using("pg").filter(pk=pk).first()
+        if item is None:
+            return JsonResponse({"error": "no such item"}, status=404)
+        name = item.name
+        cache.set(f"item:{pk}", name)
+    return JsonResponse({"id": pk, "name": name})
+
+
 def create_item(request: HttpRequest, name: str) -> HttpResponse:
     """An INSERT in a transaction (BEGIN implicit, COMMIT counted)."""
     with transaction.atomic():
