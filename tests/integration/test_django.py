@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import random
 import string
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,14 +23,16 @@ import httpx
 from django.db import IntegrityError, connections, transaction
 
 import otel_kit
-from tests.exposition import samples
+from tests.exposition import samples, series
 from tests.handles import MakeHandle
+from tests.integration.processes import free_port, server
 
 pytestmark = pytest.mark.integration
 
 DB = "db_client_operation_duration_seconds_count"
 CACHE = "cache_requests_total"
 HTTP = "http_server_request_duration_seconds_count"
+WAIT_S = 10  # the deadline of every wait on the server
 
 
 def counts(text: str, name: str, *keys: str) -> dict[tuple[str | None, ...], float]:
@@ -314,3 +318,62 @@ async def test_every_asgi_handler_measured(
             assert (await http.get(path)).status_code == status
     text = handle.render().decode()
     assert counts(text, HTTP, "http_route", "http_response_status_code", "error_type") == ROUTES
+
+
+def scrape_until(base: str, name: str, total: float, what: str) -> str:
+    """The exposition once `name` sums to `total` (a worker records a request when its
+    response is closed, just after the client has it); fails at the deadline."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        text = httpx.get(base + "/metrics", timeout=10).text
+        if sum(counts(text, name).values()) == total:
+            return text
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not {total} within {WAIT_S} s:\n{text}")
+        time.sleep(0.05)
+
+
+def test_gunicorn_two_sync_workers(tmp_path: Path, items: Any, site: str) -> None:
+    """The project with only "otel_kit.django" added to INSTALLED_APPS, in gunicorn's sync
+    workers: one scrape shows both workers' requests, statements and cache lookups."""
+    with otel_kit.not_measured():
+        pks = [items.objects.using(site).create(name=f"item-{i}").pk for i in range(3)]
+    from django.core.cache import caches
+
+    caches["shared"].clear()
+    port = free_port()
+    env = {"DJANGO_SITE_OTEL_KIT": "1", "OTEL_KIT_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    app = "tests.integration.apps.django_site.wsgi:application"
+    args = ["-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "5", app]
+    rng = random.Random(18)
+    attack = ["".join(rng.choices(string.ascii_lowercase, k=12)) for _ in range(100)]
+    with server(args, port, env=env) as base, httpx.Client(base_url=base, timeout=10) as http:
+        for _ in range(4):  # the first of each item misses the Redis cache: 3 SELECTs
+            for pk in pks:
+                assert http.get(f"/shop/shared/{pk}/").status_code == 200
+        assert http.get("/shop/api/items/").status_code == 200
+        assert http.get("/legacy/2024/").status_code == 200
+        assert http.get("/shop/fail/").status_code == 500
+        for name in attack:
+            assert http.get(f"/{name}").status_code == 404
+            assert http.get(f"/shop/shared/{rng.randrange(10**6, 10**9)}/").status_code == 404
+        text = scrape_until(base, HTTP, 12 + 3 + 200, "requests")
+        pids = {s["worker"] for s in series(text, "process_memory_usage_bytes")}
+    assert counts(text, HTTP, "http_route", "http_response_status_code", "error_type") == {
+        ("/shop/shared/<int:pk>/", "200", None): 12,
+        ("/shop/shared/<int:pk>/", "404", None): 100,
+        ("/shop/api/items/", "200", None): 1,
+        ("/legacy/(?P<year>[0-9]{4})/", "200", None): 1,
+        ("/shop/fail/", "500", "RuntimeError"): 1,
+        (None, "404", None): 100,
+    }
+    assert counts(text, CACHE, "cache_name", "cache_result") == {
+        ("shared", "hit"): 9,
+        ("shared", "miss"): 3 + 100,
+    }
+    selects = counts(text, DB, "db_system_name", "db_operation_name", "error_type")
+    # Each miss's SELECT once (psycopg's integration is on too); a connection per request.
+    assert selects[("postgresql", "SELECT", None)] == 3 + 100
+    assert selects[("sqlite", "SELECT", None)] == 1  # the DRF list
+    assert not any(name in text for name in attack)
+    assert len(pids) == 2, "the requests did not reach both workers"

@@ -42,6 +42,9 @@ if _postgres:  # postgresql://user@host:port/name
         "PASSWORD": _url.password or "",
         "HOST": _url.hostname or "",
         "PORT": str(_url.port or ""),
+        # The session starts in UTC: Django then sends no `SELECT set_config('TimeZone', ...)`
+        # on each new connection (counted by the psycopg integration, not Django's).
+        "OPTIONS": {"options": "-c TimeZone=UTC"},
     }
 
 CACHES = {
