@@ -15,8 +15,8 @@ its own class `from` it): `error.type` `psycopg.errors.UniqueViolation`,
 nothing. Savepoints are SQL Django sends through the cursor: SAVEPOINT, RELEASE, ROLLBACK.
 The driver connection under a measured Django connection is claimed (`_sql.claim`), so the
 psycopg integration does not count its statements again; the statements a backend sends while
-connecting, before `connection_created` (psycopg: `SELECT set_config('TimeZone', ...)` when the session's zone
-differs), are not Django's: the psycopg integration counts them, once.
+connecting, before `connection_created` (PostgreSQL: `SELECT set_config('TimeZone', ...)` when
+the session's zone is not TIME_ZONE), are not Django's: the psycopg integration counts them.
 
 Cache: hits and misses of every Django cache backend by `CACHES` alias (`django_cache.py`).
 
