@@ -19,4 +19,5 @@ INTEGRATION_PASS=(
     tests/integration/test_urllib3_requests.py
     tests/integration/test_aiohttp_client.py
     tests/integration/test_flask.py
+    tests/integration/test_django.py
 )
