@@ -3,10 +3,13 @@
 `http.route` is Flask's `request.url_rule.rule`, as the app declares it (Flask's own syntax,
 `/api/items/<int:item_id>`, as contrib's Flask instrumentor reports it), blueprints'
 `url_prefix` included and the WSGI `SCRIPT_NAME` (a mount prefix) not, like the ASGI
-middleware's root path. It is handed over on `request_started`, which Flask sends after
-routing and before any `before_request` function (one of which may answer the request
-itself). An unhandled exception that Flask turns into its 500 page is reported through
-`got_request_exception`, so `error.type` is its class.
+middleware's root path. It is handed over when Flask starts dispatching a routed request
+(`full_dispatch_request`, before any `before_request` function, one of which may answer the
+request itself); an unhandled exception that Flask turns into its 500 page is reported from
+`handle_exception`, so `error.type` is its class. Both are wrapped on the app instance
+rather than connected to Flask's signals: a signal is sent on every request to every
+receiver of every app (blinker looks each one up and inspects it), a wrapper is one call on
+this app only.
 """
 
 from __future__ import annotations
@@ -21,20 +24,22 @@ from otel_kit._instrumentation.wsgi import ERROR_KEY, ROUTE_KEY, WSGIMetricsMidd
 __all__ = ["instrument_flask"]
 
 
-def _hand_route(sender: Any, **extra: Any) -> None:
-    rule = flask.request.url_rule
-    if rule is not None:
-        flask.request.environ[ROUTE_KEY] = rule.rule
-
-
-def _hand_error(sender: Any, exception: BaseException, **extra: Any) -> None:
-    flask.request.environ[ERROR_KEY] = error_type(exception)
-
-
 def instrument_flask(app: flask.Flask, middleware: WSGIMetricsMiddleware) -> None:
     """Measure `app` with `middleware` (built around `app.wsgi_app`)."""
+    dispatch = app.full_dispatch_request
+    handle_exception = app.handle_exception
+    request = flask.request
+
+    def full_dispatch_request() -> Any:
+        rule = request.url_rule
+        if rule is not None:
+            request.environ[ROUTE_KEY] = rule.rule
+        return dispatch()
+
+    def handle_exception_of_app(e: Exception) -> Any:
+        request.environ[ERROR_KEY] = error_type(e)
+        return handle_exception(e)
+
     app.wsgi_app = middleware  # type: ignore[method-assign]
-    # weak=False: the receivers are module functions, kept anyway; sender=app: other Flask
-    # apps of the process (not measured, or by another middleware) are not touched.
-    flask.request_started.connect(_hand_route, app, weak=False)
-    flask.got_request_exception.connect(_hand_error, app, weak=False)
+    app.full_dispatch_request = full_dispatch_request  # type: ignore[method-assign]
+    app.handle_exception = handle_exception_of_app  # type: ignore[method-assign]
