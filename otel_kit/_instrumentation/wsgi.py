@@ -93,6 +93,8 @@ class WSGIMetricsMiddleware(ServerMiddleware):
         except BaseException as exc:
             exchange.finish(error_type(exc), failed=True)
             raise
+        if type(result) is environ.get("wsgi.file_wrapper") and exchange.keep_file(result):
+            return result  # the server's own file wrapper: it may send the file itself
         exchange.result = result
         return exchange
 
@@ -108,7 +110,9 @@ class _Exchange:
         "_start_response",
         "active_key",
         "done",
+        "file",
         "first_byte",
+        "headers",
         "method",
         "result",
         "scheme",
@@ -129,6 +133,8 @@ class _Exchange:
         self.scheme = scheme if scheme in SCHEMES else "_OTHER"
         self.version = _VERSIONS.get(environ.get("SERVER_PROTOCOL", ""))
         self.status: Any = None
+        self.headers: Any = None
+        self.file = False
         self.result: Iterable[bytes] = ()
         self.done = False
         self.sent = 0
@@ -141,7 +147,23 @@ class _Exchange:
 
     def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Any:
         self.status = status
+        self.headers = headers
         return self._start_response(status, headers, exc_info)
+
+    def keep_file(self, result: Any) -> bool:
+        """Measure a response that is the server's `wsgi.file_wrapper` without wrapping it,
+        which would cost the server its sendfile(): its `close` (set on the instance by
+        wsgiref's and gunicorn's wrappers) is replaced by one that records. False when the
+        object takes no attribute."""
+        close = getattr(result, "close", None)
+        try:
+            result.close = lambda: self._close(close)
+        except Exception:
+            return False
+        self.file = True
+        if self._middleware._tally:
+            self.first_byte = perf_counter()  # the server sends it from now
+        return True
 
     def __iter__(self) -> Iterator[bytes]:
         if self._middleware._tally:
@@ -177,8 +199,10 @@ class _Exchange:
 
     def close(self) -> None:
         """PEP 3333: the server calls this once the response is sent (or abandoned)."""
+        self._close(getattr(self.result, "close", None))
+
+    def _close(self, close: Callable[[], object] | None) -> None:
         try:
-            close = getattr(self.result, "close", None)
             if close is not None:
                 close()
         except BaseException as exc:
@@ -221,7 +245,16 @@ class _Exchange:
             length = self._environ.get("CONTENT_LENGTH") or ""
             request.record(int(length) if length.isdigit() else 0, key)
             if answered:
-                response.record(0 if head else self.sent, key)
+                response.record(0 if head else self._response_size(), key)
         first_byte = self.first_byte
         if middleware._first_byte is not None and first_byte is not None and answered and not head:
             middleware._first_byte.record(first_byte - self._start, key[:3])  # no error.type
+
+    def _response_size(self) -> int:
+        """The bytes of the body; of a file the server sent itself, its Content-Length."""
+        if not self.file:
+            return self.sent
+        for name, value in self.headers or ():
+            if name.lower() == "content-length" and value.isdigit():
+                return int(value)
+        return 0

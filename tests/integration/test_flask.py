@@ -41,6 +41,8 @@ def test_setup_metrics_in_the_app_module_under_gunicorn(tmp_path: Path) -> None:
         assert client.request("PURGE", "/cache/k").status_code == 200
         assert client.get("/boom").status_code == 500
         assert client.get("/healthz").status_code == 200  # excluded
+        download = client.get("/download")
+        assert download.content == (cwd / "flask_plain.py").read_bytes()
         with client.stream("GET", "/stream") as stream:
             assert b"".join(stream.iter_bytes()) == b"chunk 0\nchunk 1\nchunk 2\nchunk 3\n"
         rng = random.Random(18)
@@ -57,16 +59,18 @@ def test_setup_metrics_in_the_app_module_under_gunicorn(tmp_path: Path) -> None:
     assert count("/api/v1/admin/reports/<int:report_id>", "POST", "201") == 1
     assert count("/cache/<key>", "_OTHER") == 1
     assert count("/stream") == 1
+    assert count("/download") == 1
     assert value(text, BUCKET, http_route="/stream", le="0.25") == 0  # timed until closed
     assert value(text, COUNT, http_route="/boom", error_type="ValueError") == 1
     assert count(None, status="404") == 300
-    assert value(text, COUNT) == 5 + 2 + 1 + 1 + 1 + 1 + 300
+    assert value(text, COUNT) == 5 + 2 + 1 + 1 + 1 + 1 + 1 + 300
     assert {s.get("http_route") for s in series(text, COUNT)} == {
         ITEMS,
         "/api/v1/users/<user_id>",
         "/api/v1/admin/reports/<int:report_id>",
         "/cache/<key>",
         "/stream",
+        "/download",
         "/boom",
         None,  # the 300 random paths: one series, no raw path
     }

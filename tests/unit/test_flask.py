@@ -5,11 +5,13 @@ its response as a WSGI server does. Under gunicorn: tests/integration/test_flask
 from __future__ import annotations
 
 import random
+import wsgiref.util
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from flask import Flask
+from flask import Flask, send_file
 from werkzeug.test import Client, TestResponse
 
 from otel_kit import setup_metrics
@@ -264,3 +266,32 @@ def test_opt_in_body_sizes_and_time_to_first_byte(make_handle: MakeHandle) -> No
     assert value(text, "http_server_request_body_size_bytes_count", http_route="/boom") == 1
     assert value(text, ttfb, http_route="/stream") == 1  # GET only: HEAD sends no body
     assert value(text, ttfb) == 2  # and the POST's
+
+
+def test_the_servers_file_wrapper_is_kept_and_timed_until_closed(
+    make_handle: MakeHandle, tmp_path: Path
+) -> None:
+    """A response that is the server's `wsgi.file_wrapper` goes to the server unwrapped (so it
+    can use sendfile()), and is recorded when the server closes it."""
+    data = tmp_path / "report.csv"
+    data.write_bytes(b"a,b\n" * 1000)
+    app = Flask(__name__)
+
+    @app.get("/reports/<name>")
+    def report(name: str) -> Any:
+        return send_file(data)
+
+    handle = make_handle(app, http_body_sizes=True)
+    environ: dict[str, Any] = {"PATH_INFO": "/reports/q3"}
+    wsgiref.util.setup_testing_defaults(environ)
+    environ["wsgi.file_wrapper"] = wsgiref.util.FileWrapper
+    statuses: list[str] = []
+    result = app(environ, lambda status, headers, exc_info=None: statuses.append(status))
+    assert type(result) is wsgiref.util.FileWrapper
+    assert b"".join(result) == data.read_bytes()
+    assert count(handle.render().decode()) == 0  # sent, not closed yet
+    result.close()  # type: ignore[attr-defined]
+    text = handle.render().decode()
+    assert statuses == ["200 OK"]
+    assert count(text, http_route="/reports/<name>", http_response_status_code="200") == 1
+    assert value(text, "http_server_response_body_size_bytes_sum") == 4000  # Content-Length

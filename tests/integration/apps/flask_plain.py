@@ -1,6 +1,6 @@
 """A Flask app without a line of otel-kit (`otel-kit run` measures it; `flask_setup.py` calls
 `setup_metrics(app)` on it): blueprints with a `url_prefix`, one nested in another, a streamed
-response, an exception, a method of the app's own (PURGE) and a route at `/healthz`."""
+response, an exception, a method of the app's own (PURGE), a file and a route at `/healthz`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Iterator
 
-from flask import Blueprint, Flask, Response
+from flask import Blueprint, Flask, Response, send_file
 
 # Between the chunks of /stream: the request lasts at least 3 of these until the server closes
 # the response, while the app's view function returns at once.
@@ -45,6 +45,11 @@ def create_app() -> Flask:
                 yield b"chunk %d\n" % i
 
         return Response(chunks(), mimetype="text/plain")
+
+    @app.get("/download")
+    def download() -> Response:
+        """A file: the server's wsgi.file_wrapper (gunicorn sends it with sendfile())."""
+        return send_file(os.path.abspath(__file__), mimetype="text/plain")
 
     @app.get("/boom")
     def boom() -> str:
