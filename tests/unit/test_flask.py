@@ -286,11 +286,15 @@ def test_the_servers_file_wrapper_is_kept_and_timed_until_closed(
     wsgiref.util.setup_testing_defaults(environ)
     environ["wsgi.file_wrapper"] = wsgiref.util.FileWrapper
     statuses: list[str] = []
-    result = app(environ, lambda status, headers, exc_info=None: statuses.append(status))
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        statuses.append(status)
+
+    result = app(environ, start_response)
     assert type(result) is wsgiref.util.FileWrapper
     assert b"".join(result) == data.read_bytes()
     assert count(handle.render().decode()) == 0  # sent, not closed yet
-    result.close()  # type: ignore[attr-defined]
+    result.close()
     text = handle.render().decode()
     assert statuses == ["200 OK"]
     assert count(text, http_route="/reports/<name>", http_response_status_code="200") == 1
