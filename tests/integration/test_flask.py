@@ -79,9 +79,11 @@ def test_setup_metrics_in_the_app_module_under_gunicorn(tmp_path: Path) -> None:
     assert {s["network_protocol_version"] for s in series(text, COUNT)} == {"1.1"}
 
 
-def test_otel_kit_run_gunicorn_two_sync_workers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("app", ["flask_plain:app", "flask_setup:app"])
+def test_otel_kit_run_gunicorn_two_sync_workers(tmp_path: Path, app: str) -> None:
+    """The app without otel-kit, and the one calling setup_metrics(app) too: once each."""
     port = free_port()
-    command = gunicorn(port, "flask_plain:app", "-w", "2")
+    command = gunicorn(port, app, "-w", "2")
     with otel_kit_run(tmp_path, command, port=port) as run:
         run.requests(200)
         for _ in range(4):
