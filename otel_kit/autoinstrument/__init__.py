@@ -14,7 +14,8 @@ until needed.
   library, never by importing it: each is 0.1-0.3 s and several MB a process may not need.
 - Every Starlette application (FastAPI included) gets otel-kit's middleware when its middleware
   stack is built, however it was created (module attribute, factory, `--reload`), unless it
-  called `setup_metrics(app)` itself. Every Flask app gets it when it is created.
+  called `setup_metrics(app)` itself. Every Flask app gets it when it is created, every Django
+  WSGI or ASGI handler when Django is imported.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ _log = logging.getLogger("otel_kit")
 
 _STARLETTE = "starlette.applications"  # patched when imported (below)
 _FLASK = "flask"  # likewise
+_DJANGO = "django"  # its WSGI and ASGI handlers, when the django integration is instrumented
 # Importing one of these means the process serves or measures something: set up then (and
 # instrument the integration it belongs to). Not the OTel metrics API: otel-kit's setup
 # imports it, also from inside the import of the SDK, which a setup started there would need.
@@ -68,6 +70,8 @@ def initialize() -> None:
             _patch_starlette(sys.modules[_STARLETTE])
         if _FLASK in sys.modules:
             _patch_flask(sys.modules[_FLASK])
+        if _DJANGO in sys.modules:
+            _measure_django(_activate())
     except Exception:
         _log.exception("otel-kit: bootstrap failed; the application runs without its metrics")
 
@@ -164,8 +168,20 @@ def _imported(name: str, module: ModuleType) -> None:
             _patch_flask(module)
         if handle is not None and name in _INTEGRATION_TRIGGERS:
             handle.instrument_imported(name)
+        if name == _DJANGO:
+            _measure_django(handle)
     except Exception:
         _log.exception("otel-kit: instrumenting %s failed", name)
+
+
+def _measure_django(handle: Any) -> None:
+    """Every Django WSGI/ASGI handler through the run's HTTP middleware, as "otel_kit.django"
+    in INSTALLED_APPS does (the route template then comes from the django integration)."""
+    if handle is None or _DJANGO in handle.settings.disabled_instrumentations:
+        return
+    from otel_kit._instrumentation.django import measure_handlers
+
+    measure_handlers(handle)
 
 
 def _patch_starlette(module: Any) -> None:

@@ -25,6 +25,7 @@ from django.db import IntegrityError, connections, transaction
 import otel_kit
 from tests.exposition import samples, series
 from tests.handles import MakeHandle
+from tests.integration.otel_kit_run import RUN_CLI, VENV_BIN
 from tests.integration.processes import free_port, server
 
 pytestmark = pytest.mark.integration
@@ -333,18 +334,36 @@ def scrape_until(base: str, name: str, total: float, what: str) -> str:
         time.sleep(0.05)
 
 
+def gunicorn(port: int) -> list[str]:
+    """Two sync workers (gunicorn's default worker class) serving the test project."""
+    app = "tests.integration.apps.django_site.wsgi:application"
+    return ["gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "5", app]
+
+
 def test_gunicorn_two_sync_workers(tmp_path: Path, items: Any, site: str) -> None:
     """The project with only "otel_kit.django" added to INSTALLED_APPS, in gunicorn's sync
     workers: one scrape shows both workers' requests, statements and cache lookups."""
+    port = free_port()
+    env = {"DJANGO_SITE_OTEL_KIT": "1", "OTEL_KIT_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    assert served_project(["-m", *gunicorn(port)], port, env, items, site) == 2  # the workers
+
+
+def test_otel_kit_run_gunicorn(items: Any, site: str) -> None:
+    """`otel-kit run gunicorn mysite.wsgi`: the project without a line of otel-kit."""
+    port = free_port()
+    env = {"PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "")}  # its gunicorn
+    processes = served_project([str(RUN_CLI), "run", *gunicorn(port)], port, env, items, site)
+    assert processes == 3  # the arbiter too: otel-kit run sets up every process
+
+
+def served_project(args: list[str], port: int, env: dict[str, str], items: Any, site: str) -> int:
+    """Requests to the project served by `python args`: one scrape, every worker's series;
+    returns how many processes the scrape shows."""
     with otel_kit.not_measured():
         pks = [items.objects.using(site).create(name=f"item-{i}").pk for i in range(3)]
     from django.core.cache import caches
 
     caches["shared"].clear()
-    port = free_port()
-    env = {"DJANGO_SITE_OTEL_KIT": "1", "OTEL_KIT_MULTIPROC_DIR": str(tmp_path / "metrics")}
-    app = "tests.integration.apps.django_site.wsgi:application"
-    args = ["-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "5", app]
     rng = random.Random(18)
     attack = ["".join(rng.choices(string.ascii_lowercase, k=12)) for _ in range(100)]
     with server(args, port, env=env) as base, httpx.Client(base_url=base, timeout=10) as http:
@@ -376,4 +395,4 @@ def test_gunicorn_two_sync_workers(tmp_path: Path, items: Any, site: str) -> Non
     assert selects[("postgresql", "SELECT", None)] == 3 + 100
     assert selects[("sqlite", "SELECT", None)] == 1  # the DRF list
     assert not any(name in text for name in attack)
-    assert len(pids) == 2, "the requests did not reach both workers"
+    return len(pids)
