@@ -23,6 +23,7 @@ import httpx
 from django.db import IntegrityError, connections, transaction
 
 import otel_kit
+from otel_kit import _support
 from tests.exposition import samples, series
 from tests.handles import MakeHandle
 from tests.integration.otel_kit_run import RUN_CLI, VENV_BIN
@@ -86,6 +87,9 @@ def orm_workload(item: Any, alias: str) -> None:
         with transaction.atomic(using=alias):  # SAVEPOINT, RELEASE
             objects.filter(name="b").update(price=2)  # UPDATE
     # COMMIT
+    with pytest.raises(ValueError), transaction.atomic(using=alias):
+        objects.create(name="c")  # INSERT, then ROLLBACK
+        raise ValueError("the block fails")
     with pytest.raises(IntegrityError):
         objects.create(name="a")  # a failed INSERT
     objects.filter(name="b").delete()  # DELETE, in a transaction of Django's: COMMIT
@@ -99,14 +103,15 @@ def test_orm_sqlite(make_handle: MakeHandle, items: Any) -> None:
     text = handle.render().decode()
     found = counts(text, DB, "db_system_name", "db_namespace", "db_operation_name", "error_type")
     assert found == {
-        ("sqlite", "site.sqlite3", "INSERT", None): 2,
+        ("sqlite", "site.sqlite3", "INSERT", None): 3,
         ("sqlite", "site.sqlite3", "INSERT", "sqlite3.IntegrityError"): 1,
         ("sqlite", "site.sqlite3", "SELECT", None): 1,
-        ("sqlite", "site.sqlite3", "BEGIN", None): 2,  # Django sends SQLite's BEGIN itself
+        ("sqlite", "site.sqlite3", "BEGIN", None): 3,  # Django sends SQLite's BEGIN itself
         ("sqlite", "site.sqlite3", "SAVEPOINT", None): 1,
         ("sqlite", "site.sqlite3", "UPDATE", None): 1,
         ("sqlite", "site.sqlite3", "RELEASE", None): 1,
         ("sqlite", "site.sqlite3", "COMMIT", None): 2,
+        ("sqlite", "site.sqlite3", "ROLLBACK", None): 1,
         ("sqlite", "site.sqlite3", "DELETE", None): 1,
     }
     assert 'server_address="' not in text
@@ -129,16 +134,46 @@ def test_orm_postgres_counted_once(make_handle: MakeHandle, items: Any, site: st
     port = connections[site].settings_dict["PORT"]
     where = ("postgresql", "otel_kit", "127.0.0.1")
     assert found == {
-        (*where, "INSERT", None, None): 2,
+        (*where, "INSERT", None, None): 3,
         (*where, "INSERT", "psycopg.errors.UniqueViolation", "23505"): 1,
         (*where, "SELECT", None, None): 1,
         (*where, "SAVEPOINT", None, None): 1,
         (*where, "UPDATE", None, None): 1,
         (*where, "RELEASE", None, None): 1,
         (*where, "COMMIT", None, None): 2,  # psycopg's implicit BEGINs: part of a statement
+        (*where, "ROLLBACK", None, None): 1,
         (*where, "DELETE", None, None): 1,
     }
     assert set(counts(text, DB, "server_port")) == {(port,)}
+
+
+def test_a_metrics_failure_never_reaches_the_application(
+    make_handle: MakeHandle,
+    items: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from django.core.cache import caches
+
+    import otel_kit._instrumentation.django as instrumentation
+    import otel_kit._instrumentation.django_cache as cache_instrumentation
+
+    def broken(*args: object) -> str:
+        raise RuntimeError("broken")
+
+    handle = make_handle()
+    monkeypatch.setattr(instrumentation, "_target", broken)
+    monkeypatch.setattr(cache_instrumentation, "_alias", broken)
+    monkeypatch.setattr(_support, "_failures", _support.LogOnce())  # logged once per process
+    orm_workload(items, "default")
+    cache_workload(caches["default"])
+    failures = [r.getMessage() for r in caplog.records if "Django" in r.getMessage()]
+    assert failures == [
+        "otel-kit: recording Django ORM metrics failed; the application is unaffected",
+        "otel-kit: recording Django cache metrics failed; the application is unaffected",
+    ]
+    text = handle.render().decode()
+    assert counts(text, DB) == {} and counts(text, CACHE) == {}
 
 
 def cache_workload(cache: Any) -> None:
