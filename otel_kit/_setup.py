@@ -255,6 +255,14 @@ def wrap_built_stack(handle: MetricsHandle, app: Any, stack: ASGIApp) -> ASGIApp
     if options is None:
         return stack
     handle._apps.add(app)
+    from starlette.middleware.errors import ServerErrorMiddleware
+
+    if type(stack) is ServerErrorMiddleware:
+        # Inside it, where setup_metrics(app) puts the middleware: contrib's FastAPIInstrumentor
+        # rebuilds the stack around a ServerErrorMiddleware (it skips the app otherwise), and
+        # the request is then measured inside its server span.
+        stack.app = MetricsMiddleware(stack.app, **options)
+        return stack
     return MetricsMiddleware(stack, **options)
 
 

@@ -25,6 +25,7 @@ def _line(span: ReadableSpan) -> str:
                 "trace_id": f"{context.trace_id:032x}",
                 "span_id": f"{context.span_id:016x}",
                 "kind": span.kind.name,
+                "scope": span.instrumentation_scope.name if span.instrumentation_scope else None,
                 "route": (span.attributes or {}).get("http.route"),
                 "pid": os.getpid(),
             }
