@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
+import flask_sqlalchemy
 import pytest
 from flask import Flask, send_file
 from werkzeug.test import Client, TestResponse
@@ -299,3 +300,44 @@ def test_the_servers_file_wrapper_is_kept_and_timed_until_closed(
     assert statuses == ["200 OK"]
     assert count(text, http_route="/reports/<name>", http_response_status_code="200") == 1
     assert value(text, "http_server_response_body_size_bytes_sum") == 4000  # Content-Length
+
+
+def test_flask_sqlalchemy_statements_count_once(make_handle: MakeHandle, tmp_path: Path) -> None:
+    """Flask-SQLAlchemy's engine is SQLAlchemy's: measured by the SQLAlchemy integration,
+    each statement once, beside the request that ran it."""
+    app = Flask(__name__)
+    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'shop.db'}"
+    db = flask_sqlalchemy.SQLAlchemy(app)
+
+    class Item(db.Model):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Integer, primary_key=True)
+        name = db.Column(db.String(50))
+
+    @app.post("/items/<name>")
+    def create(name: str) -> tuple[str, int]:
+        db.session.add(Item(name=name))
+        db.session.commit()
+        return name, 201
+
+    @app.get("/items/<int:item_id>")
+    def read(item_id: int) -> str:
+        item = db.session.get(Item, item_id)
+        return "missing" if item is None else str(item.name)
+
+    with app.app_context():
+        db.create_all()  # before the setup: not counted
+    handle = make_handle(app)
+    client = app.test_client()
+    for name in ("a", "b"):
+        assert get(client, f"/items/{name}", "POST").status_code == 201
+    for item_id in (1, 2, 3):
+        assert get(client, f"/items/{item_id}").status_code == 200
+    text = handle.render().decode()
+    duration = "db_client_operation_duration_seconds_count"
+    assert {
+        labels["db_operation_name"]: value(text, duration, **labels)
+        for labels in series(text, duration)
+    } == {"INSERT": 2, "COMMIT": 2, "SELECT": 3, "ROLLBACK": 3}  # the reads' sessions end so
+    assert {s["db_system_name"] for s in series(text, duration)} == {"sqlite"}
+    assert count(text, http_route="/items/<int:item_id>") == 3
+    assert count(text, http_route="/items/<name>", http_request_method="POST") == 2
