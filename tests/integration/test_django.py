@@ -217,6 +217,33 @@ def test_redis_cache_counted_once(make_handle: MakeHandle, site: str) -> None:
     assert redis_ops[("redis", "MGET")] == 1
 
 
+def test_django_test_client(make_handle: MakeHandle, items: Any) -> None:
+    """Django's test client (a handler of its own, no WSGI server): statements, lookups and
+    the route each request hands to the HTTP middleware."""
+    from django.test import Client
+
+    with otel_kit.not_measured():
+        pk = items.objects.create(name="first").pk
+    handle = make_handle()
+    client = Client(raise_request_exception=False)
+    routes = {}
+    for path in (f"/shop/items/{pk}/", f"/shop/items/{pk}/", "/shop/api/items/", "/nope/x"):
+        response = client.get(path)
+        routes[path] = response.wsgi_request.environ.get("otel_kit.route")
+    assert routes == {
+        f"/shop/items/{pk}/": "/shop/items/<int:pk>/",
+        "/shop/api/items/": "/shop/api/items/",
+        "/nope/x": None,  # nothing matched: no route
+    }
+    text = handle.render().decode()
+    assert counts(text, CACHE, "cache_name", "cache_result") == {
+        ("default", "miss"): 1,
+        ("default", "hit"): 1,
+    }
+    # One SELECT for the item (the second request hit the cache), one for the DRF list.
+    assert counts(text, DB, "db_operation_name") == {("SELECT",): 2}
+
+
 @pytest.fixture
 def client(site: str, make_handle: MakeHandle) -> Iterator[tuple[httpx.Client, Any]]:
     from django.core.wsgi import get_wsgi_application
