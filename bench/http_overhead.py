@@ -400,6 +400,19 @@ def summarise(runs: list[Run], flavour: str, variants: list[Variant]) -> list[di
         median_rps = statistics.median(rps)
         ratios = [r.rps / bare_by_round[r.round] for r in mine if r.round in bare_by_round]
         cpu_us = _median_cpu_us(mine)
+        # Each round's run against the same round's baseline run: a slow phase of the machine
+        # hits both, so the spread of these differences is the measurement's own.
+        base_by_round = {r.round: r for r in base}
+        pairs = [
+            1e6 / r.rps - 1e6 / base_by_round[r.round].rps for r in mine if r.round in base_by_round
+        ]
+        cpu_pairs = [
+            r.server_cpu_us - b.server_cpu_us
+            for r in mine
+            if (b := base_by_round.get(r.round)) is not None
+            and r.server_cpu_us is not None
+            and b.server_cpu_us is not None
+        ]
         rows.append(
             {
                 "variant": variant.name,
@@ -417,6 +430,8 @@ def summarise(runs: list[Run], flavour: str, variants: list[Variant]) -> list[di
                 "server_cpu_us_added": (
                     cpu_us - bare_cpu if cpu_us is not None and bare_cpu is not None else None
                 ),
+                "us_added_pairs": _quartiles(pairs),
+                "server_cpu_us_added_pairs": _quartiles(cpu_pairs),
                 "p50_us": statistics.median(r.p50_us for r in mine),
                 "p99_us": statistics.median(r.p99_us for r in mine),
                 "metrics_bytes": mine[-1].metrics_bytes,
@@ -424,6 +439,23 @@ def summarise(runs: list[Run], flavour: str, variants: list[Variant]) -> list[di
             }
         )
     return rows
+
+
+def _quartiles(values: list[float]) -> list[float] | None:
+    """[Q1, median, Q3] of `values` (all three the value itself for one), None for none."""
+    if not values:
+        return None
+    if len(values) == 1:
+        return values * 3
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return [q1, median, q3]
+
+
+def _pairs_cell(quartiles: list[float] | None) -> str:
+    if quartiles is None:
+        return "-"
+    q1, median, q3 = quartiles
+    return f"{median:+.1f} ({q1:+.1f} .. {q3:+.1f})"
 
 
 def _median_cpu_us(runs: list[Run]) -> float | None:
@@ -438,8 +470,9 @@ def _ms(us: float) -> str:
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| variant | req/s (median) | spread (min-max) | x baseline | µs added / req "
-        "| server CPU µs / req (added) | p50 | p99 | /metrics |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| µs added, pairs: median (IQR) | server CPU µs / req (added) "
+        "| CPU µs added, pairs: median (IQR) | p50 | p99 | /metrics |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         ratio = row["ratio_to_bare"]
@@ -454,7 +487,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"| {row['variant']} | {row['rps_median']:,.0f} "
             f"| {row['rps_min']:,.0f}-{row['rps_max']:,.0f} "
             f"| {'-' if ratio is None else f'{ratio:.2f}'} "
-            f"| {'-' if added is None else f'{added:+.0f}'} | {cpu_cell} "
+            f"| {'-' if added is None else f'{added:+.0f}'} "
+            f"| {_pairs_cell(row.get('us_added_pairs'))} | {cpu_cell} "
+            f"| {_pairs_cell(row.get('server_cpu_us_added_pairs'))} "
             f"| {_ms(row['p50_us'])} | {_ms(row['p99_us'])} "
             f"| {scrape} |"
         )
@@ -531,6 +566,10 @@ def render_markdown(result: dict[str, Any]) -> str:
         "x baseline is the median of per-round ratios to that round's baseline (`bare`, or "
         "`bare-db` for the realistic route); µs added / req = 1e6/rps - 1e6/rps(baseline), "
         "the extra server time per request.",
+        "- µs added, pairs: per round, the run's 1e6/rps minus the same round's baseline "
+        "run's (for the CPU column: server CPU µs per request minus the baseline's); the median "
+        "of these per-pair differences over rounds and their interquartile range (Q1 .. Q3). "
+        "Prefer these on a shared machine: a slow phase hits both runs of a pair.",
         "- server CPU µs / req: the uvicorn process's CPU time (from /proc) over the requests "
         "wrk completed, median over rounds, and in brackets its difference to bare. Unlike "
         "req/s, it barely moves when other processes share the machine.",
@@ -561,8 +600,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--duration", type=int, help="seconds per measured run (default 8)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
+    parser.add_argument("--duration", type=int, help="seconds per measured run (default 4)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 7)")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 2 s runs, 1 s warm-up, 1 round"
     )
@@ -575,9 +614,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.warmup = 1 if args.quick else 2
     if args.duration is None:
-        args.duration = 2 if args.quick else 8
+        args.duration = 2 if args.quick else 4
     if args.rounds is None:
-        args.rounds = 1 if args.quick else 3
+        args.rounds = 1 if args.quick else 7
     known = {v.name for v in VARIANTS}
     wanted = [name.strip() for name in args.variants.split(",") if name.strip()]
     unknown = set(wanted) - known
