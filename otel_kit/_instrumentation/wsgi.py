@@ -142,7 +142,10 @@ class _Exchange:
         self.active_key = (self.method, self.scheme)
         active = middleware._active
         if active is not None:
-            active.add(1, self.active_key)
+            try:
+                active.add(1, self.active_key)
+            except Exception:  # a metrics failure must never reach the application
+                report_failure("HTTP server")
         self._start = perf_counter()
 
     def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Any:

@@ -4,6 +4,8 @@ its response as a WSGI server does. Under gunicorn: tests/integration/test_flask
 
 from __future__ import annotations
 
+import logging
+import os
 import random
 import wsgiref.util
 from collections.abc import Iterable
@@ -15,7 +17,7 @@ import pytest
 from flask import Flask, send_file
 from werkzeug.test import Client, TestResponse
 
-from otel_kit import setup_metrics
+from otel_kit import _support, setup_metrics
 from otel_kit._instrumentation.wsgi import ROUTE_KEY
 from tests.exposition import samples, series, value
 from tests.handles import MakeHandle
@@ -341,3 +343,28 @@ def test_flask_sqlalchemy_statements_count_once(make_handle: MakeHandle, tmp_pat
     assert {s["db_system_name"] for s in series(text, duration)} == {"sqlite"}
     assert count(text, http_route="/items/<int:item_id>") == 3
     assert count(text, http_route="/items/<name>", http_request_method="POST") == 2
+
+
+def test_a_metrics_failure_never_reaches_the_app(
+    make_handle: MakeHandle, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app()
+    handle = make_handle(app)
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("instrument bug")
+
+    monkeypatch.setattr(_support, "_failures", _support.LogOnce())  # logged once per process
+    monkeypatch.setattr(handle._http_duration, "record", broken)
+    monkeypatch.setattr(handle._http_active, "add", broken)
+    client = app.test_client()
+    with caplog.at_level(logging.ERROR, logger="otel_kit"):
+        for i in range(3):
+            response = get(client, f"/items/{i}")
+            assert response.status_code == 200
+            assert response.json == {"id": i, "pid": os.getpid()}
+        streamed = get(client, "/stream")
+        assert streamed.data == b"chunk 0\nchunk 1\nchunk 2\nchunk 3\n"
+    assert [r.getMessage() for r in caplog.records if r.name == "otel_kit"] == [
+        "otel-kit: recording HTTP server metrics failed; the application is unaffected"
+    ]
