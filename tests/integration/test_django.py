@@ -407,20 +407,24 @@ def test_gunicorn_two_sync_workers(tmp_path: Path, items: Any, site: str) -> Non
     workers: one scrape shows both workers' requests, statements and cache lookups."""
     port = free_port()
     env = {"DJANGO_SITE_OTEL_KIT": "1", "OTEL_KIT_MULTIPROC_DIR": str(tmp_path / "metrics")}
-    assert served_project(["-m", *gunicorn(port)], port, env, items, site) == 2  # the workers
+    text, processes = served_project(["-m", *gunicorn(port)], port, env, items, site)
+    assert processes == 2  # the workers
+    assert {s["service_name"] for s in series(text, "target_info")} == {"django-site"}
 
 
 def test_otel_kit_run_gunicorn(items: Any, site: str) -> None:
     """`otel-kit run gunicorn mysite.wsgi`: the project without a line of otel-kit."""
     port = free_port()
     env = {"PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "")}  # its gunicorn
-    processes = served_project([str(RUN_CLI), "run", *gunicorn(port)], port, env, items, site)
+    _, processes = served_project([str(RUN_CLI), "run", *gunicorn(port)], port, env, items, site)
     assert processes == 3  # the arbiter too: otel-kit run sets up every process
 
 
-def served_project(args: list[str], port: int, env: dict[str, str], items: Any, site: str) -> int:
+def served_project(
+    args: list[str], port: int, env: dict[str, str], items: Any, site: str
+) -> tuple[str, int]:
     """Requests to the project served by `python args`: one scrape, every worker's series;
-    returns how many processes the scrape shows."""
+    returns it and how many processes it shows."""
     with otel_kit.not_measured():
         pks = [items.objects.using(site).create(name=f"item-{i}").pk for i in range(3)]
     from django.core.cache import caches
@@ -457,4 +461,4 @@ def served_project(args: list[str], port: int, env: dict[str, str], items: Any, 
     assert selects[("postgresql", "SELECT", None)] == 3 + 100
     assert selects[("sqlite", "SELECT", None)] == 1  # the DRF list
     assert not any(name in text for name in attack)
-    return len(pids)
+    return text, len(pids)

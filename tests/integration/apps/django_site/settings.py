@@ -19,6 +19,7 @@ INSTALLED_APPS = [
 ]
 if os.environ.get("DJANGO_SITE_OTEL_KIT"):  # the one line a project adds
     INSTALLED_APPS.append("otel_kit.django")
+    OTEL_KIT = {"service_name": "django-site"}  # setup_metrics()' keyword arguments
 MIDDLEWARE: list[str] = []
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
