@@ -18,7 +18,8 @@ from flask import Flask, send_file
 from werkzeug.test import Client, TestResponse
 
 from otel_kit import _support, setup_metrics
-from otel_kit._instrumentation.wsgi import ROUTE_KEY
+from otel_kit._instrumentation.asgi import MetricsMiddleware
+from otel_kit._instrumentation.wsgi import ROUTE_KEY, WSGIMetricsMiddleware
 from tests.exposition import samples, series, value
 from tests.handles import MakeHandle
 from tests.integration.apps.flask_plain import STREAM_PAUSE_S, create_app
@@ -368,3 +369,28 @@ def test_a_metrics_failure_never_reaches_the_app(
     assert [r.getMessage() for r in caplog.records if r.name == "otel_kit"] == [
         "otel-kit: recording HTTP server metrics failed; the application is unaffected"
     ]
+
+
+class ClassWSGIApp:
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+
+class ClassASGIApp:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("not called")
+
+
+async def function_asgi_app(scope: Any, receive: Any, send: Any) -> None:
+    raise AssertionError("not called")
+
+
+def test_instrument_app_tells_wsgi_from_asgi(make_handle: MakeHandle) -> None:
+    handle = make_handle()
+    wsgi = handle.instrument_app(ClassWSGIApp())
+    assert isinstance(wsgi, WSGIMetricsMiddleware)
+    get(Client(wsgi), "/")
+    assert count(handle.render().decode(), http_response_status_code="200") == 1
+    for asgi in (ClassASGIApp(), function_asgi_app):
+        assert isinstance(handle.instrument_app(asgi), MetricsMiddleware)
