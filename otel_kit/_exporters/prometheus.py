@@ -14,12 +14,9 @@ Attribute keys that make one label are joined with `;`; an attribute named `le` 
 histogram becomes `exported_le`. Two series of one name and label set (possible without scope
 labels, or through joined labels) are never both served: the first is kept, with a warning.
 
-Exemplars (a point's, one per bucket: otel-kit's newest, the SDK reservoir's) go on the
-`_bucket` sample of their value's bucket and on a counter's sample, with `trace_id` and
-`span_id` labels (hex, as the spec and Prometheus' OTLP receiver write them), then the
-exemplar's filtered attributes while the labels stay within OpenMetrics' 128 characters.
-prometheus_client writes them in the OpenMetrics exposition only: the classic text format has
-no exemplars.
+Exemplars go on the `_bucket` sample of their value's bucket and on a counter's sample
+(`exemplars`); prometheus_client writes them in the OpenMetrics exposition only: the classic
+text format has no exemplars.
 """
 
 from __future__ import annotations
@@ -29,13 +26,11 @@ import json
 import math
 import os
 import threading
-from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from opentelemetry.sdk.metrics import Exemplar as OTelExemplar
 from opentelemetry.sdk.metrics.export import (
     Gauge as GaugeData,
 )
@@ -51,12 +46,13 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from prometheus_client.core import Exemplar, Metric
+from prometheus_client.core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics_exposition
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from otel_kit._exporters import cardinality_limits
+from otel_kit._exporters.exemplars import by_bucket, newest
 from otel_kit._instruments import FastInstruments
 from otel_kit._support import LogOnce
 from otel_kit.catalogue import (
@@ -345,58 +341,24 @@ def _add_samples(
         if not histogram:
             exemplar = None
             if exemplars and metric.type == "counter":  # OpenMetrics: counters and buckets only
-                exemplar = _exemplar(max(exemplars, key=_newest))
+                exemplar = newest(exemplars, _label_value)
             metric.add_sample(sample_name, labels, point.value, exemplar=exemplar)
             continue
         cumulative = 0
         bounds = tuple(point.explicit_bounds)
-        by_bucket = _by_bucket(exemplars, bounds) if exemplars else {}
+        bucket_exemplars = by_bucket(exemplars, bounds, _label_value) if exemplars else {}
         for index, (le, count) in enumerate(
             zip(_le_values(bounds), point.bucket_counts, strict=True)
         ):
             cumulative += count
             metric.add_sample(
-                name + "_bucket", {**labels, "le": le}, cumulative, exemplar=by_bucket.get(index)
+                name + "_bucket",
+                {**labels, "le": le},
+                cumulative,
+                exemplar=bucket_exemplars.get(index),
             )
         metric.add_sample(name + "_count", labels, point.count)
         metric.add_sample(name + "_sum", labels, point.sum)
-
-
-# OpenMetrics: an exemplar's label names and values together, in UTF-8 characters.
-_EXEMPLAR_LABELS_MAX = 128
-
-
-def _newest(exemplar: OTelExemplar) -> int:
-    return exemplar.time_unix_nano
-
-
-def _by_bucket(exemplars: Sequence[OTelExemplar], bounds: tuple[float, ...]) -> dict[int, Exemplar]:
-    """The newest exemplar of each bucket (upper bounds inclusive, as the buckets count)."""
-    newest: dict[int, OTelExemplar] = {}
-    for exemplar in exemplars:
-        index = bisect_left(bounds, exemplar.value)
-        kept = newest.get(index)
-        if kept is None or exemplar.time_unix_nano >= kept.time_unix_nano:
-            newest[index] = exemplar
-    return {index: _exemplar(exemplar) for index, exemplar in newest.items()}
-
-
-def _exemplar(exemplar: OTelExemplar) -> Exemplar:
-    """An OTel exemplar as prometheus_client's: trace and span ids first, then its filtered
-    attributes (sorted) while all labels fit in `_EXEMPLAR_LABELS_MAX` characters."""
-    labels: dict[str, str] = {}
-    size = 0
-    if exemplar.trace_id and exemplar.span_id:
-        labels = {"trace_id": f"{exemplar.trace_id:032x}", "span_id": f"{exemplar.span_id:016x}"}
-        size = len("trace_id") + 32 + len("span_id") + 16
-    for key, value in sorted((exemplar.filtered_attributes or {}).items()):
-        label = prometheus_label(key, TRANSLATION_STRATEGIES[0])
-        text = _label_value(value)
-        if not label or label in labels or size + len(label) + len(text) > _EXEMPLAR_LABELS_MAX:
-            continue
-        labels[label] = text
-        size += len(label) + len(text)
-    return Exemplar(labels, exemplar.value, exemplar.time_unix_nano / 1e9)
 
 
 class PrometheusCollector(Collector):

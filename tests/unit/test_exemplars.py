@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, use_span
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from otel_kit._exporters.exemplars import newest
 from otel_kit._exporters.multiprocess.snapshot import (
     HistogramPoint,
     Snapshot,
@@ -28,7 +29,7 @@ from otel_kit._exporters.multiprocess.snapshot import (
     snapshot_of,
     to_metrics_data,
 )
-from otel_kit._exporters.prometheus import _exemplar
+from otel_kit._exporters.prometheus import _label_value
 from otel_kit._instruments import FastHistogram, FastInstruments
 from otel_kit.catalogue import HTTP_SERVER_REQUEST_DURATION
 from tests.contrib import recorded_spans
@@ -178,7 +179,9 @@ async def test_user_metrics_through_the_otel_api_carry_the_sdks_exemplars(
 
 def test_exemplar_labels_stay_within_openmetrics_128_characters() -> None:
     long = {"a": "x" * 65, "b": "y" * 10, "c": "z" * 70}
-    exemplar = _exemplar(Exemplar(long, 0.5, 1_700_000_000_000_000_000, SPAN_ID, TRACE_ID))
+    exemplar = newest(
+        [Exemplar(long, 0.5, 1_700_000_000_000_000_000, SPAN_ID, TRACE_ID)], _label_value
+    )
     assert exemplar.labels == {
         "trace_id": f"{TRACE_ID:032x}",
         "span_id": f"{SPAN_ID:016x}",
@@ -186,7 +189,7 @@ def test_exemplar_labels_stay_within_openmetrics_128_characters() -> None:
     }
     assert sum(len(k) + len(v) for k, v in exemplar.labels.items()) == 74
     assert (exemplar.value, exemplar.timestamp) == (0.5, 1_700_000_000.0)
-    exactly = _exemplar(Exemplar({"a": "é" * 64}, 0.5, 0, SPAN_ID, TRACE_ID))  # characters
+    exactly = newest([Exemplar({"a": "é" * 64}, 0.5, 0, SPAN_ID, TRACE_ID)], _label_value)
     assert sum(len(k) + len(v) for k, v in exactly.labels.items()) == 128
 
 
