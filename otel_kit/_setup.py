@@ -164,7 +164,10 @@ class MetricsHandle:
             return
         from otel_kit._instrumentation.flask import instrument_flask
 
-        instrument_flask(app, middleware)
+        hidden = middleware._metrics_path
+        if self.settings.metrics_include_default_registry:
+            hidden = None  # the app's own prometheus_client metrics are served on otel-kit's
+        instrument_flask(app, middleware, hidden_path=hidden)
         self._apps.add(app)
 
     def _middleware_options(self, app: Any) -> dict[str, Any] | None:

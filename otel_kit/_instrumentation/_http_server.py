@@ -5,6 +5,7 @@ keeps a request measured once when middlewares are nested."""
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -22,7 +23,10 @@ __all__ = [
     "is_5xx",
     "request_key",
     "status_code",
+    "warn_hidden_route",
 ]
+
+_log = logging.getLogger("otel_kit")
 
 # The values `url.scheme` and `network.protocol.version` may take: the server fills them in
 # (from a proxy's X-Forwarded-Proto, too), and a lax one could put anything there.
@@ -44,6 +48,19 @@ def excluded_pattern(excluded_urls: tuple[str, ...]) -> re.Pattern[str] | None:
     if not excluded_urls:
         return None
     return re.compile("|".join(f"(?:{p})" for p in excluded_urls))
+
+
+def warn_hidden_route(metrics_path: str) -> None:
+    """Log that the app has a route at the metrics path: the middleware answers that path
+    itself, so the app's own endpoint there (prometheus-fastapi-instrumentator's,
+    prometheus_flask_exporter's, a hand-written one) would be unreachable without a word."""
+    _log.warning(
+        "otel-kit: its metrics endpoint hides the app's own route at %s; set metrics_path "
+        "(OTEL_KIT_METRICS_PATH) to another path to reach that route, or, if it serves "
+        "prometheus_client metrics, metrics_include_default_registry=true "
+        "(OTEL_KIT_METRICS_INCLUDE_DEFAULT_REGISTRY) to serve them on otel-kit's",
+        metrics_path,
+    )
 
 
 def status_code(status: object) -> int | None:

@@ -32,6 +32,7 @@ from otel_kit._instrumentation._http_server import (
     is_5xx,
     request_key,
     status_code,
+    warn_hidden_route,
 )
 from otel_kit._instruments import CURRENT, current_span
 from otel_kit._support import report_failure
@@ -170,13 +171,7 @@ def _warn_if_hidden(app: Any, metrics_path: str) -> None:
     except Exception:  # a route class of its own: no warning rather than a failed setup
         return
     if hidden:
-        _log.warning(
-            "otel-kit: its metrics endpoint hides the app's own route at %s; set metrics_path "
-            "(OTEL_KIT_METRICS_PATH) to another path to reach that route, or, if it serves "
-            "prometheus_client metrics, metrics_include_default_registry=true "
-            "(OTEL_KIT_METRICS_INCLUDE_DEFAULT_REGISTRY) to serve them on otel-kit's",
-            metrics_path,
-        )
+        warn_hidden_route(metrics_path)
 
 
 def _content_length(headers: Any) -> int | None:

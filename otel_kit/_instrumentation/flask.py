@@ -19,13 +19,23 @@ from typing import Any
 import flask
 
 from otel_kit._instrumentation._context import error_type
+from otel_kit._instrumentation._http_server import warn_hidden_route
 from otel_kit._instrumentation.wsgi import ERROR_KEY, ROUTE_KEY, WSGIMetricsMiddleware
 
 __all__ = ["instrument_flask"]
 
 
-def instrument_flask(app: flask.Flask, middleware: WSGIMetricsMiddleware) -> None:
-    """Measure `app` with `middleware` (built around `app.wsgi_app`)."""
+def instrument_flask(
+    app: flask.Flask, middleware: WSGIMetricsMiddleware, *, hidden_path: str | None = None
+) -> None:
+    """Measure `app` with `middleware` (built around `app.wsgi_app`). `hidden_path`: the
+    metrics path the middleware answers, logged if one of the app's routes is there too (a
+    route added later, as under `otel-kit run`, which instruments the app as it is created,
+    is not seen)."""
+    if hidden_path is not None and any(
+        rule.rule == hidden_path for rule in app.url_map.iter_rules()
+    ):
+        warn_hidden_route(hidden_path)
     dispatch = app.full_dispatch_request
     handle_exception = app.handle_exception
     request = flask.request

@@ -394,3 +394,20 @@ def test_instrument_app_tells_wsgi_from_asgi(make_handle: MakeHandle) -> None:
     assert count(handle.render().decode(), http_response_status_code="200") == 1
     for asgi in (ClassASGIApp(), function_asgi_app):
         assert isinstance(handle.instrument_app(asgi), MetricsMiddleware)
+
+
+def test_an_own_metrics_route_is_reported(
+    make_handle: MakeHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    """prometheus_flask_exporter's (or a hand-written) /metrics would be hidden: say so."""
+    app = create_app()
+    app.add_url_rule("/metrics", "own_metrics", lambda: "mine")
+    with caplog.at_level(logging.WARNING, logger="otel_kit"):
+        make_handle(app)
+    hidden = [r.getMessage() for r in caplog.records if "hides the app's own route" in r.message]
+    assert len(hidden) == 1 and "at /metrics;" in hidden[0]
+    assert get(app.test_client(), "/metrics").text != "mine"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="otel_kit"):
+        make_handle(create_app())  # no route there: no warning
+    assert not caplog.records
