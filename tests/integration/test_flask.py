@@ -98,3 +98,17 @@ def test_otel_kit_run_gunicorn_two_sync_workers(tmp_path: Path, app: str) -> Non
         assert value(text, COUNT, http_route="/boom", error_type="ValueError") == 4
         assert value(text, COUNT) == 204
         assert value(text, "http_server_active_requests") == 0
+
+
+def test_otel_kit_run_flask_run(tmp_path: Path) -> None:
+    """Flask's own development server (`flask run`, threaded): the app is measured as it is
+    created, and serves the metrics."""
+    port = free_port()
+    command = ["flask", "--app", "flask_plain", "run", "--port", str(port)]
+    with otel_kit_run(tmp_path, command, port=port) as run:
+        run.requests(20)
+        assert run.get("/api/v1/users/ann").status_code == 200
+        text = run.wait_for(lambda text: value(text, COUNT) == 21, "21 requests")
+    assert value(text, COUNT, http_route=ITEMS) == 20
+    assert value(text, COUNT, http_route="/api/v1/users/<user_id>") == 1
+    assert value(text, "http_server_active_requests") == 0
