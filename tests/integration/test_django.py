@@ -420,6 +420,16 @@ def test_otel_kit_run_gunicorn(items: Any, site: str) -> None:
     assert processes == 3  # the arbiter too: otel-kit run sets up every process
 
 
+def test_uvicorn_asgi(tmp_path: Path, items: Any, site: str) -> None:
+    """Django under ASGI in a real uvicorn, "otel_kit.django" in INSTALLED_APPS."""
+    port = free_port()
+    env = {"DJANGO_SITE_OTEL_KIT": "1", "OTEL_KIT_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    app = "tests.integration.apps.django_site.asgi:application"
+    args = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--lifespan", "off", app]
+    _, processes = served_project(args, port, env, items, site)
+    assert processes == 1
+
+
 def served_project(
     args: list[str], port: int, env: dict[str, str], items: Any, site: str
 ) -> tuple[str, int]:
