@@ -1,6 +1,7 @@
 """Exemplars end to end (issue 16): a real Prometheus 3 with exemplar storage scrapes an app
 that traces itself (tests/integration/apps/traced.py) under `otel-kit run`; a request made
-slow on purpose (0.3 s) is found through /api/v1/query_exemplars in its bucket (le=0.5), with
+slow on purpose (0.3 s) is found through /api/v1/query_exemplars in its bucket (le=5: buckets
+0.1, 0.25, 5, so a busy machine cannot move it to another), with
 the trace and span ids of that request's server span as the app's span exporter wrote them.
 Under two gunicorn workers the exemplars pass through the multi-process merge: a slow request
 answered by each worker is found. The server spans are contrib's FastAPIInstrumentor's, which
@@ -24,6 +25,7 @@ from tests.integration.prometheus_server import prometheus, wait_for
 
 pytestmark = pytest.mark.integration
 CONTRIB = "opentelemetry.instrumentation.fastapi"
+BUCKETS = {"OTEL_KIT_DURATION_BUCKETS": "0.1,0.25,5"}
 SLOW = 'http_server_request_duration_seconds_bucket{http_route="/slow"}'
 
 
@@ -87,7 +89,7 @@ def test_a_slow_requests_bucket_has_the_trace_id_of_its_server_span(
     )
     (tmp_path / "prom").mkdir()
     with (
-        otel_kit_run(tmp_path, command, port=port) as run,
+        otel_kit_run(tmp_path, command, port=port, env=BUCKETS) as run,
         prometheus(
             config, tmp_path / "prom", go_tools.prometheus3(), ["--enable-feature=exemplar-storage"]
         ) as prom,
@@ -109,13 +111,13 @@ def test_a_slow_requests_bucket_has_the_trace_id_of_its_server_span(
                 # The newest per bucket wins across workers: the one finished last, at least.
                 for le, labels, value in newest_of(prom, {a["trace_id"] for a in batch}):
                     span = server_span(run, labels["trace_id"])
-                    assert (le, labels["span_id"]) == ("0.5", span["span_id"])
-                    assert 0.3 <= value < 0.5
+                    assert (le, labels["span_id"]) == ("5.0", span["span_id"])
+                    assert 0.3 <= value < 5
                     pids.add(answers[labels["trace_id"]])
                 if len(pids) == workers:
                     break
         assert len(pids) == workers, run.output()
-        # Nothing else in /slow's buckets: only slow requests' own traces, all in le=0.5.
+        # Nothing else in /slow's buckets: only slow requests' own traces, all in le=5.
         stored = exemplars(prom)
-        assert {le for le, _, _ in stored} == {"0.5"}
+        assert {le for le, _, _ in stored} == {"5.0"}
         assert {labels["trace_id"] for _, labels, _ in stored} <= set(answers)
