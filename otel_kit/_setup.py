@@ -335,7 +335,8 @@ def _install(
 
 
 def setup_metrics(app: Any = None, **settings: Unpack[SettingKeywords]) -> MetricsHandle:
-    """Configure OTel metrics with Prometheus export and instrument `app` (FastAPI/Starlette).
+    """Configure OTel metrics with Prometheus export and instrument `app` (FastAPI, Starlette,
+    Flask).
 
     Settings are keyword arguments named as in `otel_kit.config.Settings`; unset ones come
     from OTEL_KIT_* / OTEL_* environment variables, then defaults. Idempotent: later calls
