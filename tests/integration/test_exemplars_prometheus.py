@@ -112,7 +112,7 @@ def test_a_slow_requests_bucket_has_the_trace_id_of_its_server_span(
                 for le, labels, value in newest_of(prom, {a["trace_id"] for a in batch}):
                     span = server_span(run, labels["trace_id"])
                     assert (le, labels["span_id"]) == ("5.0", span["span_id"])
-                    assert 0.3 <= value < 5
+                    assert 0.29 < value < 5  # asyncio.sleep(0.3) may end a little early
                     pids.add(answers[labels["trace_id"]])
                 if len(pids) == workers:
                     break
