@@ -151,7 +151,7 @@ async def test_http_exemplar_is_the_server_span_of_contribs_fastapi_instrumentor
             f"{span_context.trace_id:032x}",
             f"{span_context.span_id:016x}",
         )
-    assert 0.1 <= slow[2] < 10
+    assert 0.09 < slow[2] < 10  # asyncio.sleep(0.1) may end a little early
     assert " # {" not in handle.render().decode()  # the classic text format has no exemplars
 
 
