@@ -79,11 +79,15 @@ def test_setup_metrics_in_the_app_module_under_gunicorn(tmp_path: Path) -> None:
     assert {s["network_protocol_version"] for s in series(text, COUNT)} == {"1.1"}
 
 
-@pytest.mark.parametrize("app", ["flask_plain:app", "flask_setup:app"])
-def test_otel_kit_run_gunicorn_two_sync_workers(tmp_path: Path, app: str) -> None:
-    """The app without otel-kit, and the one calling setup_metrics(app) too: once each."""
+@pytest.mark.parametrize(
+    ("app", "preload"),
+    [("flask_plain:app", False), ("flask_setup:app", False), ("flask_plain:app", True)],
+)
+def test_otel_kit_run_gunicorn_two_sync_workers(tmp_path: Path, app: str, preload: bool) -> None:
+    """The app without otel-kit, the one calling setup_metrics(app) too, and the app created
+    in the arbiter before the workers fork (--preload): each request once."""
     port = free_port()
-    command = gunicorn(port, app, "-w", "2")
+    command = gunicorn(port, app, "-w", "2", *(["--preload"] if preload else []))
     with otel_kit_run(tmp_path, command, port=port) as run:
         run.requests(200)
         for _ in range(4):
