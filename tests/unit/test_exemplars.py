@@ -17,6 +17,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, use_span
+from opentelemetry.trace.propagation import _SPAN_KEY
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from otel_kit._exporters.exemplars import newest
@@ -30,7 +31,7 @@ from otel_kit._exporters.multiprocess.snapshot import (
     to_metrics_data,
 )
 from otel_kit._exporters.prometheus import _label_value
-from otel_kit._instruments import FastHistogram, FastInstruments
+from otel_kit._instruments import FastHistogram, FastInstruments, _CurrentContext, current_span
 from otel_kit.catalogue import HTTP_SERVER_REQUEST_DURATION
 from tests.contrib import recorded_spans
 from tests.handles import MakeHandle
@@ -236,3 +237,12 @@ def test_malformed_exemplars_make_a_malformed_snapshot(bad: list[list[object]]) 
     document["metrics"][0][5][0][6] = bad  # the first point's exemplars
     with pytest.raises(ValueError, match="malformed otel-kit snapshot"):
         decode(json.dumps(document).encode())
+
+
+def test_the_current_span_is_the_otel_contexts_one_either_way() -> None:
+    """One ContextVar read, or the OTel API's when another runtime context is configured."""
+    span = remote_span(sampled=True)
+    assert current_span() is None
+    with use_span(span):
+        assert current_span() is span
+        assert _CurrentContext.get().get(_SPAN_KEY) is span
