@@ -35,6 +35,7 @@ from otel_kit._instrumentation._http_server import (
     ServerMiddleware,
     request_key,
 )
+from otel_kit._instruments import CURRENT, current_span
 from otel_kit._support import report_failure
 
 __all__ = ["ERROR_KEY", "ROUTE_KEY", "WSGIApp", "WSGIMetricsMiddleware", "is_flask"]
@@ -117,6 +118,7 @@ class _Exchange:
         "result",
         "scheme",
         "sent",
+        "span",
         "status",
         "version",
     )
@@ -134,6 +136,9 @@ class _Exchange:
         self.version = _VERSIONS.get(environ.get("SERVER_PROTOCOL", ""))
         self.status: Any = None
         self.headers: Any = None
+        # The span current when the app started its response, for the exemplar: a tracing
+        # middleware inside this one (contrib's) has ended its span when the server closes.
+        self.span: Any = CURRENT
         self.file = False
         self.result: Iterable[bytes] = ()
         self.done = False
@@ -151,6 +156,7 @@ class _Exchange:
     def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Any:
         self.status = status
         self.headers = headers
+        self.span = current_span() or CURRENT
         return self._start_response(status, headers, exc_info)
 
     def keep_file(self, result: Any) -> bool:
@@ -230,7 +236,7 @@ class _Exchange:
                 error = environ.get(ERROR_KEY)
             route = environ.get(ROUTE_KEY)
             key = request_key(self.method, route, code, error, self.scheme, self.version)
-            middleware._duration.record(elapsed, key)
+            middleware._duration.record(elapsed, key, self.span)
             if middleware._tally:
                 self._record_tally(key, answered=not failed and self.status is not None)
         except Exception:  # a metrics failure must never reach the application

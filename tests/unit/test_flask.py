@@ -15,11 +15,16 @@ from typing import Any, cast
 import flask_sqlalchemy
 import pytest
 from flask import Flask, send_file
+from opentelemetry.trace import SpanKind
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from werkzeug.test import Client, TestResponse
 
 from otel_kit import _support, setup_metrics
 from otel_kit._instrumentation.asgi import MetricsMiddleware
 from otel_kit._instrumentation.wsgi import ROUTE_KEY, WSGIMetricsMiddleware
+from tests.contrib import recorded_spans
 from tests.exposition import samples, series, value
 from tests.handles import MakeHandle
 from tests.integration.apps.flask_plain import STREAM_PAUSE_S, create_app
@@ -411,3 +416,37 @@ def test_an_own_metrics_route_is_reported(
     with caplog.at_level(logging.WARNING, logger="otel_kit"):
         make_handle(create_app())  # no route there: no warning
     assert not caplog.records
+
+
+def test_exemplar_is_the_span_the_app_answered_in(make_handle: MakeHandle) -> None:
+    """A tracing middleware inside otel-kit's (as contrib's WSGI one) ends its span before the
+    server closes the response: the exemplar is still that request's span."""
+    with recorded_spans() as (provider, spans):
+        tracer = provider.get_tracer("tests")
+        app = create_app()
+        inner = app.wsgi_app
+
+        def traced(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            with tracer.start_as_current_span("GET", kind=SpanKind.SERVER):
+                return inner(environ, start_response)
+
+        app.wsgi_app = traced  # type: ignore[method-assign]
+        handle = make_handle(app, duration_buckets="10")
+        response = app.test_client().get("/stream")
+        assert response.data == b"chunk 0\nchunk 1\nchunk 2\nchunk 3\n"
+        response.close()
+        (span,) = spans.get_finished_spans()
+    context = span.get_span_context()
+    assert context is not None
+    text = handle.render(openmetrics=True).decode()
+    (exemplar,) = [
+        sample.exemplar
+        for family in openmetrics_families(text)  # type: ignore[no-untyped-call]
+        for sample in family.samples
+        if sample.name == BUCKET and sample.exemplar is not None
+    ]
+    assert exemplar.labels == {
+        "trace_id": f"{context.trace_id:032x}",
+        "span_id": f"{context.span_id:016x}",
+    }
+    assert exemplar.value >= 3 * STREAM_PAUSE_S  # the whole request, until closed
