@@ -229,7 +229,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices(
             "exemplar_filter", "OTEL_KIT_EXEMPLAR_FILTER", "OTEL_METRICS_EXEMPLAR_FILTER"
         ),
-        description="which measurements of OTel SDK instruments may keep an exemplar: "
+        description="which measurements (otel-kit's and the OTel SDK's) may keep an exemplar: "
         f"{', '.join(EXEMPLAR_FILTERS)} (any case)",
     )
     disabled_instrumentations: Annotated[tuple[str, ...], NoDecode] = Field(
