@@ -142,7 +142,7 @@ def test_distinct_sql_texts_share_a_few_series(make_handle: MakeHandle) -> None:
         ("CREATE", None): 100,
         ("INSERT", None): 100,
         ("SELECT", None): 100,
-        ("OTHER", "OperationalError"): 100,
+        ("OTHER", "sqlite3.OperationalError"): 100,
         ("ROLLBACK", None): 100,  # conn.rollback(): a transaction end, an operation too
     }
     assert "zq" not in text.lower()

@@ -137,6 +137,8 @@ async def test_otel_kits_own_exposition_is_clean() -> None:
         {"name": "http_request_method", "values": 1},
         {"name": "http_route", "values": 1},
         {"name": "network_protocol_version", "values": 1},
+        {"name": "otel_scope_name", "values": 1},
+        {"name": "otel_scope_version", "values": 1},
         {"name": "url_scheme", "values": 1},
         {"name": "error_type", "values": 1},
     ]

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import yaml
 
+import otel_kit
 from otel_kit.generate import rules
 from tests import go_tools
 from tests.integration.otelcol import (
@@ -116,8 +117,9 @@ def test_gateway_exact_counts_across_a_restart(tmp_path: Path) -> None:
         with collector([GATEWAY], tmp_path / "gw", ports=ports):
             requests(client, 30)
             (series,) = wait_for(prom, f"{COUNT} == 30", timeout=60)
-            # the labels of direct mode: job and instance from the resource, no scope labels
-            assert not {"otel_scope_name", "otel_scope_version"} & series["metric"].keys()
+            # the labels of direct mode: job and instance from the resource, the scope labels
+            assert series["metric"]["otel_scope_name"] == "otel_kit"
+            assert series["metric"]["otel_scope_version"] == otel_kit.__version__
             (info,) = query(prom, 'target_info{job="shop"}')
             assert info["metric"]["service_name"] == "shop"
             assert info["metric"]["service_instance_id"] == series["metric"]["instance"]
