@@ -35,6 +35,7 @@ _log = logging.getLogger("otel_kit")
 
 P = ParamSpec("P")
 R = TypeVar("R")
+Key = tuple[str, str]
 Client = TypeVar("Client")
 
 # Where `redis_cache` keeps a name: on the client's connection pool, which its pipelines and
@@ -56,13 +57,29 @@ def _found(result: Any) -> bool:
     return result is not None
 
 
-def _record(cache_name: str, is_hit: Callable[[Any], bool], result: Any) -> None:
+def _record(
+    cache_name: str, keys: tuple[Key, Key], is_hit: Callable[[Any], bool], result: Any
+) -> None:
+    """Count one decorated lookup; `keys`: its (miss, hit) keys, made once per function."""
     try:
-        hit = is_hit(result)
+        counter = _setup.cache_requests()
     except Exception:
-        _log.exception("otel-kit: is_hit for cache %r failed; lookup not counted", cache_name)
+        report_failure("cache")
         return
-    record_cache_lookup(cache_name, bool(hit))
+    if counter is None:
+        return  # before setup_metrics() or after shutdown(): nothing to count, is_hit not asked
+    if is_hit is _found:  # the default, without a call
+        hit = result is not None
+    else:
+        try:
+            hit = bool(is_hit(result))
+        except Exception:
+            _log.exception("otel-kit: is_hit for cache %r failed; lookup not counted", cache_name)
+            return
+    try:
+        counter.add(1, keys[hit])
+    except Exception:
+        report_failure("cache")
 
 
 def cache_metrics(
@@ -74,13 +91,15 @@ def cache_metrics(
     is not counted and its exception propagates unchanged.
     """
 
+    keys: tuple[Key, Key] = ((cache_name, "miss"), (cache_name, "hit"))  # by bool(hit)
+
     def decorate(function: Callable[P, R]) -> Callable[P, R]:
         if inspect.iscoroutinefunction(function):
 
             @functools.wraps(function)
             async def lookup_async(*args: P.args, **kwargs: P.kwargs) -> Any:
                 result = await function(*args, **kwargs)
-                _record(cache_name, is_hit, result)
+                _record(cache_name, keys, is_hit, result)
                 return result
 
             return cast(Callable[P, R], lookup_async)
@@ -88,7 +107,7 @@ def cache_metrics(
         @functools.wraps(function)
         def lookup(*args: P.args, **kwargs: P.kwargs) -> R:
             result = function(*args, **kwargs)
-            _record(cache_name, is_hit, result)
+            _record(cache_name, keys, is_hit, result)
             return result
 
         return lookup

@@ -101,12 +101,15 @@ def _target(engine: Engine, summaries: QuerySummaries | None) -> Target:
 
 
 class _PoolState:
-    __slots__ = ("__weakref__", "engine", "lock", "max", "name", "open", "owner", "pending", "used")
+    __slots__ = (
+        "__weakref__", "engine", "key", "lock", "max", "name", "open", "owner", "pending", "used"
+    )  # fmt: skip
 
     def __init__(self, owner: _Instrumentation, engine: Engine, pool: Pool) -> None:
         self.owner = owner
         self.engine = weakref.ref(engine)
         self.name = _pool_name(engine)
+        self.key = pool_key(self.name)  # made once: every checkout records by it
         self.max = _pool_max(pool)
         self.lock = threading.Lock()
         self.open = self.used = self.pending = 0
@@ -129,7 +132,8 @@ _USED = "otel_kit.used"
 _START = "_otel_kit_start"
 # On a measured pool: its _PoolState (a fast lookup for every checkout).
 _POOL_STATE = "_otel_kit_pool_state"
-# On a wrapped dialect instance: (the _Instrumentation, its engine's Target).
+# On a wrapped dialect instance: (the _Instrumentation, its engine's Target, the keys of a
+# COMMIT and a ROLLBACK that succeeded).
 _WRAPPED = "_otel_kit_wrapped"
 # The dialect's DB-API calls, with the position of `context` among their arguments after the
 # statement: do_execute(cursor, statement, parameters, context=None), ...
@@ -183,7 +187,8 @@ class _Instrumentation:
         for name, context_at in _DBAPI_CALLS:
             original = getattr(type(dialect), name)
             setattr(dialect, name, self._timed(original, dialect, target, context_at))
-        dialect.__dict__[_WRAPPED] = (self, target)
+        ends = {operation: target.key(operation) for _, operation in _TRANSACTION_ENDS}
+        dialect.__dict__[_WRAPPED] = (self, target, ends)
         self.dialects.add(dialect)
         if not self._connection_patches:
             self._patch_connection()
@@ -279,7 +284,7 @@ class _Instrumentation:
             except BaseException as error:
                 self._record_end(start, target.key(operation, *failure(error)))
                 raise
-            self._record_end(start, target.key(operation))
+            self._record_end(start, wrapped[2][operation])
 
         return end
 
@@ -358,13 +363,13 @@ class _Instrumentation:
                     state.pending -= 1
                 if isinstance(error, exc.TimeoutError) and not suspended():
                     try:
-                        self.timeouts.add(1, pool_key(state.name))
+                        self.timeouts.add(1, state.key)
                     except Exception:
                         self.failed()
                 raise
             try:
                 if not suspended():
-                    self.wait_time.record(perf_counter() - start, pool_key(state.name))
+                    self.wait_time.record(perf_counter() - start, state.key)
                 info = connection.record_info
                 if info is not None and info.get(_OPEN) is not state:
                     claim(connection.driver_connection, self)  # made before setup: see on_connect
@@ -392,7 +397,7 @@ class _Instrumentation:
                 self.wrap_dialect(engine)
                 state = self.pools[pool] = _PoolState(self, engine, pool)
                 setattr(pool, _POOL_STATE, state)
-                self.timeouts.add(0, pool_key(state.name))  # the series, before the first timeout
+                self.timeouts.add(0, state.key)  # the series, before the first timeout
         return state
 
     def _release(self, record: Any, keys: Iterable[tuple[str, str]]) -> None:
@@ -414,8 +419,16 @@ class _Instrumentation:
             self.failed()
 
     def on_checkin(self, dbapi_connection: Any, record: Any) -> None:
-        if record is not None:
-            self._release(record, ((_USED, "used"),))
+        # _release's work for one key, inline: this runs for every connection returned.
+        if record is None:
+            return
+        try:
+            state = record.record_info.pop(_USED, None)
+            if state is not None:
+                with state.lock:
+                    state.used -= 1
+        except Exception:
+            self.failed()
 
     def on_close(self, dbapi_connection: Any, record: Any) -> None:
         self._release(record, ((_OPEN, "open"),))
