@@ -218,9 +218,10 @@ _REDIS_CLASS_CODES = {
 def redis_status_code(exc: BaseException) -> str | None:
     """The code of the Redis error reply `exc` was raised for, else None (connection errors,
     timeouts, errors raised by the client itself)."""
-    if hasattr(exc, "status_code"):  # redis-py 8.x parses it from the reply itself
-        code = exc.status_code
-        return code if isinstance(code, str) and _REDIS_CODE.fullmatch(code) else None
+    # redis-py 8.2+ parses it from the reply itself (8.0 and 8.1 have the attribute, unset)
+    code = getattr(exc, "status_code", None)
+    if isinstance(code, str) and _REDIS_CODE.fullmatch(code):
+        return code
     names = [cls.__name__ for cls in type(exc).__mro__ if cls.__module__.startswith("redis.")]
     if "ResponseError" not in names:
         return None  # not an error reply
