@@ -9,9 +9,11 @@ Grafana 10.1 types; the few fields a dashboard needs fit in the dataclasses belo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote
 
 from otel_kit.generate._promql import (
     HTTP_COUNT,
@@ -27,7 +29,7 @@ from otel_kit.generate._promql import (
 
 __all__ = ["RATE", "ROUTE_VARS", "VARS", "Dashboard", "Panel", "Query"]
 __all__ += ["gauges", "layout", "legend", "quantiles", "rates", "ratios", "stat", "to_json"]
-__all__ += ["zero_filled"]
+__all__ += ["shows_exemplars", "trace_link", "zero_filled"]
 
 RATE = "$__rate_interval"
 _JOB, _INSTANCE = 'job=~"$job"', 'instance=~"$instance"'
@@ -114,6 +116,40 @@ def stat(
 
 
 _DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+# Where a latency panel's exemplar links to: a tracing data source (Tempo's type; Jaeger's works
+# the same once the variable's type is changed), picked per dashboard like the Prometheus one.
+TRACING = "tracing_datasource"
+TRACE_ID = "trace_id"  # the exemplar label otel-kit writes (OpenMetrics, OTLP)
+
+
+def shows_exemplars(panel: Panel) -> bool:
+    """A latency graph: quantiles of a histogram, whose buckets carry the exemplars."""
+    return panel.kind == "timeseries" and all(
+        q.expr.startswith("histogram_quantile(") for q in panel.queries
+    )
+
+
+def trace_link() -> dict[str, str]:
+    """The data link of an exemplar: its trace in Explore, on the `tracing_datasource`."""
+    query = f"${{__data.fields.{TRACE_ID}}}"
+    pane = {
+        "datasource": f"${{{TRACING}}}",
+        "queries": [
+            {
+                "refId": "A",
+                "datasource": {"uid": f"${{{TRACING}}}"},
+                "query": query,
+                "queryType": "traceql",
+            }
+        ],
+        "range": {"from": "now-1h", "to": "now"},
+    }
+    panes = json.dumps({"trace": pane}, separators=(",", ":"))
+    # Grafana interpolates ${...} before following the link: those stay unencoded.
+    return {
+        "title": f"Trace {query}",
+        "url": "/explore?schemaVersion=1&panes=" + quote(panes, safe="${}_.:,"),
+    }
 
 
 def _variable(name: str, title: str, query: str) -> dict[str, Any]:
@@ -150,6 +186,9 @@ def _variables(dashboard: Dashboard) -> list[dict[str, Any]]:
     if dashboard.route_variable:
         routes = f"label_values({selector(HTTP_COUNT, VARS)}, {ROUTE})"
         variables.append(_variable("route", "Route", routes))
+    if any(map(shows_exemplars, dashboard.panels)):
+        tracing = {"name": TRACING, "label": "Traces", "type": "datasource", "query": "tempo"}
+        variables.append({**tracing, "current": {}})
     return variables
 
 
@@ -173,10 +212,14 @@ def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
     else:
         defaults["color"] = {"mode": "palette-classic"}
         defaults["custom"] = {"fillOpacity": 10, "showPoints": "never"}
+        if shows_exemplars(panel):
+            defaults["links"] = [trace_link()]
         options = {
             "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
             "tooltip": {"mode": "multi", "sort": "desc"},
         }
+    # Exemplars on the first query only: every quantile reads the same buckets, so the same ones.
+    exemplars = [shows_exemplars(panel) and i == 0 for i in range(len(panel.queries))]
     return {
         "id": panel_id,
         "type": panel.kind,
@@ -193,6 +236,7 @@ def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
                 "expr": query.expr,
                 "legendFormat": query.legend,
                 "range": True,
+                **({"exemplar": True} if exemplars[i] else {}),
             }
             for i, query in enumerate(panel.queries)
         ],

@@ -374,6 +374,14 @@ def test_docker_compose_wires_the_shipped_files() -> None:
     (datasource,) = load("grafana/provisioning/datasources/prometheus.yml")["datasources"]
     assert datasource["type"] == "prometheus"
     assert datasource["url"] == "http://prometheus:9090"
+    # exemplars: stored by Prometheus, linked by their trace_id to the tracing data source
+    assert "--enable-feature=exemplar-storage" in prometheus["command"]
+    (destination,) = datasource["jsonData"]["exemplarTraceIdDestinations"]
+    assert destination["name"] == "trace_id"
+    assert destination["datasourceUid"] == "${TRACING_DATASOURCE_UID}"
+    assert services["grafana"]["environment"]["TRACING_DATASOURCE_UID"].startswith(
+        "${TRACING_DATASOURCE_UID:-"
+    )
     assert "127.0.0.1:9090:9090" in prometheus["ports"]
 
 

@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +163,9 @@ def test_dashboard_json() -> None:
         expected = {"datasource", "job", "instance"} | (
             {"route"} if dashboard.route_variable else set()
         )
-        assert set(variables) == expected
+        tracing = {"tracing_datasource"} if dashboard is not dashboards.RUNTIME else set()
+        assert set(variables) == expected | tracing
+        expected -= tracing
         assert variables["job"]["query"] == "label_values(target_info, job)"
         assert variables["instance"]["query"] == 'label_values(target_info{job=~"$job"}, instance)'
         for name in expected - {"datasource"}:
@@ -191,6 +194,45 @@ def test_dashboard_json() -> None:
         "otel-kit-runtime",
     ]
     assert dashboards.SERVICE.route_variable
+
+
+def test_latency_panels_show_exemplars_with_a_trace_link() -> None:
+    shown: dict[str, list[str]] = {}
+    for dashboard in dashboards.DASHBOARDS:
+        model = json.loads(dashboards.render()[f"{dashboard.uid}.json"])
+        variables = {v["name"]: v for v in model["templating"]["list"]}
+        for panel in model["panels"]:
+            flags = [t.get("exemplar", False) for t in panel["targets"]]
+            links = panel["fieldConfig"]["defaults"].get("links")
+            if not any(flags):
+                assert links is None, panel["title"]
+                continue
+            shown.setdefault(dashboard.uid, []).append(panel["title"])
+            assert flags == [True, False, False]  # once: every quantile reads the same buckets
+            assert all(
+                t["expr"].startswith("histogram_quantile(") and "_seconds_bucket{" in t["expr"]
+                for t in panel["targets"]
+            )
+            (link,) = links
+            assert link["title"] == "Trace ${__data.fields.trace_id}"
+            url = urllib.parse.urlsplit(link["url"])
+            assert url.path == "/explore"
+            (panes,) = urllib.parse.parse_qs(url.query)["panes"]
+            (pane,) = json.loads(panes).values()
+            assert pane["datasource"] == "${tracing_datasource}"
+            (query,) = pane["queries"]
+            assert query["datasource"] == {"uid": "${tracing_datasource}"}
+            assert query["query"] == "${__data.fields.trace_id}"
+            assert variables["tracing_datasource"]["type"] == "datasource"
+    assert shown == {
+        "otel-kit-service": ["Latency p50 / p95 / p99 by route"],
+        "otel-kit-database": [
+            "Query latency p50 / p95 / p99 by operation",
+            "Connection wait time p50 / p95 / p99",
+        ],
+        "otel-kit-cache": ["Redis latency p50 / p95 / p99 by command"],
+        "otel-kit-outbound": ["Call latency p50 / p95 / p99 by server"],
+    }
 
 
 def test_label_helper_rejects_an_attribute_the_metric_lacks() -> None:
