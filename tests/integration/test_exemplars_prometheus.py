@@ -5,7 +5,9 @@ slow on purpose (0.3 s) is found through /api/v1/query_exemplars in its bucket (
 the trace and span ids of that request's server span as the app's span exporter wrote them.
 Under two gunicorn workers the exemplars pass through the multi-process merge: a slow request
 answered by each worker is found. The server spans are contrib's FastAPIInstrumentor's, which
-`otel-kit run` once made skip the app (its stack began with otel-kit's middleware)."""
+`otel-kit run` once made skip the app (its stack began with otel-kit's middleware).
+Every latency panel of the generated dashboards, its query as Grafana sends it for exemplars,
+finds the trace id of the request whose statement, command or call it measured."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
+from otel_kit.generate import dashboards
+from otel_kit.generate._grafana import shows_exemplars
 from tests import go_tools
 from tests.integration.otel_kit_run import Run, gunicorn, otel_kit_run, uvicorn
 from tests.integration.processes import free_port
@@ -29,10 +33,11 @@ BUCKETS = {"OTEL_KIT_DURATION_BUCKETS": "0.1,0.25,5"}
 SLOW = 'http_server_request_duration_seconds_bucket{http_route="/slow"}'
 
 
-def exemplars(prom: str) -> list[tuple[str, dict[str, str], float]]:
-    """(le, exemplar labels, value) of every exemplar Prometheus stored for /slow's buckets."""
+def exemplars(prom: str, query: str = SLOW) -> list[tuple[str, dict[str, str], float]]:
+    """(le, exemplar labels, value) of every exemplar Prometheus stored for `query`'s series
+    (by default /slow's buckets)."""
     now = time.time()
-    params = {"query": SLOW, "start": str(now - 600), "end": str(now + 60)}
+    params = {"query": query, "start": str(now - 600), "end": str(now + 60)}
     body = httpx.get(f"{prom}/api/v1/query_exemplars", params=params, timeout=10).json()
     assert body["status"] == "success", body
     return [
@@ -121,3 +126,63 @@ def test_a_slow_requests_bucket_has_the_trace_id_of_its_server_span(
         stored = exemplars(prom)
         assert {le for le, _, _ in stored} == {"5.0"}
         assert {labels["trace_id"] for _, labels, _ in stored} <= set(answers)
+
+
+def as_grafana_sends(expr: str) -> str:
+    """A panel's expression with its variables as Grafana fills them: every value ("All")."""
+    expr = expr.replace("$__rate_interval", "1m")
+    for variable in ("$job", "$instance", "$route"):
+        expr = expr.replace(variable, ".*")
+    return expr
+
+
+def test_every_latency_panels_exemplars_have_the_trace_id_of_their_request(
+    tmp_path: Path, redis_server: int
+) -> None:
+    port = free_port()
+    config = (
+        "global: {scrape_interval: 1s}\n"
+        "scrape_configs:\n"
+        f"  - job_name: app\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
+    )
+    (tmp_path / "prom").mkdir()
+    env = {**BUCKETS, "REDIS_PORT": str(redis_server)}
+    with (
+        otel_kit_run(tmp_path, uvicorn(port, app="traced:app"), port=port, env=env) as run,
+        prometheus(
+            config, tmp_path / "prom", go_tools.prometheus3(), ["--enable-feature=exemplar-storage"]
+        ) as prom,
+    ):
+        wait_for(prom, 'up{job="app"} == 1')
+        slow = run.get("/slow").json()["trace_id"]
+        calls = run.get("/dependencies").json()["trace_id"]
+        # The request's own trace for each of its measurements; the outbound call's /items/1
+        # is a request of its own (another trace) on the HTTP panel.
+        expected = {
+            "Latency p50 / p95 / p99 by route": slow,
+            "Query latency p50 / p95 / p99 by operation": calls,
+            "Connection wait time p50 / p95 / p99": calls,
+            "Redis latency p50 / p95 / p99 by command": calls,
+            "Call latency p50 / p95 / p99 by server": calls,
+        }
+        panels = {
+            panel.title: panel.queries[0].expr
+            for dashboard in dashboards.DASHBOARDS
+            for panel in dashboard.panels
+            if shows_exemplars(panel)
+        }
+        assert set(panels) == set(expected)
+        for title, expr in panels.items():
+            deadline = time.monotonic() + 30
+            while True:
+                found = {
+                    labels.get("trace_id")
+                    for _, labels, _ in exemplars(prom, as_grafana_sends(expr))
+                }
+                if expected[title] in found:
+                    break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{title}: no exemplar of {expected[title]} in {found}")
+                time.sleep(0.2)
+            if title != "Latency p50 / p95 / p99 by route":  # one request made these
+                assert found == {calls}, title
