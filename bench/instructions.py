@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -178,8 +179,7 @@ def measure(
         "--out",
         str(tmp),
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "BENCH_"))}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env = child_env(tmp)
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{variant.name}: callgrind run failed:\n{done.stderr[-4000:]}")
@@ -208,7 +208,29 @@ def measure(
     }
 
 
-def wall(variants: list[Variant], rounds: int, requests: int) -> dict[str, dict[str, float]]:
+def snapshot_otel_kit(workdir: Path) -> None:
+    """Copy the otel_kit package into `workdir` (first on the children's path), so every
+    variant measures the code as it was when the benchmark started, whatever is edited since."""
+    spec = importlib.util.find_spec("otel_kit")
+    if spec is None or spec.origin is None:
+        raise SystemExit("otel_kit is not importable; install the project first")
+    shutil.copytree(
+        Path(spec.origin).parent, workdir / "otel_kit", ignore=shutil.ignore_patterns("__pycache__")
+    )
+
+
+def child_env(workdir: Path) -> dict[str, str]:
+    """The parent's environment without OTel/otel-kit/bench settings (each variant sets its
+    own), with the otel_kit snapshot first on the path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "BENCH_"))}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PYTHONPATH"] = str(workdir)
+    return env
+
+
+def wall(
+    variants: list[Variant], rounds: int, requests: int, workdir: Path
+) -> dict[str, dict[str, float]]:
     """Native µs per request: each variant in its own process, all started once, then driven
     in interleaved short rounds; per-pair differences against each round's baseline, for the
     wall time and for the process's CPU time (a sync route waits on its thread pool)."""
@@ -218,7 +240,7 @@ def wall(variants: list[Variant], rounds: int, requests: int) -> dict[str, dict[
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env={k: x for k, x in os.environ.items() if not k.startswith(("OTEL_", "BENCH_"))},
+            env=child_env(workdir),
         )
         for v in variants
     }
@@ -378,11 +400,15 @@ def main(argv: list[str] | None = None) -> int:
         v for v in VARIANTS if v.name in names or v.name in {BY_NAME[n].baseline for n in names}
     ]
     rows = []
+    wall_result = None
     with tempfile.TemporaryDirectory(prefix="otel-kit-instr-") as tmp:
+        snapshot_otel_kit(Path(tmp))
         for v in chosen:
             row = measure(v, args.warmup, args.requests, Path(tmp), args.keep)
             print(f"{v.name:28} {row['per_request']:12,.0f} instructions/request", file=sys.stderr)
             rows.append(row)
+        if args.wall:
+            wall_result = wall(chosen, args.wall_rounds, args.wall_requests, Path(tmp))
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=BENCH_DIR, capture_output=True, text=True
     ).stdout.strip()
@@ -412,8 +438,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "instructions": rows,
     }
-    if args.wall:
-        result["wall"] = wall(chosen, args.wall_rounds, args.wall_requests)
+    if wall_result is not None:
+        result["wall"] = wall_result
         per = {r["variant"]: r["per_request"] for r in rows}
         result["ns_per_instruction"] = {
             v.name: result["wall"][v.name]["cpu_us"] * 1000 / per[v.name]
