@@ -30,8 +30,10 @@ from otel_kit._setting_rules import redact_url
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "EXEMPLAR_LABELS_MAX",
     "PROMETHEUS_ACCEPT",
     "TEXT_ACCEPT",
+    "BadExemplar",
     "BasicAuthOption",
     "BearerTokenOption",
     "Exposition",
@@ -140,12 +142,24 @@ class SourceError(Exception):
 
 
 @dataclass(frozen=True)
+class BadExemplar:
+    """An exemplar OpenMetrics forbids, taken off its sample so the rest can be parsed."""
+
+    family: str
+    sample: str  # the sample's name
+    labels: str  # its label set as written
+    length: int  # code points of its label names and values
+    allowed: bool  # on a counter's _total or a histogram's _bucket
+
+
+@dataclass(frozen=True)
 class Exposition:
     source: str
     openmetrics: bool
     families: list[Metric]
     # Text-format counters declared without `_total` (the parser hides that).
     untotalled_counters: frozenset[str]
+    bad_exemplars: tuple[BadExemplar, ...] = ()
 
 
 def auth_headers(
@@ -334,6 +348,9 @@ def read(
 def parse(text: str, openmetrics: bool, source: str = "input") -> Exposition:
     """Parse exposition text with prometheus_client. Raises SourceError."""
     kind = "OpenMetrics" if openmetrics else "Prometheus text"
+    bad: tuple[BadExemplar, ...] = ()
+    if openmetrics and "# {" in text:
+        text, bad = _take_bad_exemplars(text)
     try:
         if openmetrics:
             families = list(_parse_openmetrics(text))
@@ -348,7 +365,45 @@ def parse(text: str, openmetrics: bool, source: str = "input") -> Exposition:
     untotalled = frozenset(
         name for name in _TYPE_COUNTER.findall(text) if not name.endswith("_total")
     )
-    return Exposition(source, openmetrics, families, frozenset() if openmetrics else untotalled)
+    untotalled = frozenset() if openmetrics else untotalled
+    return Exposition(source, openmetrics, families, untotalled, bad)
+
+
+EXEMPLAR_LABELS_MAX = 128  # OpenMetrics 1.0: code points of an exemplar's label names and values
+_LABEL_SET = r'\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\}'
+_EXEMPLAR = re.compile(
+    rf"(?P<sample>(?P<name>[^\s{{#]+)(?:{_LABEL_SET})?[ \t]+\S+(?:[ \t]+\S+)?)"
+    rf"[ \t]+#[ \t]+(?P<labels>{_LABEL_SET})(?P<rest>.*)"
+)
+_PAIR = re.compile(r'([^\s=,{}"]+)\s*=\s*"((?:[^"\\]|\\.)*)"')
+_UNESCAPE = re.compile(r"\\(.)")
+_TYPE = re.compile(r"#\s*TYPE\s+(\S+)\s+(\S+)")
+
+
+def _take_bad_exemplars(text: str) -> tuple[str, tuple[BadExemplar, ...]]:
+    """`text` without the exemplars OpenMetrics forbids (prometheus_client's parser rejects
+    the whole exposition for one), and those exemplars."""
+    lines, bad, family, kind = text.split("\n"), [], "", ""
+    for i, line in enumerate(lines):
+        if line.startswith("#"):
+            declared = _TYPE.match(line)
+            if declared:
+                family, kind = declared.groups()
+            continue
+        match = _EXEMPLAR.fullmatch(line)
+        if match is None:
+            continue
+        name, labels = match["name"], match["labels"]
+        length = sum(
+            len(key) + len(_UNESCAPE.sub(r"\1", value)) for key, value in _PAIR.findall(labels)
+        )
+        allowed = (kind in ("histogram", "gaugehistogram") and name.endswith("_bucket")) or (
+            kind == "counter" and name.endswith("_total")
+        )
+        if length > EXEMPLAR_LABELS_MAX or not allowed:
+            bad.append(BadExemplar(family, name, labels, length, allowed))
+            lines[i] = match["sample"]
+    return "\n".join(lines), tuple(bad)
 
 
 def flatten(families: Iterable[Metric]) -> Samples:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from prometheus_client.metrics_core import Metric
 
 from otel_kit.catalogue import DB_CLIENT_CONNECTION_COUNT
-from otel_kit.cli._exposition import Exposition
+from otel_kit.cli._exposition import EXEMPLAR_LABELS_MAX, BadExemplar, Exposition
 
 __all__ = ["RULES", "FamilyReport", "Finding", "Report", "lint"]
 
@@ -42,6 +42,16 @@ RULES: dict[str, tuple[str, str]] = {  # id -> (severity, hint)
         "--cardinality-threshold if this is expected",
     ),
     "too-many-series": ("error", "over the series budget: start with the largest families"),
+    "exemplar-labels-too-long": (
+        "error",
+        "keep an exemplar's labels to trace_id and span_id (OpenMetrics allows 128 characters; "
+        "strict parsers reject the scrape, Prometheus drops the exemplar)",
+    ),
+    "exemplar-not-allowed": (
+        "error",
+        "exemplars only on a counter's _total or a histogram's _bucket samples (OpenMetrics): "
+        "strict parsers reject the scrape",
+    ),
     "counter-without-total": ("warning", "name counters <name>_total (OpenMetrics requires it)"),
     "counter-named-like-gauge": (
         "warning",
@@ -198,12 +208,35 @@ def lint(exposition: Exposition, cardinality_threshold: int, max_series: int | N
         report.findings += _promtool_findings(name, family, {f.rule for f in naming})
         if family.type == "histogram":
             report.findings += _bucket_findings(name, family)
+    names = {family.name: _display_name(family, exposition) for family in exposition.families}
+    report.findings += _exemplar_findings(exposition.bad_exemplars, names)
     report.families.sort(key=lambda f: (-f.series, f.name))
     if max_series is not None and report.series > max_series:
         largest = f"{report.families[0].name}: {report.families[0].series} series"
         message = f"{report.series} series in total, over --max-series {max_series}"
         report.findings.append(Finding("too-many-series", None, None, _truncate(largest), message))
     return report
+
+
+def _exemplar_findings(bad: tuple[BadExemplar, ...], names: dict[str, str]) -> Iterator[Finding]:
+    """One finding per family and rule: the first offending exemplar, and how many."""
+    by_rule: dict[tuple[str, str], list[BadExemplar]] = {}
+    for exemplar in bad:
+        if exemplar.length > EXEMPLAR_LABELS_MAX:
+            by_rule.setdefault(("exemplar-labels-too-long", exemplar.family), []).append(exemplar)
+        if not exemplar.allowed:
+            by_rule.setdefault(("exemplar-not-allowed", exemplar.family), []).append(exemplar)
+    for (rule, family), found in by_rule.items():
+        first, count = found[0], f"{len(found)} exemplar{'s' if len(found) > 1 else ''}"
+        if rule == "exemplar-labels-too-long":
+            longest = max(e.length for e in found)
+            message = (
+                f"{count} over {EXEMPLAR_LABELS_MAX} characters of labels ({longest} the longest)"
+            )
+        else:
+            message = f"{count} on {first.sample}, which may not carry one"
+        shown = names.get(family, family)
+        yield Finding(rule, shown, None, _truncate(first.labels), message)
 
 
 def _display_name(family: Metric, exposition: Exposition) -> str:

@@ -91,6 +91,19 @@ EXPECTED: dict[str, list[tuple[Any, ...]]] = {
         ("warning", "histogram-buckets", "job_duration_seconds", "le", "1, 10",
          "bucket counts decrease as le grows"),
     ],
+    "exemplar-labels-too-long": [  # one bucket's exemplar under the limit (63), one over (141)
+        ("error", "exemplar-labels-too-long", "http_request_duration_seconds", None,
+         '{trace_id="0af7651916cd43dd8448eb211c80…',
+         "1 exemplar over 128 characters of labels (141 the longest)"),
+    ],
+    "exemplar-not-allowed": [  # a counter's _total may carry one: no finding
+        ("error", "exemplar-not-allowed", "queue_depth", None,
+         '{trace_id="0af7651916cd43dd8448eb211c80…',
+         "1 exemplar on queue_depth, which may not carry one"),
+        ("error", "exemplar-not-allowed", "job_duration_seconds", None,
+         '{trace_id="0af7651916cd43dd8448eb211c80…',
+         "1 exemplar on job_duration_seconds_count, which may not carry one"),
+    ],
     "promtool-lint": [  # what promtool check metrics flags beyond the warnings
         ("info", "promtool-lint", "db_client_connection_count", None, None,
          'non-histogram and non-summary metrics should not have "_count" suffix; '
@@ -338,6 +351,34 @@ def test_plain_prometheus_client_app_is_clean(openmetrics: bool) -> None:
         {"name": "status", "values": 2}, {"name": "method", "values": 1},
         {"name": "route", "values": 1},
     ]  # fmt: skip
+
+
+TRACE = {"trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "b7ad6b7169203331"}
+
+
+def test_exemplars_over_openmetrics_128_characters_in_a_real_exposition() -> None:
+    """prometheus_client's OpenMetrics output with exemplars (it refuses long ones itself), one
+    bucket's then given a 141-character label set as a client without the check writes it."""
+    registry = CollectorRegistry()
+    latency = Histogram(
+        "request_duration_seconds", "Request duration.", registry=registry,
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+    )  # fmt: skip
+    latency.observe(0.007, exemplar=TRACE)  # 8+32+7+16 = 63 characters: within the limit
+    latency.observe(0.3, exemplar=TRACE)
+    text = generate_openmetrics(registry).decode()  # type: ignore[no-untyped-call]
+    under = '# {span_id="b7ad6b7169203331",trace_id="0af7651916cd43dd8448eb211c80319c"}'
+    assert text.count(under) == 2
+    over = under.replace("}", ',customer="' + "x" * 70 + '"}')
+    text = text.replace(f'le="0.5"}} 2.0 {under}', f'le="0.5"}} 2.0 {over}')
+    assert text.count(over) == 1
+    assert findings("-", stdin=text) == [
+        ("error", "exemplar-labels-too-long", "request_duration_seconds", None,
+         '{span_id="b7ad6b7169203331",trace_id="0…',
+         "1 exemplar over 128 characters of labels (141 the longest)"),
+    ]  # fmt: skip
+    result = run("-", "--json", stdin=text.replace(over, under))
+    assert result.exit_code == 0 and json.loads(result.output)["findings"] == []
 
 
 def test_the_briefs_seed_app_is_caught() -> None:
