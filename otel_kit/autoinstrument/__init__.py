@@ -88,6 +88,8 @@ def _serves_or_pushes() -> bool:
 def _remove_unused_directory() -> None:
     """At exit of the command's own process if it never set up: remove the data directory the
     run created, as the setup would have (`directory.remove_created`)."""
+    if os.environ.get("OTEL_KIT_RUN_PID") != str(os.getpid()):
+        return  # a worker forked from it inherited this handler (gunicorn --max-requests)
     path, run_id = os.environ.get("OTEL_KIT_MULTIPROC_DIR"), os.environ.get("OTEL_KIT_RUN_ID")
     if not path or not run_id:
         return  # a directory the user gave, or no run of ours: it stays
