@@ -1,0 +1,1 @@
+"""The shop of examples/shop/ as a Flask app (WSGI)."""
