@@ -103,8 +103,9 @@ if REDIS_URL:
 def create_order() -> tuple[dict[str, object], int]:
     body = request.get_json(silent=True) or {}
     user_id, total, method = body.get("user_id"), body.get("total"), body.get("payment_method")
-    valid = isinstance(user_id, int) and user_id >= 1 and isinstance(total, (int, float))
-    if not valid or total <= 0 or method not in PAYMENT_METHODS:
+    if not isinstance(user_id, int) or user_id < 1 or method not in PAYMENT_METHODS:
+        abort(422)
+    if not isinstance(total, (int, float)) or total <= 0:
         abort(422)
     with Session(engine) as session:
         if session.get(User, user_id) is None:
@@ -163,7 +164,7 @@ def user_disconnected(user_id: int) -> tuple[str, int]:
 
 
 @app.get("/error")
-def error() -> None:
+def error() -> str:
     raise RuntimeError("simulated failure")
 
 
