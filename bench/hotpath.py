@@ -6,7 +6,10 @@ Each case is timed with timeit (best of 5 repeats of 200,000 calls, pinned to on
 taskset is available), minus the cost of calling an empty lambda. Then what each outbound HTTP
 integration adds to one call: its wrapped method around a stub transport, bare and instrumented;
 the same for one statement of each database driver integration (asyncpg, psycopg) around a stub
-of the driver's method. Writes hotpath.json/.md.
+of the driver's method. Exemplars (issue 16): one histogram record before exemplars existed
+(its code at that commit), with the default trace_based filter and no span, with always_off,
+and inside a sampled span of an SDK TracerProvider, against the SDK histogram with its own
+exemplar reservoir without and with that span, in interleaved rounds. Writes hotpath.json/.md.
 """
 
 from __future__ import annotations
@@ -15,15 +18,18 @@ import argparse
 import json
 import os
 import timeit
+from bisect import bisect_left
 from collections.abc import Callable
 from pathlib import Path
 
 import prometheus_client
+from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
 
 from otel_kit import catalogue
-from otel_kit._instruments import FastInstruments
+from otel_kit._instruments import FastHistogram, FastInstruments, Key
 
 CALLS = 200_000
 REPEATS = 5
@@ -67,6 +73,73 @@ def cases() -> dict[str, Callable[[], None]]:
             "GET", "/items/{item_id}", "200"
         ).inc(),
     }
+
+
+class _BeforeExemplars(FastHistogram):
+    """FastHistogram.record as it was before exemplars (a8f9f8f^): the baseline of their cost."""
+
+    def record(self, value: float, key: Key, span: object = None) -> None:
+        series = self._series.get(key) or self._new(key)
+        index = bisect_left(self.bounds, value)
+        with self._lock:
+            series.counts[index] += 1
+            series.sum += value
+            if value < series.min:
+                series.min = value
+            if value > series.max:
+                series.max = value
+
+
+def exemplar_cases() -> dict[str, dict[str, Callable[[], None]]]:
+    """{"no span": cases, "sampled span": cases}: the second set is timed inside a span."""
+    spec, bounds = catalogue.HTTP_SERVER_REQUEST_DURATION, catalogue.DEFAULT_DURATION_BUCKETS
+    key = ("GET", "/items/{item_id}", 200, None, "http", "1.1")
+    before = _BeforeExemplars(spec, bounds, 2000)
+    trace_based = FastHistogram(spec, bounds, 2000, "trace_based")
+    off = FastHistogram(spec, bounds, 2000, "always_off")
+    # The SDK's own reservoir: trace_based filter, one exemplar per bucket (its default).
+    meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("bench")
+    sdk = meter.create_histogram("http.server.request.duration", unit="s")
+    attributes = {"http.request.method": "GET", "http.route": "/items/{item_id}"}
+    value = 0.0012
+    no_span = {
+        "otel-kit FastHistogram.record, before exemplars": lambda: before.record(value, key),
+        "otel-kit FastHistogram.record, trace_based, no span": lambda: trace_based.record(
+            value, key
+        ),
+        "otel-kit FastHistogram.record, always_off": lambda: off.record(value, key),
+        "OTel SDK Histogram.record, trace_based, no span": lambda: sdk.record(value, attributes),
+    }
+    in_span = {
+        "otel-kit FastHistogram.record, trace_based, sampled span": lambda: trace_based.record(
+            value, key
+        ),
+        "OTel SDK Histogram.record, trace_based, sampled span": lambda: sdk.record(
+            value, attributes
+        ),
+    }
+    return {"no span": no_span, "sampled span": in_span}
+
+
+def exemplars(empty: float, rounds: int = 40) -> dict[str, float]:
+    """µs per record of each exemplar case, the sampled-span ones inside a real SDK span.
+
+    The cases take turns, `rounds` times CALLS // 20 calls each, best round kept: differences
+    of a tenth of a µs survive other processes sharing the core (they slow every case alike).
+    """
+    sets = exemplar_cases()
+    tracer = TracerProvider().get_tracer("bench")  # the default sampler samples every root span
+    span = tracer.start_span("request")
+    assert span.get_span_context().trace_flags.sampled
+    calls, best = CALLS // 20, dict.fromkeys([*sets["no span"], *sets["sampled span"]], 1e9)
+    for _ in range(rounds):
+        for name, function in sets["no span"].items():
+            best[name] = min(best[name], timeit.timeit(function, number=calls))
+        with trace.use_span(span):
+            for name, function in sets["sampled span"].items():
+                best[name] = min(best[name], timeit.timeit(function, number=calls))
+    span.end()
+    return {name: round(seconds / calls * 1e6 - empty, 3) for name, seconds in best.items()}
 
 
 def measure(function: Callable[[], None]) -> float:
@@ -216,6 +289,12 @@ def main() -> None:
     lines = ["| measurement | µs per call |", "|---|---:|"]
     lines += [f"| {name} | {us:.2f} |" for name, us in results.items()]
     table = "\n".join(lines)
+    cost = exemplars(empty)
+    before = cost["otel-kit FastHistogram.record, before exemplars"]
+    rows = ["| histogram record, exemplars | µs per call | over before exemplars µs |"]
+    rows += ["|---|---:|---:|"]
+    rows += [f"| {n} | {us:.2f} | {us - before:+.2f} |" for n, us in cost.items()]
+    table += "\n\n" + "\n".join(rows)
     calls = outbound()
     rows = ["| outbound call (stub transport) | bare µs | instrumented µs | added µs |"]
     rows += ["|---|---:|---:|---:|"]
@@ -228,6 +307,7 @@ def main() -> None:
     table += "\n\n" + "\n".join(rows)
     json_results = {
         "us_per_call": results,
+        "exemplars_us_per_call": cost,
         "outbound_us_bare_instrumented": calls,
         "db_statement_us_bare_instrumented": statements,
     }
