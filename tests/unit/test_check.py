@@ -23,6 +23,8 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 from otel_kit.cli._lint import RULES
 from tests.check_command import DATA, findings, run
+from tests.contrib import recorded_spans
+from tests.handles import MakeHandle
 
 # --- one crafted exposition per rule: that rule fires, and nothing else -------------------
 
@@ -379,6 +381,24 @@ def test_exemplars_over_openmetrics_128_characters_in_a_real_exposition() -> Non
     ]  # fmt: skip
     result = run("-", "--json", stdin=text.replace(over, under))
     assert result.exit_code == 0 and json.loads(result.output)["findings"] == []
+
+
+def test_otel_kits_own_exemplars_pass(make_handle: MakeHandle) -> None:
+    """otel-kit's OpenMetrics output with exemplars on a histogram's buckets and a counter."""
+    handle = make_handle()
+    meter = handle.meter_provider.get_meter("shop")
+    totals = meter.create_histogram("order.total", unit="dollars")
+    orders = meter.create_counter("orders.created")
+    with (
+        recorded_spans() as (provider, _),
+        provider.get_tracer("shop").start_as_current_span("checkout"),
+    ):
+        totals.record(42, {"payment_method": "card"})
+        orders.add(1, {"payment_method": "card"})
+    text = handle.render(openmetrics=True).decode()
+    assert text.count(" # {") == 2
+    rules = {finding[1] for finding in findings("-", stdin=text)}
+    assert not {"exemplar-labels-too-long", "exemplar-not-allowed"} & rules
 
 
 def test_the_briefs_seed_app_is_caught() -> None:
