@@ -20,4 +20,6 @@ INTEGRATION_PASS=(
     tests/integration/test_aiohttp_client.py
     tests/integration/test_flask.py
     tests/integration/test_django.py
+    tests/integration/test_run_wsgi.py
+    "tests/integration/test_flask_shop.py::test_python_m_example"
 )

@@ -253,6 +253,8 @@ def main() -> None:
     parser.add_argument("--no-pin", action="store_true", help="no taskset")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
     args = parser.parse_args()
+    # SIGTERM stops the running server and removes the work directory (the finally blocks)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     rounds, duration = (2, 2) if args.quick else (args.rounds, args.duration)
     pin = not args.no_pin and shutil.which("taskset") is not None
     rng = random.Random(18)
