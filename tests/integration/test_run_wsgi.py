@@ -1,12 +1,14 @@
 """`otel-kit run` for WSGI servers, real processes on loopback: gunicorn's gthread workers and
 recycled sync workers (`--max-requests`) on the Flask app of apps/flask_plain.py, and Django's
 `manage.py runserver`, whose autoreloader runs the server in a child process: exact totals in
-every scrape. (Sync workers, --preload and `flask run`: tests/integration/test_flask.py.)"""
+every scrape; uWSGI with --lazy-apps when it is installed. (Sync workers, --preload and
+`flask run`: tests/integration/test_flask.py.)"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import httpx
 import pytest
 
 from tests.exposition import series, value
-from tests.integration.otel_kit_run import Run, otel_kit_run
+from tests.integration.otel_kit_run import VENV_BIN, Run, otel_kit_run
 from tests.integration.processes import ROOT, free_port
 
 pytestmark = pytest.mark.integration
@@ -107,3 +109,36 @@ def test_django_runserver_with_its_autoreloader(tmp_path: Path) -> None:
     assert "/nowhere" not in text
     assert "Error" not in output.replace("RuntimeError", ""), output
     assert os.sep + "manage.py" not in text
+
+
+@pytest.mark.parametrize(
+    "lazy",
+    [
+        pytest.param(
+            False,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="uWSGI forks its workers in C: Python's fork hooks, which give each "
+                "worker its own share of the merged view, do not run (not supported yet)",
+            ),
+        ),
+        True,
+    ],
+)
+def test_uwsgi_two_processes(tmp_path: Path, lazy: bool) -> None:
+    """uWSGI's master and two workers, the app loaded in each worker (--lazy-apps): each
+    request once. (Loaded in the master before it forks, uWSGI's default: not yet.)"""
+    if shutil.which("uwsgi", path=VENV_BIN) is None:
+        pytest.skip("uWSGI is not installed (pip install uwsgi: it builds from source)")
+    port = free_port()
+    command = ["uwsgi", "--http-socket", f"127.0.0.1:{port}", "--master", "--processes", "2"]
+    command += ["--module", "flask_plain:app", "--disable-logging"]
+    command += ["--lazy-apps"] if lazy else []
+    with otel_kit_run(tmp_path, command, port=port) as run:
+        run.requests(200)
+        run.wait_for(lambda text: value(text, COUNT) == 200, "200 requests")
+        scrapes = [run.scrape() for _ in range(3)]
+    assert len(run.pids) == 2, "the requests did not reach both workers"
+    for text in scrapes:
+        assert value(text, COUNT, http_route=ITEMS) == 200
+        assert value(text, "http_server_active_requests") == 0
