@@ -6,7 +6,7 @@ disabled, the other source's metrics pass through."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 
 import httpx
@@ -124,28 +124,35 @@ def test_contrib_requests_beside_otel_kit(
 
 
 @pytest.fixture
-def redis_py_metrics() -> Iterator[None]:
-    """redis-py's own metrics (redis-py >= 7.2), commands included, through the global
-    MeterProvider; off again afterwards (its recorders cache what they resolved)."""
+def redis_py_metrics() -> Iterator[Callable[[], None]]:
+    """`enable()`: redis-py's own metrics (redis-py >= 7.2), commands included, through the
+    global MeterProvider; off again afterwards. Call it after setup: redis-py keeps the global
+    provider it first finds, and before setup that is the API's proxy, which a later test's
+    provider never reaches."""
     observability = pytest.importorskip("redis.observability", reason="redis-py < 7.2")
     instance = observability.get_observability_instance()
     groups = [observability.MetricGroup.COMMAND, observability.MetricGroup.CONNECTION_BASIC]
-    instance.init(observability.OTelConfig(metric_groups=groups))
-    yield
+
+    def enable() -> None:
+        instance.init(observability.OTelConfig(metric_groups=groups))
+
+    yield enable
     instance.init(observability.OTelConfig(enabled_telemetry=[]))
     observability.reset_observability_instance()
 
 
-@pytest.mark.usefixtures("global_metrics", "redis_py_metrics")
+@pytest.mark.usefixtures("global_metrics")
 @pytest.mark.parametrize("disabled", [(), ("redis",)])
 def test_redis_py_own_metrics_and_contrib_redis_beside_otel_kit(
     redis_server: int,
     traced: tuple[TracerProvider, InMemorySpanExporter],
+    redis_py_metrics: Callable[[], None],
     disabled: tuple[str, ...],
 ) -> None:
     handle = setup_metrics(
         prometheus_host="127.0.0.1", prometheus_port=0, disabled_instrumentations=disabled
     )
+    redis_py_metrics()
     tracer_provider, spans = traced
     instrumentor = RedisInstrumentor()  # spans only: contrib 0.66 records no Redis metrics
     instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=handle.meter_provider)
