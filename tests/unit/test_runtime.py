@@ -66,7 +66,7 @@ def test_file_descriptors_follow_open_files(handle: MetricsHandle, tmp_path: Pat
 def test_thread_count_follows_threads(handle: MetricsHandle) -> None:
     # Idle worker threads of earlier tests may end meanwhile: retry a disturbed measurement.
     seen = []
-    for _ in range(5):
+    for _ in range(20):
         before = value(scrape(handle), THREADS)
         release = threading.Event()
         thread = threading.Thread(target=release.wait, args=(10,))
