@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import requests
 from flask import Flask, abort, request
 from opentelemetry import metrics
-from sqlalchemy import ForeignKey, String, create_engine, select
+from sqlalchemy import ForeignKey, String, create_engine, exc, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from otel_kit import cache_metrics, not_measured, setup_metrics
@@ -49,7 +50,19 @@ class Order(Base):
 
 
 def seed() -> None:
-    """Tables and 100 users; start-up work, kept out of the app's DB metrics."""
+    """Tables and 100 users; start-up work, kept out of the app's DB metrics. Each gunicorn
+    worker imports the app at once: a worker that loses the race to another finds it done."""
+    for attempt in range(5):
+        try:
+            _seed()
+            return
+        except (exc.OperationalError, exc.IntegrityError):  # "already exists", locked, taken
+            if attempt == 4:
+                raise
+            time.sleep(0.2)
+
+
+def _seed() -> None:
     with not_measured(), Session(engine) as session:
         Base.metadata.create_all(engine)
         if session.scalar(select(User.id).limit(1)) is None:
