@@ -21,6 +21,7 @@ import timeit
 from bisect import bisect_left
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import prometheus_client
 from opentelemetry import trace
@@ -154,6 +155,29 @@ class _StubResponse:
         self.version = version
 
 
+def bare_and_instrumented(
+    stubs: dict[tuple[type, str], Callable[..., Any]], each: Callable[[], dict[str, float]]
+) -> dict[str, tuple[float, float]]:
+    """`each()`'s µs per call with `stubs` in place of the libraries' methods, bare and then
+    under a setup (which wraps the stubs); the methods are put back afterwards."""
+    from otel_kit import MetricsHandle
+
+    originals = {target: target[0].__dict__[target[1]] for target in stubs}
+    try:
+        for (owner, name), stub in stubs.items():
+            setattr(owner, name, stub)
+        bare = each()
+        handle = MetricsHandle.create(metrics_exporter="none")
+        try:
+            instrumented = each()
+        finally:
+            handle.shutdown()
+    finally:
+        for (owner, name), original in originals.items():
+            setattr(owner, name, original)
+    return {name: (bare[name], instrumented[name]) for name in bare}
+
+
 def outbound() -> dict[str, tuple[float, float]]:
     """(bare, instrumented) µs per call of each outbound integration's wrapped method around a
     stub that returns a response at once: what otel-kit adds to one request, without the
@@ -163,8 +187,6 @@ def outbound() -> dict[str, tuple[float, float]]:
     import aiohttp
     import httpx
     import urllib3
-
-    from otel_kit import MetricsHandle
 
     url = "http://127.0.0.1:8080/items/1?q=2"
     pool = urllib3.HTTPConnectionPool("127.0.0.1", 8080)
@@ -181,7 +203,6 @@ def outbound() -> dict[str, tuple[float, float]]:
         (httpx.HTTPTransport, "handle_request"): lambda self, request: response,
         (aiohttp.ClientSession, "_request"): stub_request,
     }
-    originals = {target: target[0].__dict__[target[1]] for target in stubs}
 
     async def aiohttp_calls(session: aiohttp.ClientSession, calls: int) -> float:
         start = timeit.default_timer()
@@ -202,19 +223,9 @@ def outbound() -> dict[str, tuple[float, float]]:
         }
 
     try:
-        for (owner, name), stub in stubs.items():
-            setattr(owner, name, stub)
-        bare = each()
-        handle = MetricsHandle.create(metrics_exporter="none")  # wraps the stubs
-        try:
-            instrumented = each()
-        finally:
-            handle.shutdown()
+        return bare_and_instrumented(stubs, each)
     finally:
-        for (owner, name), original in originals.items():
-            setattr(owner, name, original)
         transport.close()
-    return {name: (bare[name], instrumented[name]) for name in bare}
 
 
 def databases() -> dict[str, tuple[float, float]]:
@@ -227,8 +238,6 @@ def databases() -> dict[str, tuple[float, float]]:
     import asyncpg
     import psycopg
 
-    from otel_kit import MetricsHandle
-
     async def fetchval(self: object, query: str, *args: object, **kwargs: object) -> object:
         return 1
 
@@ -236,7 +245,6 @@ def databases() -> dict[str, tuple[float, float]]:
         return self
 
     stubs = {(asyncpg.Connection, "fetchval"): fetchval, (psycopg.Cursor, "execute"): execute}
-    originals = {target: target[0].__dict__[target[1]] for target in stubs}
     query = "SELECT name FROM items WHERE id = $1"
     # What the wrappers read of a connection: asyncpg's address and parameters, psycopg's info.
     asyncpg_connection = SimpleNamespace(
@@ -262,19 +270,7 @@ def databases() -> dict[str, tuple[float, float]]:
             "psycopg Cursor.execute": measure(lambda: psycopg.Cursor.execute(cursor, query, (1,))),
         }
 
-    try:
-        for (owner, name), stub in stubs.items():
-            setattr(owner, name, stub)
-        bare = each()
-        handle = MetricsHandle.create(metrics_exporter="none")  # wraps the stubs
-        try:
-            instrumented = each()
-        finally:
-            handle.shutdown()
-    finally:
-        for (owner, name), original in originals.items():
-            setattr(owner, name, original)
-    return {name: (bare[name], instrumented[name]) for name in bare}
+    return bare_and_instrumented(stubs, each)
 
 
 def main() -> None:
