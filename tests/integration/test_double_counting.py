@@ -7,7 +7,6 @@ disabled, the other source's metrics pass through."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
@@ -24,33 +23,16 @@ from otel_kit import setup_metrics
 from otel_kit._instrumentation import INTEGRATIONS
 from tests.contrib import OTEL_KIT, by, old_and_stable_names, recorded_spans, scopes, value
 from tests.handles import MakeHandle
-from tests.integration.processes import http_server
+from tests.integration.http_peer import peer_server
 
 pytestmark = pytest.mark.integration
 CLIENT = "http_client_request_duration_seconds_count"
 DB = "db_client_operation_duration_seconds_count"
 
 
-class Handler(BaseHTTPRequestHandler):
-    """/status/<code>: that status, body "ok"."""
-
-    protocol_version = "HTTP/1.1"
-    timeout = 10  # an idle kept-alive connection ends, so server_close() cannot hang
-
-    def do_GET(self) -> None:
-        status = int(self.path.split("?")[0].rsplit("/", 1)[1])
-        self.send_response(status)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def base() -> Iterator[str]:
-    with http_server(Handler) as url:
+    with peer_server() as url:
         yield url
 
 

@@ -6,7 +6,6 @@ span's trace and span ids; the same operations without a span leave none."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -19,27 +18,14 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from tests.contrib import recorded_spans
 from tests.handles import MakeHandle
-from tests.integration.processes import http_server
+from tests.integration.http_peer import peer_server
 
 pytestmark = pytest.mark.integration
 
 
-class Handler(BaseHTTPRequestHandler):
-    timeout = 10
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def base() -> Iterator[str]:
-    with http_server(Handler) as url:
+    with peer_server() as url:
         yield url
 
 
