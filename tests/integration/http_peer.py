@@ -12,9 +12,12 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from typing import ClassVar
 
+from otel_kit import MetricsHandle
+from tests.exposition import series
+from tests.handles import MakeHandle
 from tests.integration.processes import http_server
 
-__all__ = ["MARK", "Handler", "peer_server", "stalled_port"]
+__all__ = ["MARK", "Handler", "handle_for", "peer_server", "port_of", "render", "stalled_port"]
 
 MARK = "zz-marker-7f3a"  # in URL paths and query strings; must never reach the exposition
 
@@ -73,3 +76,25 @@ def stalled_port() -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def port_of(url: str) -> str:
+    return url.rsplit(":", 1)[1]
+
+
+def handle_for(make_handle: MakeHandle, **settings: object) -> MetricsHandle:
+    return make_handle(prometheus_host="127.0.0.1", prometheus_port=0, **settings)
+
+
+def render(handle: MetricsHandle) -> str:
+    """The exposition, checked for what must never be in it: no marker, path, query or
+    parameter in any outbound label."""
+    text = handle.render().decode()
+    assert MARK not in text and "/status" not in text and "/redirect" not in text
+    values = [
+        v
+        for labels in series(text, "http_client_request_duration_seconds_count")
+        for v in labels.values()
+    ]
+    assert not [v for v in values if "/" in v or "?" in v or "=" in v]
+    return text

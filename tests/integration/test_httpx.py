@@ -15,6 +15,7 @@ from tests.exposition import series, value
 from tests.handles import MakeHandle
 
 # free_port(): nothing listens there, so connecting is refused
+from tests.integration.http_peer import port_of
 from tests.integration.processes import free_port, http_server
 
 pytestmark = pytest.mark.integration
@@ -55,10 +56,6 @@ class Handler(BaseHTTPRequestHandler):
 def base() -> Iterator[str]:
     with http_server(Handler) as url:
         yield url
-
-
-def port_of(base: str) -> str:
-    return base.rsplit(":", 1)[1]
 
 
 def test_sync_client(make_handle: MakeHandle, base: str) -> None:

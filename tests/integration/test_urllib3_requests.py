@@ -15,12 +15,19 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ReadTimeoutError
 from urllib3.util import Retry
 
-from otel_kit import MetricsHandle
 from otel_kit._instrumentation._context import error_type
 from otel_kit._instruments import FastHistogram
 from tests.exposition import series, value
 from tests.handles import MakeHandle
-from tests.integration.http_peer import MARK, Handler, peer_server, stalled_port
+from tests.integration.http_peer import (
+    MARK,
+    Handler,
+    handle_for,
+    peer_server,
+    port_of,
+    render,
+    stalled_port,
+)
 
 # free_port(): nothing listens there, so connecting is refused
 from tests.integration.processes import free_port
@@ -40,23 +47,6 @@ def base() -> Iterator[str]:
 def stalled() -> Iterator[str]:
     with stalled_port() as url:
         yield url
-
-
-def port_of(url: str) -> str:
-    return url.rsplit(":", 1)[1]
-
-
-def handle_for(make_handle: MakeHandle, **settings: object) -> MetricsHandle:
-    return make_handle(prometheus_host="127.0.0.1", prometheus_port=0, **settings)
-
-
-def render(handle: MetricsHandle) -> str:
-    """The exposition, checked for what must never be in it."""
-    text = handle.render().decode()
-    assert MARK not in text and "/status" not in text and "/redirect" not in text
-    values = [v for labels in series(text, COUNT) for v in labels.values()]
-    assert not [v for v in values if "/" in v or "?" in v or "=" in v]
-    return text
 
 
 def fetch(url: str) -> urllib3.BaseHTTPResponse:
