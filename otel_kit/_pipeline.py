@@ -15,7 +15,6 @@ from opentelemetry.sdk.metrics import (
     AlwaysOffExemplarFilter,
     AlwaysOnExemplarFilter,
     ExemplarFilter,
-    MeterProvider,
     TraceBasedExemplarFilter,
 )
 from opentelemetry.sdk.metrics.export import MetricReader
@@ -36,8 +35,8 @@ from otel_kit._exporters.prometheus import (
 )
 from otel_kit._exporters.push import push_reader
 from otel_kit._exporters.server import DEFAULT_PORT, start_metrics_server
-from otel_kit._instruments import FastInstruments
 from otel_kit._support import at_fork
+from otel_kit._user_meter import Instruments, MeterProvider, UserInstruments
 from otel_kit.catalogue import DB_CLIENT_OPERATION_DURATION
 from otel_kit.config import Settings
 
@@ -86,8 +85,13 @@ def build_resource(settings: Settings) -> Resource:
 
 
 def _provider(
-    settings: Settings, resource: Resource, readers: Sequence[MetricReader]
+    settings: Settings,
+    resource: Resource,
+    readers: Sequence[MetricReader],
+    user: UserInstruments,
 ) -> MeterProvider:
+    """The SDK's MeterProvider with otel-kit's views; user counters and histograms no view
+    changes record into `user` (`_user_meter`)."""
     keep_one = KeepOne(settings)  # other sources' copies of otel-kit's metrics are dropped
     buckets = keep_one.buckets(settings.duration_buckets)
     db_buckets = keep_one.buckets(settings.db_duration_buckets)
@@ -100,6 +104,7 @@ def _provider(
     ]
     views += keep_one.views(DURATION_HISTOGRAMS)
     return MeterProvider(
+        user=user,
         metric_readers=list(readers),
         resource=resource,
         views=views,
@@ -116,8 +121,8 @@ class Pipeline:
     def __init__(self, settings: Settings, *, serve_on_app: bool) -> None:
         default = default_registry(settings)  # first: it may refuse the settings
         self.resource = build_resource(settings)
-        self.fast = FastInstruments(__version__, settings.exemplar_filter)
         limit = settings.cardinality_limit
+        self.fast = Instruments(__version__, settings.exemplar_filter, limit)
         readers: list[MetricReader] = []
         self.registry: CollectorRegistry | None = None
         pull: PullReader | None = None
@@ -130,7 +135,7 @@ class Pipeline:
             for name in settings.metrics_exporter
             if name in ("otlp", "console")
         )
-        self.meter_provider = _provider(settings, self.resource, readers)
+        self.meter_provider = _provider(settings, self.resource, readers, self.fast.user)
         self.multiprocess: Multiprocess | None = None
         if pull is not None and settings.multiproc_dir is not None:
             from otel_kit._exporters.multiprocess import Multiprocess  # POSIX only (fcntl)

@@ -4,6 +4,7 @@ naming the setting and the allowed values, not the SDK's bare ValueError at prov
 from __future__ import annotations
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Sum
 from opentelemetry.sdk.resources import Resource
 
@@ -11,6 +12,7 @@ from otel_kit import ConfigError
 from otel_kit._pipeline import _EXEMPLAR_FILTERS, _provider
 from otel_kit._setting_rules import EXEMPLAR_FILTERS
 from otel_kit._setup import MetricsHandle
+from otel_kit._user_meter import UserInstruments
 from otel_kit.config import load_settings
 
 
@@ -40,11 +42,18 @@ def test_the_provider_uses_the_setting(
     monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", "not-read")
     settings = load_settings({"exemplar_filter": name})
     reader = InMemoryMetricReader()
-    provider = _provider(settings, Resource.create({}), [reader])
-    provider.get_meter("shop").create_counter("orders").add(1)  # no span: trace_based keeps none
-    data = reader.get_metrics_data()
-    assert data is not None
-    point = data.resource_metrics[0].scope_metrics[0].metrics[0].data
-    assert isinstance(point, Sum)
-    assert len(point.data_points[0].exemplars) == exemplars
+    user = UserInstruments(settings.cardinality_limit, settings.exemplar_filter)
+    provider = _provider(settings, Resource.create({}), [reader], user)
+    # no span: trace_based keeps none; an SDK counter and a user one (otel-kit's, `_user_meter`)
+    MeterProvider.get_meter(provider, "sdk").create_counter("orders").add(1)
+    provider.get_meter("shop").create_counter("orders").add(1)
+    sdk_data = reader.get_metrics_data()
+    assert sdk_data is not None
+    data = user.merge(sdk_data, Resource.create({}))
+    scopes = data.resource_metrics[0].scope_metrics
+    assert [scope.scope.name for scope in scopes] == ["sdk", "shop"]
+    for scope in scopes:
+        point = scope.metrics[0].data
+        assert isinstance(point, Sum)
+        assert len(point.data_points[0].exemplars) == exemplars
     provider.shutdown()
