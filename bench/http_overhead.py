@@ -2,16 +2,19 @@
 
     .venv/bin/python bench/http_overhead.py            # full run, a few minutes
     .venv/bin/python bench/http_overhead.py --quick    # ~1 minute smoke run
+    .venv/bin/python bench/http_overhead.py --servers granian,hypercorn --name servers
 
-Each variant (bench/apps/*.py) runs under uvicorn pinned to CPU 0; wrk runs pinned to CPU 1.
-Variants are interleaved (A B C ... A B C ...) for N rounds so that drift hits all of them
-equally, and every instrumented variant must show on its /metrics that it counted the requests
-wrk made. See bench/README.md.
+Each variant (bench/apps/*.py) runs under each server (uvicorn's two flavours by default; gunicorn
+with UvicornWorker, hypercorn and granian with --servers), one worker process pinned to CPU 0;
+wrk runs pinned to CPU 1. Variants are interleaved (A B C ... A B C ...) for N rounds so that
+drift hits all of them equally, and every instrumented variant must show on its /metrics that it
+counted the requests wrk made. See bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -43,7 +46,7 @@ CONNECTIONS = 16
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
 # The server must get (nearly) all of its pinned core while wrk measures; a lower share means
-# another process ran on it, and the run is repeated (up to ATTEMPTS times in all).
+# another process ran on it, and the run is repeated (up to ATTEMPTS times in all, or --attempts).
 MIN_CPU_SHARE = 0.95
 ATTEMPTS = 4
 
@@ -60,9 +63,13 @@ class Variant:
 
 @dataclass(frozen=True)
 class Flavour:
+    """A server running the app in one worker process: `python -m <command>`, where {app} is
+    `module:app` (importable: bench/apps is on PYTHONPATH) and {port} the port."""
+
     name: str
     description: str
-    uvicorn_args: tuple[str, ...]
+    command: str
+    needs: tuple[str, ...]  # the modules it imports: without one, it is skipped with a note
 
 
 VARIANTS = (
@@ -114,14 +121,46 @@ VARIANTS = (
     ),
 )
 
+_UVICORN = "uvicorn {app} --host 127.0.0.1 --port {port} --no-access-log --log-level warning"
 FLAVOURS = (
-    Flavour("plain", "uvicorn (asyncio + h11)", ("--loop", "asyncio", "--http", "h11")),
+    Flavour(
+        "plain",
+        "uvicorn (asyncio + h11)",
+        f"{_UVICORN} --loop asyncio --http h11",
+        ("uvicorn",),
+    ),
     Flavour(
         "standard",
         "uvicorn[standard] (uvloop + httptools)",
-        ("--loop", "uvloop", "--http", "httptools"),
+        f"{_UVICORN} --loop uvloop --http httptools",
+        ("uvicorn", "uvloop", "httptools"),
+    ),
+    # The arbiter and one worker; uvicorn.workers (deprecated since uvicorn 0.30 for the
+    # uvicorn-worker package, still shipped) picks uvloop and httptools when installed.
+    Flavour(
+        "gunicorn-uvicorn",
+        "gunicorn -w 1 -k uvicorn.workers.UvicornWorker (arbiter + 1 worker; uvloop + httptools)",
+        "gunicorn {app} -k uvicorn.workers.UvicornWorker -w 1 -b 127.0.0.1:{port} "
+        "--log-level warning --graceful-timeout 5",
+        ("gunicorn", "uvicorn", "uvloop", "httptools"),
+    ),
+    # -w 1: the parent and one spawned worker, as with more workers; HTTP/1 is always h11.
+    Flavour(
+        "hypercorn",
+        "hypercorn -w 1 -k uvloop (parent + 1 worker; uvloop + h11)",
+        "hypercorn {app} -k uvloop -w 1 -b 127.0.0.1:{port} --log-level warning",
+        ("hypercorn", "uvloop"),
+    ),
+    Flavour(
+        "granian",
+        "granian --interface asgi, 1 worker, 1 single-threaded runtime (parent + 1 worker; uvloop)",
+        "granian {app} --interface asgi --host 127.0.0.1 --port {port} --workers 1 "
+        "--runtime-mode st --runtime-threads 1 --blocking-threads 1 --loop uvloop --http 1 "
+        "--no-ws --log-level warning --no-access-log",
+        ("granian", "uvloop"),
     ),
 )
+DEFAULT_FLAVOURS = ("plain", "standard")
 
 
 class BenchError(RuntimeError):
@@ -222,6 +261,7 @@ def server_env(variant: Variant) -> dict[str, str]:
     only by its app module."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FASTAPI_OTEL"))}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PYTHONPATH"] = str(APPS_DIR)  # after the working directory, whose otel_kit comes first
     if variant.name == "contrib":
         env["OTEL_SEMCONV_STABILITY_OPT_IN"] = "http"
     return env
@@ -249,34 +289,47 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def group_cpu_seconds(pgid: int) -> float | None:
+    """User + system CPU time of the live processes in process group `pgid` (Linux: a server
+    and its workers), or None where /proc is not available."""
+    total, found = 0.0, False
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+            found = True
+    return total / os.sysconf("SC_CLK_TCK") if found else None
+
+
 class Server:
-    """`uvicorn <module>:app` on a free loopback port, pinned to SERVER_CPU."""
+    """The flavour's server for `<module>:app` on a free loopback port, pinned to SERVER_CPU,
+    in a process group of its own (its PID), which holds its workers."""
 
     def __init__(self, variant: Variant, flavour: Flavour, *, pin: bool, workdir: Path) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        cmd = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            f"{variant.module}:app",
-            "--app-dir",
-            str(APPS_DIR),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            *flavour.uvicorn_args,
-        ]
+        app, port = f"{variant.module}:app", str(self.port)
+        argv = flavour.command.replace("{app}", app).replace("{port}", port).split()
+        cmd = [sys.executable, "-m", *argv]
         if pin:
-            cmd = ["taskset", "-c", SERVER_CPU, *cmd]  # taskset execs: the PID is uvicorn's
+            cmd = ["taskset", "-c", SERVER_CPU, *cmd]  # taskset execs: the PID is the server's
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
-            cmd, stdout=self.log, stderr=self.log, env=server_env(variant), cwd=workdir
+            cmd,
+            stdout=self.log,
+            stderr=self.log,
+            env=server_env(variant),
+            cwd=workdir,
+            start_new_session=True,
         )
+
+    def cpu_seconds(self) -> float | None:
+        return group_cpu_seconds(self.proc.pid)
 
     def output(self) -> str:
         self.log.seek(0)
@@ -305,6 +358,9 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # A worker the server left behind (it should have stopped them): the group is ours.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.log.close()
 
 
@@ -334,9 +390,9 @@ def run_one(
         server.wait_ready()
         url = server.base + PATH
         warm = run_wrk(url, warmup, pin=pin, latency=False)
-        cpu_start, wall_start = cpu_seconds(server.proc.pid), time.monotonic()
+        cpu_start, wall_start = server.cpu_seconds(), time.monotonic()
         measured = run_wrk(url, duration, pin=pin, latency=True)
-        cpu_end, wall_end = cpu_seconds(server.proc.pid), time.monotonic()
+        cpu_end, wall_end = server.cpu_seconds(), time.monotonic()
         share = cpu_us = None
         if cpu_start is not None and cpu_end is not None:
             share = (cpu_end - cpu_start) / (wall_end - wall_start)
@@ -534,6 +590,9 @@ def environment(pin: bool) -> dict[str, Any]:
                 "fastapi",
                 "starlette",
                 "uvicorn",
+                "gunicorn",
+                "hypercorn",
+                "granian",
                 "uvloop",
                 "httptools",
                 "prometheus-client",
@@ -550,7 +609,7 @@ def environment(pin: bool) -> dict[str, Any]:
 def render_markdown(result: dict[str, Any]) -> str:
     cfg, env = result["config"], result["environment"]
     pinning = (
-        f"uvicorn pinned to CPU {SERVER_CPU}, wrk to CPU {CLIENT_CPU} (taskset)"
+        f"the server pinned to CPU {SERVER_CPU}, wrk to CPU {CLIENT_CPU} (taskset)"
         if env["pinned"]
         else "not pinned"
     )
@@ -570,10 +629,12 @@ def render_markdown(result: dict[str, Any]) -> str:
         "run's (for the CPU column: server CPU µs per request minus the baseline's); the median "
         "of these per-pair differences over rounds and their interquartile range (Q1 .. Q3). "
         "Prefer these on a shared machine: a slow phase hits both runs of a pair.",
-        "- server CPU µs / req: the uvicorn process's CPU time (from /proc) over the requests "
+        "- server CPU µs / req: the CPU time (from /proc) of the server's processes (its "
+        "process group: a master or parent besides the worker too) over the requests "
         "wrk completed, median over rounds, and in brackets its difference to bare. Unlike "
         "req/s, it barely moves when other processes share the machine.",
-        f"- A run is repeated (up to {ATTEMPTS} attempts) when the server got less than "
+        f"- A run is repeated (up to {cfg.get('attempts', ATTEMPTS)} attempts) when the server "
+        "got less than "
         f"{MIN_CPU_SHARE:.0%} of its core while wrk measured.",
         "- Every instrumented run's own /metrics counted at least the requests wrk completed "
         "for `/items/{item_id}` (checked per run); /metrics is its size after the last round.",
@@ -610,7 +671,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(v.name for v in VARIANTS),
         help="comma-separated subset of: " + ", ".join(v.name for v in VARIANTS),
     )
+    parser.add_argument(
+        "--servers",
+        default=",".join(DEFAULT_FLAVOURS),
+        help="comma-separated subset of:\n"
+        + "\n".join(f"  {f.name}: {f.description}" for f in FLAVOURS),
+    )
+    parser.add_argument(
+        "--attempts",
+        type=int,
+        default=ATTEMPTS,
+        help=f"tries per run for the server to get its core (default {ATTEMPTS}); 1 where no "
+        "run gets it (a busy machine): repeats only cost time",
+    )
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="output dir")
+    parser.add_argument(
+        "--name", default="results", help="output files: <out>/<name>.json and .md (results)"
+    )
+    parser.add_argument(
+        "--note", action="append", default=[], help="a line for the results' header (repeatable)"
+    )
     args = parser.parse_args(argv)
     args.warmup = 1 if args.quick else 2
     if args.duration is None:
@@ -623,8 +703,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown or not wanted:
         parser.error(f"unknown variants {sorted(unknown)}; choose from {sorted(known)}")
     args.variant_list = [v for v in VARIANTS if v.name in wanted]
-    if args.duration < 1 or args.rounds < 1:
-        parser.error("--duration and --rounds must be >= 1")
+    servers = {f.name for f in FLAVOURS}
+    wanted = [name.strip() for name in args.servers.split(",") if name.strip()]
+    unknown = set(wanted) - servers
+    if unknown or not wanted:
+        parser.error(f"unknown servers {sorted(unknown)}; choose from {sorted(servers)}")
+    args.flavour_list = [f for f in FLAVOURS if f.name in wanted]
+    if args.duration < 1 or args.rounds < 1 or args.attempts < 1:
+        parser.error("--duration, --rounds and --attempts must be >= 1")
     return args
 
 
@@ -632,16 +718,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
-    notes: list[str] = []
+    notes: list[str] = list(args.note)
     affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
     pin = shutil.which("taskset") is not None and {0, 1} <= affinity
     if not pin:
         notes.append("Not pinned: taskset missing or CPUs 0 and 1 not both available.")
-    flavours = list(FLAVOURS)
-    if find_spec("uvloop") is None or find_spec("httptools") is None:
-        flavours = [f for f in flavours if f.name != "standard"]
-        notes.append("uvicorn[standard] skipped: uvloop/httptools not importable.")
+    flavours = []
+    for flavour in args.flavour_list:
+        missing = [module for module in flavour.needs if find_spec(module) is None]
+        if missing:
+            notes.append(f"{flavour.description} skipped: {', '.join(missing)} not importable.")
+        else:
+            flavours.append(flavour)
 
+    if not flavours:
+        raise SystemExit("no server to run: " + " ".join(notes))
     env = environment(pin)  # the git state of the otel_kit snapshot taken next
     runs: list[Run] = []
     repeated = 0
@@ -653,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
             for flavour in flavours:
                 for variant in args.variant_list:
                     attempts: list[Run] = []
-                    for attempt in range(1, ATTEMPTS + 1):
+                    for attempt in range(1, args.attempts + 1):
                         run = run_one(
                             variant,
                             flavour,
@@ -668,7 +759,7 @@ def main(argv: list[str] | None = None) -> int:
                         share = run.server_cpu_share
                         counted = "" if run.counted is None else f", counted {run.counted:,.0f}"
                         print(
-                            f"[{len(runs) + 1}/{total}] round {round_} {flavour.name:8} "
+                            f"[{len(runs) + 1}/{total}] round {round_} {flavour.name:16} "
                             f"{variant.name:18} {run.rps:9,.0f} req/s  p50 {_ms(run.p50_us)}  "
                             f"p99 {_ms(run.p99_us)}  (wrk {run.wrk_requests:,}{counted}"
                             f"{'' if share is None else f', server CPU {share:.0%}'})",
@@ -677,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         if not pin or share is None or share >= MIN_CPU_SHARE:
                             break
-                        if attempt < ATTEMPTS:
+                        if attempt < args.attempts:
                             print("  another process took CPU: run repeated", file=sys.stderr)
                     # The undisturbed attempt, or if none, the one that got the most CPU.
                     runs.append(max(attempts, key=lambda r: r.server_cpu_share or 0.0))
@@ -686,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
     if pin and low:
         notes.append(
             f"{len(low)} run(s) kept although the server got < {MIN_CPU_SHARE:.0%} of its core "
-            f"after {ATTEMPTS} attempts (machine busy): "
+            f"after {args.attempts} attempt(s) (machine busy): "
             + ", ".join(f"{r.flavour}/{r.variant} round {r.round}" for r in low)
         )
     if repeated:
@@ -697,10 +788,11 @@ def main(argv: list[str] | None = None) -> int:
             "duration": args.duration,
             "warmup": args.warmup,
             "rounds": args.rounds,
+            "attempts": args.attempts,
             "connections": CONNECTIONS,
             "path": PATH,
             "variants": [v.name for v in args.variant_list],
-            "flavours": {f.name: " ".join(f.uvicorn_args) for f in flavours},
+            "flavours": {f.name: f"python -m {f.command}" for f in flavours},
         },
         "environment": env,
         "notes": notes,
@@ -708,9 +800,9 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [asdict(r) for r in runs],
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     markdown = render_markdown(result)
-    (args.out / "results.md").write_text(markdown)
+    (args.out / f"{args.name}.md").write_text(markdown)
     print(markdown)
     return 0
 
