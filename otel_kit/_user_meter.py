@@ -87,7 +87,14 @@ from otel_kit._instruments import (
 from otel_kit._otel_data import histogram_metric, histogram_point, number_metric
 from otel_kit._support import at_fork
 
-__all__ = ["Instruments", "MeterProvider", "UserInstruments"]
+__all__ = [
+    "FastCounter",
+    "FastHistogram",
+    "FastUpDownCounter",
+    "Instruments",
+    "MeterProvider",
+    "UserInstruments",
+]
 
 _sdk_log = logging.getLogger("opentelemetry.sdk.metrics._internal.instrument")  # the SDK's
 _EMPTY: frozenset[Any] = frozenset()
