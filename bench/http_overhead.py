@@ -135,8 +135,8 @@ FLAVOURS = (
         f"{_UVICORN} --loop uvloop --http httptools",
         ("uvicorn", "uvloop", "httptools"),
     ),
-    # The arbiter and one worker; uvicorn.workers (deprecated since uvicorn 0.30 for the
-    # uvicorn-worker package, still shipped) picks uvloop and httptools when installed.
+    # The arbiter and one worker; uvicorn.workers (deprecated for the uvicorn-worker package,
+    # still shipped in uvicorn 0.55) picks uvloop and httptools when installed.
     Flavour(
         "gunicorn-uvicorn",
         "gunicorn -w 1 -k uvicorn.workers.UvicornWorker (arbiter + 1 worker; uvloop + httptools)",
@@ -647,7 +647,10 @@ def render_markdown(result: dict[str, Any]) -> str:
     for flavour in FLAVOURS:
         rows = result["summary"].get(flavour.name)
         if rows:
-            out += [f"## {flavour.description}", "", markdown_table(rows), ""]
+            out += [f"## {flavour.description}", ""]
+            if flavour.name in cfg["flavours"]:
+                out += [f"`{cfg['flavours'][flavour.name]}`", ""]
+            out += [markdown_table(rows), ""]
     out += ["Variants:", ""]
     out += [f"- **{v.name}**: {v.description}" for v in VARIANTS if v.name in cfg["variants"]]
     out.append("")
