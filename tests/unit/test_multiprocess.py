@@ -201,6 +201,38 @@ def test_snapshot_round_trip_keeps_attribute_types() -> None:
         decode(json.dumps({"format": 999, "metrics": []}).encode())
 
 
+GOOD_HISTOGRAM = [[["k", "a"]], [0.1, 1.0], [1, 0, 0], 0.01, 0.01, 0.01]
+
+
+@pytest.mark.parametrize(
+    ("position", "bad"),
+    [
+        (1, [0.1, True]),  # bounds: a bool is no number
+        (1, [1.0, 0.1]),  # out of order
+        (1, "ab"),
+        (2, [1, 0, True]),  # counts: no bools
+        (2, [1, 0, -1]),  # nor negative ones
+        (2, [1, 0, 0.5]),
+        (2, [1, 0]),  # one per bucket
+        (2, "abc"),
+        (3, "0.01"),  # sum
+        (5, False),  # max
+        (0, [["k", {"a": 1}]]),  # attribute values: scalars, or lists of them
+        (0, [["k", [1, [2]]]]),
+        (0, [[1, "a"]]),  # attribute names: text
+        (6, 0),  # exemplars: a list
+    ],
+)
+def test_a_malformed_histogram_point_makes_a_malformed_snapshot(position: int, bad: object) -> None:
+    point: list[object] = list(GOOD_HISTOGRAM)
+    point[position:position + 1] = [bad]  # fmt: skip
+    metric = [["app", "", "", []], "h", "histogram", "s", "", [point]]
+    document = {"format": 2, "metrics": [metric]}
+    assert decode(json.dumps({**document, "metrics": [[*metric[:5], [GOOD_HISTOGRAM]]]}).encode())
+    with pytest.raises(ValueError, match="malformed otel-kit snapshot"):
+        decode(json.dumps(document).encode())
+
+
 # --- participants sharing a directory ----------------------------------------------------
 
 
@@ -354,6 +386,34 @@ def test_folded_processes_are_counted_once_whatever_the_interleaving(
     assert value(a.text(), COUNT) == 2
     assert not (directory / f"{LEFT_TOKEN}.json").exists()
     assert value(a.text(), COUNT) == 2
+
+
+def test_a_scrape_decodes_again_only_the_files_that_changed(
+    make: type[Participant], directory: Path
+) -> None:
+    """The files a scrape decoded are kept with their bytes: an unchanged one (the archive
+    between folds, the snapshot of a process that recorded nothing since) is not decoded
+    again, and merging never changes what was decoded; a changed one is decoded again."""
+    a, b = make(), make()
+    b.requests.record(0.05, get("/b"))
+    leave(directory / f"{LEFT_TOKEN}.json", encode(LEFT))  # an ended process's: folded
+    assert value(a.text(), COUNT) == 3
+    assert value(a.text(), COUNT) == 3  # the first scrape wrote the archive, this one read it
+
+    def decoded(name: str) -> Snapshot:
+        return a.mp._decoded[str(directory / name)][1][0]
+
+    archive, of_b = decoded("archive.json"), decoded(f"{b.mp._token}.json")
+    archived = encode(archive)
+    assert value(a.text(), COUNT) == 3
+    assert value(a.text(), COUNT) == 3
+    assert decoded("archive.json") is archive
+    assert decoded(f"{b.mp._token}.json") is of_b
+    assert encode(archive) == archived
+    b.requests.record(0.05, get("/b"))
+    assert value(a.text(), COUNT) == 4
+    assert decoded(f"{b.mp._token}.json") is not of_b
+    assert decoded("archive.json") is archive
 
 
 def test_a_live_process_whose_socket_vanished_counts_once(

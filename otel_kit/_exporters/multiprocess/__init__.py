@@ -124,6 +124,7 @@ class Multiprocess:
         self._worker, self._worker_fd = claim_worker(self.directory)
         self._sock: socket.socket | None = None
         self._token = ""
+        self._decoded: view.DecodedFiles = {}  # the files the last scrape read
         self._listen()
         self.registry = view.merged_registry(self.collect, reader.translation)
         at_fork(
@@ -286,7 +287,12 @@ class Multiprocess:
         with self._lock:
             self._rejoin_if_gone()  # before the token is read: this scrape counts us once
         return view.collect(
-            self.directory, self._token, self._write_for_scrape, self.resource, self._limit
+            self.directory,
+            self._token,
+            self._write_for_scrape,
+            self.resource,
+            self._limit,
+            self._decoded,
         )
 
     def asgi_app(self) -> Callable[..., Any]:

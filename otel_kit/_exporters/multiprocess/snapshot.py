@@ -204,7 +204,8 @@ def snapshot_of(data: MetricsData) -> Snapshot:
                         )
                     else:
                         value = point.value
-                    points[key] = _combine(kind, points.get(key), value)
+                    kept = points.get(key)
+                    points[key] = value if kept is None else _combine(kind, kept, value)
     return out
 
 
@@ -298,48 +299,79 @@ def _decode_exemplars(raw: Any, buckets: int) -> dict[int, SnapshotExemplar]:
     return out
 
 
+# Validation looks at exact types: JSON gives exactly these (never a subclass, and bool is no
+# int here), and checking a whole list's types at once (`issuperset(map(type, ...))`) keeps the
+# scrape's decoding of every point of every process cheap.
+_SCALARS = frozenset(_ATTRIBUTE_TYPES)
+_NUMBERS = frozenset((int, float))
+_INTEGERS = frozenset((int,))
+
+
 def _decode_key(pairs: Any) -> AttributesKey:
     key = []
     for name, value in pairs:
-        if isinstance(value, list):
-            value = tuple(value)
-            if not all(isinstance(v, _ATTRIBUTE_TYPES) for v in value):
+        if type(name) is not str:
+            raise TypeError(f"expected text, got {type(name).__name__}")
+        if type(value) not in _SCALARS:
+            if type(value) is not list:
+                raise TypeError(f"attribute value {type(value).__name__}")
+            if not _SCALARS.issuperset(map(type, value)):
                 raise TypeError("attribute sequence of non-scalars")
-        elif not isinstance(value, _ATTRIBUTE_TYPES):
-            raise TypeError(f"attribute value {type(value).__name__}")
-        key.append((_text(name), value))
+            value = tuple(value)
+        key.append((name, value))
     return tuple(key)
 
 
 def _text(value: Any) -> str:
-    if not isinstance(value, str):
+    if type(value) is not str:
         raise TypeError(f"expected text, got {type(value).__name__}")
     return value
 
 
 def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if type(value) not in _NUMBERS:
         raise TypeError(f"expected a number, got {type(value).__name__}")
-    return value
+    return value  # type: ignore[no-any-return]
+
+
+def _bounds(raw: Any, seen: dict[tuple[Any, ...], tuple[float, ...]]) -> tuple[float, ...]:
+    """Checked histogram bounds; one tuple per distinct list in a snapshot (`seen`: most
+    points share their metric's bounds, checked once)."""
+    bounds = tuple(raw)
+    checked = seen.get(bounds)
+    if checked is None:
+        if not _NUMBERS.issuperset(map(type, bounds)):
+            raise TypeError("histogram bounds are no numbers")
+        if list(bounds) != sorted(bounds):
+            raise ValueError("histogram bounds out of order")
+        checked = seen[bounds] = bounds
+    return checked
 
 
 def _histogram(
-    bounds: Any, counts: Any, total: Any, low: Any, high: Any, exemplars: Any = ()
+    seen: dict[tuple[Any, ...], tuple[float, ...]],
+    bounds: Any,
+    counts: Any,
+    total: Any,
+    low: Any,
+    high: Any,
+    exemplars: Any = (),
 ) -> HistogramPoint:
-    checked = tuple(_number(b) for b in bounds)
-    if list(checked) != sorted(checked):
-        raise ValueError("histogram bounds out of order")
-    if len(counts) != len(checked) + 1 or not all(
-        isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts
+    checked = _bounds(bounds, seen)
+    if (
+        type(counts) is not list
+        or len(counts) != len(checked) + 1
+        or not _INTEGERS.issuperset(map(type, counts))
+        or min(counts) < 0
     ):
         raise ValueError("histogram counts do not match the bounds")
     return HistogramPoint(
         checked,
-        list(counts),
+        counts,
         _number(total),
         _number(low),
         _number(high),
-        _decode_exemplars(exemplars, len(counts)),
+        {} if exemplars == () else _decode_exemplars(exemplars, len(counts)),
     )
 
 
@@ -351,6 +383,7 @@ def decode(data: bytes) -> tuple[Snapshot, dict[str, Any]]:
     if not isinstance(document, dict) or document.get("format") != _FORMAT:
         raise ValueError("not an otel-kit snapshot of this version")
     snapshot: Snapshot = {}
+    seen: dict[tuple[Any, ...], tuple[float, ...]] = {}
     try:
         for raw_scope, name, kind, unit, description, raw_points in document.pop("metrics"):
             scope_name, version, schema_url, scope_attributes = raw_scope
@@ -365,7 +398,7 @@ def decode(data: bytes) -> tuple[Snapshot, dict[str, Any]]:
             points: dict[AttributesKey, Any] = {}
             if kind == "histogram":
                 for key, *histogram in raw_points:
-                    points[_decode_key(key)] = _histogram(*histogram)
+                    points[_decode_key(key)] = _histogram(seen, *histogram)
             else:
                 for key, value in raw_points:
                     points[_decode_key(key)] = _number(value)

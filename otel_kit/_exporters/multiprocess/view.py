@@ -46,6 +46,7 @@ from otel_kit._support import LogOnce
 
 __all__ = [
     "SCRAPE_WAIT",
+    "DecodedFiles",
     "answer",
     "collect",
     "compact",
@@ -60,6 +61,11 @@ FOLDED_KEPT = 1024  # tokens of folded processes remembered, so a file left behi
 # far larger is not one (or not worth a scrape's memory): it is set aside unread.
 MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
 _REQUEST, _ANSWER = b"snapshot", b"ok"
+Decoded = tuple[Snapshot, dict[str, Any]]  # a snapshot file's snapshot and other fields
+# The files the latest scrape decoded, by path, with their bytes: one whose bytes have not
+# changed since (the archive between folds, the snapshot of a process that recorded nothing
+# new) is not decoded again. What it holds is never changed: merging copies (`merge_into`).
+DecodedFiles = dict[str, tuple[bytes, Decoded]]
 _log = logging.getLogger("otel_kit")
 _warn_once = LogOnce().warning
 
@@ -137,9 +143,11 @@ def collect(
     write_own: Callable[[], Snapshot],
     resource: Resource,
     limit: int,
+    decoded: DecodedFiles | None = None,
 ) -> MetricsData:
     """Every process's metrics, merged, at most `limit` attribute sets per metric. `write_own`
-    writes this process's (token `own`) snapshot and returns it."""
+    writes this process's (token `own`) snapshot and returns it; `decoded`: the files this
+    process decoded in its previous scrape (updated)."""
     reply_path = str(directory / f"{own}-{secrets.token_hex(3)}.reply")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as replies:
         try:
@@ -159,7 +167,7 @@ def collect(
             finally:
                 unlink(reply_path)
     with directory_lock(directory, timeout=10.0):
-        total, live = _gather(directory, own, refused, limit)
+        total, live = _gather(directory, own, refused, limit, decoded)
     live[own] = local
     for token in sorted(live):  # the same order whichever process is scraped
         merge_into(total, live[token], live=True, limit=limit)
@@ -176,8 +184,9 @@ def _quarantine(path: str, reason: str) -> None:
         unlink(path)
 
 
-def _read(path: str) -> tuple[Snapshot, dict[str, Any]] | None:
-    """A snapshot file's content; None if it is gone or was set aside (bad or too big)."""
+def _read(path: str, decoded: DecodedFiles, fresh: DecodedFiles) -> Decoded | None:
+    """A snapshot file's content; None if it is gone or was set aside (bad or too big).
+    Taken from `decoded` if its bytes are the same; added to `fresh`."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
@@ -190,18 +199,25 @@ def _read(path: str) -> tuple[Snapshot, dict[str, Any]] | None:
     if len(data) > MAX_SNAPSHOT_BYTES:
         _quarantine(path, f"larger than {MAX_SNAPSHOT_BYTES} bytes")
         return None
-    try:
-        return decode(data)
-    except ValueError as exc:
-        _quarantine(path, str(exc)[:200])
-        return None
+    known = decoded.get(path)
+    if known is not None and known[0] == data:
+        content = known[1]
+    else:
+        try:
+            content = decode(data)
+        except ValueError as exc:
+            _quarantine(path, str(exc)[:200])
+            return None
+    fresh[path] = (data, content)
+    return content
 
 
 def _gather(
-    directory: Path, own: str, refused: set[str], limit: int
+    directory: Path, own: str, refused: set[str], limit: int, decoded: DecodedFiles | None = None
 ) -> tuple[Snapshot, dict[str, Snapshot]]:
     """Under the directory lock: fold dead processes into the archive; return the archive
-    and the live processes' snapshots by token (but `own`'s).
+    (a new snapshot: `decoded` keeps what the files held, unchanged) and the live processes'
+    snapshots by token (but `own`'s), not to be changed either.
 
     A process's counts are folded at most once, whatever the interleaving of scrapes,
     compactions and crashes: the archive and the tokens it folded are written together
@@ -209,8 +225,14 @@ def _gather(
     between writing the archive and removing the files leaves it behind, and the next fold
     removes it). Tokens are random and never reused; the archive keeps the last FOLDED_KEPT,
     and always all of the latest fold's."""
-    read = _read(str(directory / ARCHIVE))
-    archive, extra = ({}, {}) if read is None else read
+    previous = {} if decoded is None else decoded
+    fresh: DecodedFiles = {}
+    read = _read(str(directory / ARCHIVE), previous, fresh)
+    archive: Snapshot = {}
+    extra: dict[str, Any] = {}
+    if read is not None:
+        merge_into(archive, read[0], live=False, limit=limit)
+        extra = read[1]
     listed = extra.get("folded")
     folded = [t for t in listed if isinstance(t, str)] if isinstance(listed, list) else []
     live: dict[str, Snapshot] = {}
@@ -224,7 +246,7 @@ def _gather(
             if token in folded:  # folded, then a crash before its removal: never count twice
                 unlink(entry.path)
                 continue
-            part = _read(entry.path)
+            part = _read(entry.path, previous, fresh)
             if part is None:
                 continue
             if token in refused or not (directory / f"{token}.sock").exists():
@@ -232,6 +254,9 @@ def _gather(
                 dead.append(token)
             else:
                 live[token] = part[0]
+    if decoded is not None:  # what this scrape read: the files of ended processes leave it
+        decoded.clear()
+        decoded.update(fresh)
     if dead:
         try:
             kept = folded[max(0, len(folded) + len(dead) - FOLDED_KEPT) :] + dead
