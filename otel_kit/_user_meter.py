@@ -88,20 +88,18 @@ from otel_kit._otel_data import histogram_metric, histogram_point, number_metric
 from otel_kit._support import at_fork
 
 __all__ = [
-    "FastCounter",
-    "FastHistogram",
-    "FastUpDownCounter",
     "Instruments",
     "MeterProvider",
+    "UserCounter",
+    "UserHistogram",
     "UserInstruments",
+    "UserUpDownCounter",
 ]
 
 _sdk_log = logging.getLogger("opentelemetry.sdk.metrics._internal.instrument")  # the SDK's
 _EMPTY: frozenset[Any] = frozenset()
 _OVERFLOW_ATTRIBUTES = {"otel.metric.overflow": True}
 _INF = math.inf
-
-
 _OVERFLOW: Hashable = ("__otel_kit_overflow__",)  # equal to no frozenset
 
 
@@ -195,7 +193,7 @@ class _Sum(_Instrument):
         return number_metric(sdk.name, sdk.description, sdk.unit, points, kind)
 
 
-class FastCounter(_Sum, APICounter):
+class UserCounter(_Sum, APICounter):
     def __init__(self, sdk: _Synchronous, limit: int, exemplar_mode: int) -> None:
         _Sum.__init__(self, sdk, limit, exemplar_mode, monotonic=True)
 
@@ -204,7 +202,7 @@ class FastCounter(_Sum, APICounter):
     ) -> None:
         if amount >= 0 and amount != _INF:
             self._add(amount, attributes, context)
-        elif amount < 0:
+        elif math.isfinite(amount):
             _sdk_log.warning("Add amount must be non-negative on Counter %s.", self.sdk.name)
         else:
             _sdk_log.warning(
@@ -214,7 +212,7 @@ class FastCounter(_Sum, APICounter):
             )
 
 
-class FastUpDownCounter(_Sum, APIUpDownCounter):
+class UserUpDownCounter(_Sum, APIUpDownCounter):
     def __init__(self, sdk: _Synchronous, limit: int, exemplar_mode: int) -> None:
         _Sum.__init__(self, sdk, limit, exemplar_mode, monotonic=False)
 
@@ -231,7 +229,7 @@ class FastUpDownCounter(_Sum, APIUpDownCounter):
         self._add(amount, attributes, context)
 
 
-class FastHistogram(_Instrument, APIHistogram):
+class UserHistogram(_Instrument, APIHistogram):
     def __init__(
         self, sdk: _Synchronous, limit: int, exemplar_mode: int, bounds: Sequence[float]
     ) -> None:
@@ -338,13 +336,13 @@ class UserInstruments:
             return fast
 
     def counter(self, sdk: _Synchronous) -> _Instrument:
-        return self.instrument(sdk, lambda: FastCounter(sdk, self._limit, self._mode))
+        return self.instrument(sdk, lambda: UserCounter(sdk, self._limit, self._mode))
 
     def up_down_counter(self, sdk: _Synchronous) -> _Instrument:
-        return self.instrument(sdk, lambda: FastUpDownCounter(sdk, self._limit, self._mode))
+        return self.instrument(sdk, lambda: UserUpDownCounter(sdk, self._limit, self._mode))
 
     def histogram(self, sdk: _Synchronous, bounds: Sequence[float]) -> _Instrument:
-        return self.instrument(sdk, lambda: FastHistogram(sdk, self._limit, self._mode, bounds))
+        return self.instrument(sdk, lambda: UserHistogram(sdk, self._limit, self._mode, bounds))
 
     def scope_metrics(self) -> list[tuple[InstrumentationScope, list[Metric]]]:
         now = time_ns()

@@ -30,11 +30,11 @@ from otel_kit._exporters.multiprocess import Multiprocess
 from otel_kit._exporters.prometheus import PullReader
 from otel_kit._setup import MetricsHandle
 from otel_kit._user_meter import (
-    FastCounter,
-    FastHistogram,
-    FastUpDownCounter,
     Instruments,
     MeterProvider,
+    UserCounter,
+    UserHistogram,
+    UserUpDownCounter,
 )
 from tests.integration.otlp_receiver import OTLPReceiver, attributes
 
@@ -281,9 +281,9 @@ def test_the_multiprocess_merge_is_the_sdks(tmp_path: Path) -> None:
 def test_what_the_fast_path_takes_and_leaves(make_handle: MakeHandle) -> None:
     handle = make_handle()
     meter = handle.meter_provider.get_meter("shop")
-    assert isinstance(meter.create_counter("a"), FastCounter)
-    assert isinstance(meter.create_up_down_counter("b"), FastUpDownCounter)
-    assert isinstance(meter.create_histogram("c"), FastHistogram)
+    assert isinstance(meter.create_counter("a"), UserCounter)
+    assert isinstance(meter.create_up_down_counter("b"), UserUpDownCounter)
+    assert isinstance(meter.create_histogram("c"), UserHistogram)
     # a view matches: otel-kit's duration buckets, and the KeepOne drop of contrib's copy
     assert isinstance(meter.create_histogram("http.server.request.duration"), _Synchronous)
     contrib = handle.meter_provider.get_meter("opentelemetry.instrumentation.httpx")
