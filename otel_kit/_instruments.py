@@ -156,7 +156,9 @@ class FastHistogram:
                 span = _context.get().get(_SPAN_KEY)
             if span is not None or mode == _ALWAYS_ON:
                 exemplar = _exemplar(value, span, mode)
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # cheaper than `with` on this path
+        try:
             if exemplar is not None:
                 exemplars = series.exemplars
                 if exemplars is None:
@@ -168,6 +170,8 @@ class FastHistogram:
                 series.min = value
             if value > series.max:
                 series.max = value
+        finally:
+            lock.release()
 
     def metric(self, start: int, now: int) -> Metric:
         with self._lock:
@@ -203,10 +207,17 @@ class FastSum:
         self._lock = threading.Lock()
 
     def add(self, amount: float, key: Key) -> None:
-        with self._lock:
-            if key not in self._values:
-                key = _admit(self._values, key, self._limit)
-            self._values[key] = self._values.get(key, 0) + amount
+        values = self._values
+        lock = self._lock
+        lock.acquire()  # cheaper than `with` on this path
+        try:
+            value = values.get(key)
+            if value is None:
+                key = _admit(values, key, self._limit)
+                value = values.get(key, 0)
+            values[key] = value + amount
+        finally:
+            lock.release()
 
     def metric(self, start: int, now: int) -> Metric:
         with self._lock:

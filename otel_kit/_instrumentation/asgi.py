@@ -51,22 +51,43 @@ Leaf = tuple[str, tuple[Any, ...]]  # (full route template, the routes from the 
 _TELEMETRY_KEY = "fastapi.telemetry"
 
 
-def _fastapi_request_record() -> Callable[[str], Any] | None:
+def _fastapi_request_record() -> Callable[[], Any] | None:
     """A factory for FastAPI's per-request telemetry record, or None on older FastAPI."""
     try:
         from fastapi.telemetry._api import _RequestTelemetry
     except ImportError:
         return None
 
-    def make(prefix: str) -> Any:
-        return _RequestTelemetry(span=None, span_method="HTTP", data=None, _mount_prefix=prefix)
+    def make() -> Any:
+        return _RequestTelemetry(span=None, span_method="HTTP", data=None, _mount_prefix="")
 
     try:
-        make("")
+        sample = make()
     except TypeError:  # FastAPI changed the record; fall back to the generic route lookup.
         _log.info("otel-kit: unknown FastAPI telemetry record; using generic route lookup")
         return None
-    return make
+    # The dataclass's __init__ costs as much as a histogram's record: copy the sample's
+    # fields instead (a fresh list for `_exceptions`), when every other one is None or a str.
+    fields = getattr(sample, "__dict__", None)
+    if (
+        fields is None
+        or fields.get("_exceptions") != []
+        or any(
+            value is not None and type(value) is not str
+            for name, value in fields.items()
+            if name != "_exceptions"
+        )
+    ):
+        return make
+    new = object.__new__
+
+    def clone() -> Any:
+        record = new(_RequestTelemetry)
+        record.__dict__ = fresh = fields.copy()  # copy(): faster than {**fields}
+        fresh["_exceptions"] = []
+        return record
+
+    return clone
 
 
 def disable_fastapi_metrics(app: Any) -> None:
@@ -257,6 +278,122 @@ class _BodyTally:
         return self.sent
 
 
+class _Exchange:
+    """One request on its way through the middleware: the `send` the app is given, and the
+    records made when its response completes (one object, not per-request closures: cheaper
+    to make and to read on every message)."""
+
+    __slots__ = (
+        "active_key",
+        "done",
+        "ended",
+        "middleware",
+        "record",
+        "root",
+        "scope",
+        "server_send",
+        "span",
+        "start",
+        "status",
+        "tally",
+        "version",
+    )
+
+    def __init__(
+        self,
+        middleware: MetricsMiddleware,
+        scope: Scope,
+        server_send: Send,
+        active_key: tuple[str, str],
+        version: str | None,
+        record: Any,
+        root: str,
+        tally: _BodyTally | None,
+    ) -> None:
+        self.middleware = middleware
+        self.scope = scope
+        self.server_send = server_send
+        self.active_key = active_key  # (method, scheme)
+        self.version = version
+        self.record = record
+        self.root = root
+        self.tally = tally
+        self.status: Any = None  # as the app sent it: an int, unless the server is lax
+        # The span current when the app started its response, for the exemplar: with a tracing
+        # middleware inside this one (contrib's, when otel-kit wrapped a started app), a
+        # request that raises is recorded after that middleware ended its server span.
+        self.span: Any = CURRENT
+        self.done = False
+        self.ended: float | None = None  # when a 5xx response completed, its error type unknown
+        self.start = perf_counter()
+
+    def send(self, message: Message) -> Awaitable[None]:
+        """The app's `send`: the server's own awaitable for every message but the one that
+        completes the response, which is awaited here and then recorded (no coroutine of
+        this middleware's per message)."""
+        try:
+            kind = message["type"]
+            if kind == "http.response.start":
+                self.status = message["status"]
+                self.span = current_span() or CURRENT
+            elif not self.done and (
+                (kind == "http.response.body" and not message.get("more_body", False))
+                or kind == "http.response.pathsend"
+            ):
+                return self._send_last(message)
+        except Exception:  # the server is the judge of a message: pass it on as it is
+            pass
+        return self.server_send(message)
+
+    async def _send_last(self, message: Message) -> None:
+        await self.server_send(message)
+        if self.done:  # recorded meanwhile
+            return
+        if self.ended is None and is_5xx(self.status):
+            # Starlette's ServerErrorMiddleware sends its 500 before it re-raises: when it is
+            # inside this middleware (`otel-kit run`, setup after start) the exception comes
+            # next, so its class is the error type as with setup before start. Recorded when
+            # the app returns; timed and inactive from now.
+            self.ended = perf_counter()
+            try:
+                active = self.middleware._active
+                if active is not None:
+                    active.add(-1, self.active_key)
+            except Exception:
+                report_failure("HTTP server")
+        else:
+            self.finish()
+
+    def finish(self, error: str | None = None) -> None:
+        """Record the request; without an exception, a 5xx status is the error type."""
+        self.done = True
+        ended = self.ended
+        elapsed = (perf_counter() if ended is None else ended) - self.start
+        try:
+            middleware = self.middleware
+            if ended is None and middleware._active is not None:
+                middleware._active.add(-1, self.active_key)  # first: a failure below cannot leak it
+            status = self.status
+            code = status if type(status) is int else status_code(status)
+            scope = self.scope
+            if error is None:  # a framework's own 500 for an exception (Django's)
+                error = scope.get(ERROR_KEY)
+            # The template a framework router found (Django's); else FastAPI's or Starlette's.
+            route = scope.get(ROUTE_KEY) or getattr(self.record, "route", None)
+            if route is None or route.endswith("/{path}"):
+                # FastAPI's hook stops at a mounted app that is not FastAPI ("/sub/{path}")
+                route = _generic_route(scope, middleware._templates) or route
+            elif self.root and route.startswith(self.root):
+                route = route[len(self.root) :]
+            method, scheme = self.active_key
+            key = request_key(method, route, code, error, scheme, self.version)
+            middleware._duration.record(elapsed, key, self.span)
+            if self.tally is not None:
+                middleware._record_tally(self.tally, scope, key, self.start)
+        except Exception:  # a metrics failure must never reach the application
+            report_failure("HTTP server")
+
+
 class MetricsMiddleware(ServerMiddleware):
     """Records `http.server.request.duration` and `http.server.active_requests`; opt-in, the
     body sizes and the time to the first response body byte."""
@@ -336,98 +473,36 @@ class MetricsMiddleware(ServerMiddleware):
         version = scope.get("http_version")
         if version not in VERSIONS:
             version = None
-        active = self._active
         active_key = (method, scheme)
-        if active is not None:
-            active.add(1, active_key)
+        if self._active is not None:
+            self._active.add(1, active_key)
         record = scope.get(_TELEMETRY_KEY)
         # FastAPI's hook starts the route with the prefix its record was made with: FastAPI's
         # own record (its tracing is on) has the root path there, otel-kit's has none.
         root = "" if record is None else scope.get("app_root_path", root_path).rstrip("/")
         owned = record is None and self._request_record is not None
         if owned:
-            record = scope[_TELEMETRY_KEY] = self._request_record("")  # type: ignore[misc]
-        status: Any = None  # as the app sent it: an int, unless the server is lax
-        # The span current when the app started its response, for the exemplar: with a tracing
-        # middleware inside this one (contrib's, when otel-kit wrapped a started app), a
-        # request that raises is recorded after that middleware ended its server span.
-        span: Any = CURRENT
-        done = False
-        ended: float | None = None  # when a 5xx response completed, its error type unknown yet
+            record = scope[_TELEMETRY_KEY] = self._request_record()  # type: ignore[misc]
         tally: _BodyTally | None = None
         if self._tally:
             tally = _BodyTally(receive, send)
             receive, send = tally.receive, tally.send
-        start = perf_counter()
-
-        def finish(error: str | None = None) -> None:
-            """Record the request; without an exception, a 5xx status is the error type."""
-            nonlocal done
-            done = True
-            elapsed = (perf_counter() if ended is None else ended) - start
-            try:
-                if ended is None and active is not None:
-                    active.add(-1, active_key)  # first: a failure below cannot leak it
-                code = status if type(status) is int else status_code(status)
-                if error is None:  # a framework's own 500 for an exception (Django's)
-                    error = scope.get(ERROR_KEY)
-                # The template a framework router found (Django's); else FastAPI's or Starlette's.
-                route = scope.get(ROUTE_KEY) or getattr(record, "route", None)
-                if route is None or route.endswith("/{path}"):
-                    # FastAPI's hook stops at a mounted app that is not FastAPI ("/sub/{path}")
-                    route = _generic_route(scope, self._templates) or route
-                elif root and route.startswith(root):
-                    route = route[len(root) :]
-                key = request_key(method, route, code, error, scheme, version)
-                self._duration.record(elapsed, key, span)
-                if tally is not None:
-                    self._record_tally(tally, scope, key, start)
-            except Exception:  # a metrics failure must never reach the application
-                report_failure("HTTP server")
-
-        async def send_with_metrics(message: Message) -> None:
-            nonlocal status, ended, span
-            try:
-                kind = message["type"]
-                if kind == "http.response.start":
-                    status = message["status"]
-                    span = current_span() or CURRENT
-            except Exception:  # the server is the judge of a message: pass it on as it is
-                kind = None
-            await send(message)
-            if not done and (
-                (kind == "http.response.body" and not message.get("more_body", False))
-                or kind == "http.response.pathsend"
-            ):
-                if ended is None and is_5xx(status):
-                    # Starlette's ServerErrorMiddleware sends its 500 before it re-raises: when
-                    # it is inside this middleware (`otel-kit run`, setup after start) the
-                    # exception comes next, so its class is the error type as with setup before
-                    # start. Recorded when the app returns; timed and inactive from now.
-                    ended = perf_counter()
-                    try:
-                        if active is not None:
-                            active.add(-1, active_key)
-                    except Exception:
-                        report_failure("HTTP server")
-                else:
-                    finish()
-
+        exchange = _Exchange(self, scope, send, active_key, version, record, root, tally)
         try:
-            await self.app(scope, receive, send_with_metrics)
+            await self.app(scope, receive, exchange.send)
         except BaseException as exc:
-            if not done:
-                if status is None:
-                    status = 500
-                if tally is not None and ended is not None:
+            if not exchange.done:
+                if exchange.status is None:
+                    exchange.status = 500
+                if tally is not None and exchange.ended is not None:
                     # A 5xx, then the exception: Starlette's error middleware (inside) answered
                     # for the app, which sent nothing, as when it is outside: same records.
                     tally.answered = False
-                finish(error_type(exc))
+                exchange.finish(error_type(exc))
             raise
         else:
-            if not done:  # the app returned without completing its response
-                finish()
+            if not exchange.done:  # the app returned without completing its response
+                exchange.finish()
         finally:
             if owned:
                 scope.pop(_TELEMETRY_KEY, None)
