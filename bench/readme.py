@@ -229,52 +229,65 @@ def generic_rows(rows: list[dict[str, Any]], labels: dict[str, str]) -> list[str
 
 
 def servers(load: Results) -> list[str]:
-    data = load("servers.json")
-    if isinstance(data, dict) and isinstance(data.get("summary"), dict):
-        lines = ["Other servers (`bench/results/servers.md`), trivial route:", ""]
-        body = []
-        for server, rows in data["summary"].items():
-            for r in rows:
-                body.append(
-                    [
-                        str(server),
-                        str(r["variant"]),
-                        num(r["rps_median"]),
-                        f"{r['ratio_to_bare']:.2f}",
-                        num(r["us_added_per_request"], sign=True),
-                    ]
-                )
-        return lines + table(
-            ["server", "variant", "req/s", f"{TIMES} bare", "µs added"],
-            ["l", "l", "r", "r", "r"],
-            body,
-        )
-    rows = data["rows"] if isinstance(data, dict) else data
+    """servers.json: bench/http_overhead.py's summary with one entry per server."""
+    summary = load("servers.json")["summary"]
+    by = {server: {r["variant"]: r for r in rows} for server, rows in summary.items()}
+    variants = [v for v in TRIVIAL if v != "bare" and any(v in rows for rows in by.values())]
+    body = []
+    for server, rows in by.items():
+        row = [FLAVOURS.get(server, server), num(rows["bare"]["rps_median"])]
+        for v in variants:
+            r = rows.get(v)
+            row.append(
+                "-"
+                if r is None
+                else f"{r['ratio_to_bare']:.2f} ({num(r['us_added_per_request'], sign=True)} µs)"
+            )
+        body.append(row)
     return [
-        "Other servers (`bench/results/servers.md`):",
+        "The trivial route under other servers, one worker each (`bench/http_overhead.py --name "
+        f"servers`; `bench/results/servers.md`), throughput {TIMES} bare (µs added per request):",
         "",
-        *generic_rows(rows, {"rps_median": "req/s", "ratio_to_bare": f"{TIMES} bare"}),
+        *table(
+            ["server", "bare req/s", *variants],
+            ["l"] + ["r"] * (len(variants) + 1),
+            body,
+        ),
     ]
 
 
 def user_metrics(load: Results) -> list[str]:
     data = load("user_metrics.json")
     calls, series = data["us_per_call"], data["bytes_per_series"]
+    counted = data.get("instructions_per_call") or {}
+    rss = data.get("rss_per_1000_series") or {}
+
+    def us(value: Any) -> str:  # a median with its IQR, or (older files) one number
+        if isinstance(value, dict):
+            return f"{value['median']:.2f} (IQR {value['iqr']:.2f})"
+        return f"{value:.2f}"
+
+    call_header, call_align = ["measurement", "µs per call"], ["l", "r"]
+    call_rows = [[k, us(v)] for k, v in calls.items() if k != "empty"]
+    if counted:
+        call_header.insert(1, "instructions per call")
+        call_align.append("r")
+        for row in call_rows:
+            row.insert(1, num(counted[row[0]]) if row[0] in counted else "-")
+    series_header, series_align = ["memory", "bytes per series (tracemalloc)"], ["l", "r"]
+    series_rows = [[k, num(v)] for k, v in series.items()]
+    if rss:
+        series_header.append("RSS per 1,000 series")
+        series_align.append("r")
+        for row in series_rows:
+            row.append(f"{num(rss[row[0]] / 1024)} kB" if row[0] in rss else "-")
     return [
         "User metrics created through the OTel API after `setup_metrics()`, against "
         "prometheus_client (`bench/user_metrics.py`; `bench/results/user_metrics.md`):",
         "",
-        *table(
-            ["measurement", "µs per call"],
-            ["l", "r"],
-            [[k, f"{v:.2f}"] for k, v in calls.items()],
-        ),
+        *table(call_header, call_align, call_rows),
         "",
-        *table(
-            ["memory", "bytes per series"],
-            ["l", "r"],
-            [[k, num(v)] for k, v in series.items()],
-        ),
+        *table(series_header, series_align, series_rows),
     ]
 
 
@@ -319,7 +332,9 @@ def multiworker(load: Results) -> list[str]:
             rows,
             {
                 "p50_ms": "scrape p50 ms",
-                "cpu_ms_per_scrape": "CPU ms per scrape",
+                "p50_x_single": f"{TIMES} single",
+                "cpu_ms_per_scrape": "CPU ms per scrape (all processes)",
+                "cpu_x_single": f"{TIMES} single",
                 "bytes": "bytes",
             },
         ),
