@@ -358,7 +358,7 @@ class _Exchange:
             try:
                 active = self.middleware._active
                 if active is not None:
-                    active.add(-1, self.active_key)
+                    active.down(self.active_key)
             except Exception:
                 report_failure("HTTP server")
         else:
@@ -372,7 +372,7 @@ class _Exchange:
         try:
             middleware = self.middleware
             if ended is None and middleware._active is not None:
-                middleware._active.add(-1, self.active_key)  # first: a failure below cannot leak it
+                middleware._active.down(self.active_key)  # first: a failure below cannot leak it
             status = self.status
             code = status if type(status) is int else status_code(status)
             scope = self.scope
@@ -475,7 +475,7 @@ class MetricsMiddleware(ServerMiddleware):
             version = None
         active_key = (method, scheme)
         if self._active is not None:
-            self._active.add(1, active_key)
+            self._active.up(active_key)
         record = scope.get(_TELEMETRY_KEY)
         # FastAPI's hook starts the route with the prefix its record was made with: FastAPI's
         # own record (its tracing is on) has the root path there, otel-kit's has none.
