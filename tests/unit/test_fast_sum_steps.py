@@ -8,6 +8,8 @@ import threading
 import warnings
 from typing import Any
 
+from opentelemetry.sdk.metrics.export import NumberDataPoint
+
 from otel_kit import catalogue
 from otel_kit._instruments import FastSum
 
@@ -17,8 +19,11 @@ POST = ("POST", "http")
 
 
 def values(total: FastSum) -> dict[tuple[Any, ...], Any]:
-    points = total.metric(0, 1).data.data_points
-    return {tuple(sorted(p.attributes.items())): p.value for p in points}
+    out: dict[tuple[Any, ...], Any] = {}
+    for point in total.metric(0, 1).data.data_points:
+        assert isinstance(point, NumberDataPoint)
+        out[tuple(sorted((point.attributes or {}).items()))] = point.value
+    return out
 
 
 def test_up_and_down_from_many_threads_lose_no_step() -> None:
