@@ -1,105 +1,58 @@
 """The shop: orders in SQLite, users behind a cache, a payment call, business metrics via OTel.
 
-Run: `python -m examples.shop` (or `uvicorn examples.shop.app:app`), then GET /metrics.
-Embedded defaults: SQLite (`SHOP_DATABASE_URL`), an in-process user cache (set `SHOP_REDIS_URL`
-to use Redis instead), and a payment provider that is this app's own `/payments/authorize`
-(set `SHOP_PAYMENTS_URL` to call another service), called with requests from the worker thread
-FastAPI runs the sync order endpoint in.
+Run: `python -m examples.shop` (or `uvicorn examples.shop.app:app`; `otel-kit run gunicorn -w 4
+-k uvicorn.workers.UvicornWorker app:app` in this directory), then GET /metrics. Embedded
+defaults: SQLite (`SHOP_DATABASE_URL`), an in-process user cache (set `SHOP_REDIS_URL` to use
+Redis instead), and a payment provider that is this app's own `/payments/authorize` (set
+`SHOP_PAYMENTS_URL` to call another service), called with requests from the worker thread
+FastAPI runs the sync order endpoint in. The tables, their seed, the business metrics and the
+user cache are examples/shop_common.py's, shared with the Flask shop.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from pathlib import Path
+from typing import Literal
 
 import requests
 from fastapi import FastAPI, HTTPException, Request
-from opentelemetry import metrics
 from pydantic import BaseModel, Field
-from sqlalchemy import ForeignKey, String, create_engine, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
 
-from otel_kit import cache_metrics, setup_metrics
+from otel_kit import setup_metrics
 
-DATABASE_URL = os.environ.get("SHOP_DATABASE_URL", "sqlite:///shop.db")
-REDIS_URL = os.environ.get("SHOP_REDIS_URL")
-PAYMENTS_URL = os.environ.get("SHOP_PAYMENTS_URL")
-engine = create_engine(DATABASE_URL)
+if __package__ != "examples.shop":  # run in this directory (`app:app`) or examples/
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+from examples.shop_common import (
+    PAYMENTS_URL,
+    Order,
+    User,
+    active_users,
+    find_user,
+    order_total,
+    orders_created,
+    seed,
+    user_cache,
+)
+
+engine = create_engine(os.environ.get("SHOP_DATABASE_URL", "sqlite:///shop.db"))
 payments = requests.Session()  # its connection pool is shared by the threadpool's threads
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class User(Base):
-    __tablename__ = "users"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(100))
-    tier: Mapped[str] = mapped_column(String(20))
-
-
-class Order(Base):
-    __tablename__ = "orders"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    total: Mapped[float]
-    payment_method: Mapped[str] = mapped_column(String(20))
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        if session.scalar(select(User.id).limit(1)) is None:
-            tiers = ("free", "pro", "enterprise")
-            session.add_all(User(id=i, name=f"user{i}", tier=tiers[i % 3]) for i in range(1, 101))
-            session.commit()
+    seed(engine)  # in each worker: several at once find one seed
     yield
 
 
 app = FastAPI(title="shop", lifespan=lifespan)
 setup_metrics(app, service_name="shop", excluded_urls="^/healthz$")
-
-# Business metrics: the standard OTel API; they appear on the same /metrics.
-meter = metrics.get_meter("shop")
-orders_created = meter.create_counter(
-    "orders.created", unit="{order}", description="Total orders created"
-)
-order_total = meter.create_histogram(
-    "order.total",
-    unit="dollars",
-    description="Order total in dollars",
-    explicit_bucket_boundaries_advisory=[10, 25, 50, 100, 250, 500, 1000],
-)
-active_users = meter.create_up_down_counter(
-    "active.users", unit="{user}", description="Currently active users"
-)
-
-
-class LocalCache:
-    """An in-process cache; its lookups are counted as cache_requests_total{cache_name="local"}."""
-
-    def __init__(self) -> None:
-        self._values: dict[str, str] = {}
-
-    @cache_metrics("local")
-    def get(self, key: str) -> str | None:
-        return self._values.get(key)
-
-    def set(self, key: str, value: str) -> None:
-        self._values[key] = value
-
-
-# With Redis, the Redis integration counts hits and misses itself (cache_name="redis").
-cache: Any = LocalCache()
-if REDIS_URL:
-    import redis
-
-    cache = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+cache = user_cache()
 
 
 class OrderIn(BaseModel):
@@ -144,16 +97,10 @@ async def authorize_payment(payment: dict[str, float]) -> dict[str, object]:
 
 @app.get("/users/{user_id}")
 def get_user(user_id: int) -> dict[str, object]:
-    cached = cache.get(f"user:{user_id}")
-    if cached is not None:
-        return dict(json.loads(cached))
-    with Session(engine) as session:
-        user = session.get(User, user_id)
-        if user is None:
-            raise HTTPException(404, "no such user")
-        value: dict[str, object] = {"id": user.id, "name": user.name, "tier": user.tier}
-    cache.set(f"user:{user_id}", json.dumps(value))
-    return value
+    user = find_user(engine, cache, user_id)
+    if user is None:
+        raise HTTPException(404, "no such user")
+    return user
 
 
 # response_model=None: early FastAPI 0.115 releases read a postponed `-> None` as a body model,
