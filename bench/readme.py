@@ -293,31 +293,52 @@ def user_metrics(load: Results) -> list[str]:
 
 def memory(load: Results) -> list[str]:
     rows = load("memory.json")["rows"]
+    labels = TRIVIAL | {
+        "otel counter": "OTel API counter after `setup_metrics()`",
+        "otel histogram": "OTel API histogram after `setup_metrics()`",
+    }
+
+    def traced(row: dict[str, Any]) -> str:
+        value = row.get("traced_bytes_per_series")
+        return "-" if value is None else num(value)
+
     http = [
         [
-            name,
+            labels.get(name, name),
             num(r["bytes_per_series_net"]),
-            f"{r['samples_per_series']:.1f}",
+            f"{r['samples_per_series']:.0f}",
             num(r["bytes_per_sample"]),
+            traced(r),
         ]
         for name, r in rows.items()
         if r["kind"] == "http" and "bytes_per_series_net" in r and name != "bare"
     ]
-    user = [[name, num(r["bytes_per_series"])] for name, r in rows.items() if r["kind"] == "user"]
+    user = [
+        [labels.get(name, name), num(r["bytes_per_series"]), traced(r)]
+        for name, r in rows.items()
+        if r["kind"] == "user"
+    ]
     return [
-        "Memory per series, RSS growth in fresh processes, the slope between sizes "
-        f"(`bench/memory.py`; `bench/results/memory.md`): per route{TIMES}status pair, net of "
-        "the bare app's own routes,",
+        "Memory per series (`bench/memory.py`; `bench/results/memory.md`): RSS growth in fresh "
+        "processes, the slope between two sizes (±500 B: RSS varies by about 1 MB between "
+        "processes), and the Python heap that tracemalloc traces (exact), per route"
+        f"{TIMES}status pair of the HTTP metrics, net of the bare app's own routes:",
         "",
         *table(
-            ["HTTP metrics", f"bytes per route{TIMES}status", "samples each", "bytes per sample"],
-            ["l", "r", "r", "r"],
+            [
+                "HTTP metrics",
+                f"RSS per route{TIMES}status",
+                "samples each",
+                "RSS per sample",
+                "traced",
+            ],
+            ["l", "r", "r", "r", "r"],
             http,
         ),
         "",
         "and per user-metric series:",
         "",
-        *table(["user metric", "bytes per series"], ["l", "r"], user),
+        *table(["user metric", "RSS per series", "traced"], ["l", "r", "r"], user),
     ]
 
 
