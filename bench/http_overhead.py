@@ -631,11 +631,11 @@ def render_markdown(result: dict[str, Any]) -> str:
         "Prefer these on a shared machine: a slow phase hits both runs of a pair.",
         "- server CPU µs / req: the CPU time (from /proc) of the server's processes (its "
         "process group: a master or parent besides the worker too) over the requests "
-        "wrk completed, median over rounds, and in brackets its difference to bare. Unlike "
-        "req/s, it barely moves when other processes share the machine.",
-        f"- A run is repeated (up to {cfg.get('attempts', ATTEMPTS)} attempts) when the server "
-        "got less than "
-        f"{MIN_CPU_SHARE:.0%} of its core while wrk measured.",
+        "wrk completed, median over rounds, and in brackets its difference to bare. It moves "
+        "less than req/s when other processes share the machine, though under heavy load "
+        "every request costs more CPU too (caches, frequency).",
+        f"- A run is repeated (up to {cfg.get('attempts', ATTEMPTS)} attempt(s) in all) when "
+        f"the server got less than {MIN_CPU_SHARE:.0%} of its core while wrk measured.",
         "- Every instrumented run's own /metrics counted at least the requests wrk completed "
         "for `/items/{item_id}` (checked per run); /metrics is its size after the last round.",
         f"- {env['date']}, commit {env['git_commit']}, Python {env['python']}, "
@@ -781,7 +781,12 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(
             f"{len(low)} run(s) kept although the server got < {MIN_CPU_SHARE:.0%} of its core "
             f"after {args.attempts} attempt(s) (machine busy): "
-            + ", ".join(f"{r.flavour}/{r.variant} round {r.round}" for r in low)
+            + (
+                f"all of them (it got {min(r.server_cpu_share or 0.0 for r in low):.0%} to "
+                f"{max(r.server_cpu_share or 0.0 for r in low):.0%})"
+                if len(low) == len(runs)
+                else ", ".join(f"{r.flavour}/{r.variant} round {r.round}" for r in low)
+            )
         )
     if repeated:
         notes.append(f"{repeated} run(s) repeated because another process took the server's CPU.")
