@@ -272,40 +272,41 @@ class _Instrumentation:
     ) -> Callable[[Connection], None]:
         """Time `Connection._commit_impl` or `_rollback_impl` as `operation`."""
 
+        record = self.duration.record
+        committing = operation == "COMMIT"
+
+        # One function, no helper calls: every connect()...close() ends with a ROLLBACK here.
         @functools.wraps(original)
         def end(connection: Connection) -> None:
             wrapped = connection.dialect.__dict__.get(_WRAPPED)
-            if wrapped is None or wrapped[0] is not self or not self._ends(connection, operation):
+            if wrapped is None or wrapped[0] is not self or suspended():
                 return original(connection)
-            target: Target = wrapped[1]
+            try:
+                # The driver is asked to end a transaction: not in AUTOCOMMIT, not on an
+                # invalidated connection (SQLAlchemy skips the driver's rollback then).
+                ends = not connection._is_autocommit_isolation() and (
+                    committing or connection._still_open_and_dbapi_connection_is_valid
+                )
+            except Exception:
+                self.failed()
+                ends = False
+            if not ends:
+                return original(connection)
             start = perf_counter()
             try:
                 original(connection)
             except BaseException as error:
-                self._record_end(start, target.key(operation, *failure(error)))
+                try:
+                    record(perf_counter() - start, wrapped[1].key(operation, *failure(error)))
+                except Exception:
+                    self.failed()
                 raise
-            self._record_end(start, wrapped[2][operation])
+            try:
+                record(perf_counter() - start, wrapped[2][operation])
+            except Exception:
+                self.failed()
 
         return end
-
-    def _ends(self, connection: Connection, operation: str) -> bool:
-        """Whether the driver is asked to end a transaction: not in AUTOCOMMIT, not on an
-        invalidated connection (SQLAlchemy skips the driver's rollback then)."""
-        if suspended():
-            return False
-        try:
-            if connection._is_autocommit_isolation():
-                return False
-            return operation == "COMMIT" or connection._still_open_and_dbapi_connection_is_valid
-        except Exception:
-            self.failed()
-            return False
-
-    def _record_end(self, start: float, key: tuple[Any, ...]) -> None:
-        try:
-            self.duration.record(perf_counter() - start, key)
-        except Exception:
-            self.failed()
 
     def handle_error(self, error: ExceptionContext) -> None:
         # Must return None and never raise: either would replace the application's exception.
