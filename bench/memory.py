@@ -397,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError):
         earlier = {}
     if earlier.get("config") == config:
+        for row in earlier["rows"].values():
+            row.setdefault("git_commit", earlier["environment"]["git_commit"])
         kept = earlier["rows"] | rows
         rows = {c.name: kept[c.name] for c in CASES if c.name in kept}
     result = {"config": config, "environment": environment, "rows": rows}
