@@ -214,17 +214,22 @@ def generic_rows(rows: list[dict[str, Any]], labels: dict[str, str]) -> list[str
     for row in rows:
         keys += [k for k in row if k not in keys and not isinstance(row[k], (dict, list))]
 
-    def cell(value: Any) -> str:
+    def digits(key: str) -> int:  # one format per column: 2 decimals unless it is large
+        values = [row.get(key) for row in rows]
+        floats = [v for v in values if isinstance(v, float)]
+        return 2 if floats and max(abs(v) for v in floats) < 1000 else 0
+
+    def cell(value: Any, places: int) -> str:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return "-" if value is None else str(value)
-        return num(value, 0 if isinstance(value, int) or abs(value) >= 100 else 2)
+        return num(value, places if isinstance(value, float) else 0)
 
     first = rows[0]
     align = ["r" if isinstance(first.get(k), (int, float)) else "l" for k in keys]
     return table(
         [labels.get(k, k.replace("_", " ")) for k in keys],
         align,
-        [[cell(row.get(k)) for k in keys] for row in rows],
+        [[cell(row.get(k), digits(k)) for k in keys] for row in rows],
     )
 
 
