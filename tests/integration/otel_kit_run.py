@@ -153,7 +153,10 @@ def otel_kit_run(
             if process.poll() is not None:
                 pytest.fail(f"exited with {process.returncode}:\n{run.output()}")
             try:
-                if httpx.get(run.base + ready, timeout=2).status_code == 200:
+                # No short timeout: `ready` may be a counted route, and a probe the client gave
+                # up on while the busy server still answered it would be counted once more.
+                remaining = max(1.0, deadline - time.monotonic())
+                if httpx.get(run.base + ready, timeout=remaining).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
