@@ -9,6 +9,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics
@@ -19,8 +20,9 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.registry import CollectorRegistry
 
 from otel_kit import catalogue
-from otel_kit._instrumentation import INTEGRATIONS, Integration
+from otel_kit._instrumentation import INTEGRATIONS, TRIGGERS, Integration
 from otel_kit._instrumentation._context import IntegrationContext, instrument_all
+from otel_kit._instrumentation._import_hook import PostImportHook
 from otel_kit._instrumentation.asgi import ASGIApp, MetricsMiddleware, disable_fastapi_metrics
 from otel_kit._instrumentation.wsgi import WSGIMetricsMiddleware, is_flask
 from otel_kit._instruments import FastHistogram, FastSum
@@ -48,7 +50,7 @@ class MetricsHandle:
     """What `setup_metrics()` built. `shutdown()` flushes push exporters and stops servers."""
 
     def __init__(
-        self, settings: Settings, *, serve_on_app: bool, integrations_on_import: bool = False
+        self, settings: Settings, *, serve_on_app: bool, watch_imports: bool = True
     ) -> None:
         self.settings = settings
         self._pipeline = Pipeline(settings, serve_on_app=serve_on_app)
@@ -82,11 +84,10 @@ class MetricsHandle:
         self._undo: list[Callable[[], None]] = []
         self._instrumented: set[str] = set()  # names of the integrations set up (or trying)
         self._integrations_lock = threading.Lock()
-        if integrations_on_import:  # `otel-kit run`: its import hook calls instrument_imported
-            self.instrument_imported()
-        else:
-            self._undo = instrument_all(self._context)
-            self._instrumented.update(entry.name for entry in INTEGRATIONS)
+        # Watching first: a library another thread imports meanwhile is not missed.
+        if watch_imports:  # else `otel-kit run`'s own import hook calls instrument_imported
+            _watch_imports(self)
+        self.instrument_imported()
 
     @classmethod
     def create(cls, app: Any = None, **settings: Unpack[SettingKeywords]) -> MetricsHandle:
@@ -186,10 +187,10 @@ class MetricsHandle:
         return options
 
     def instrument_imported(self, imported: str | None = None) -> None:
-        """Under `otel-kit run`, after the application imported an integration's trigger
-        (`imported`, whose hook calls this): instrument each integration not instrumented yet
-        whose trigger is imported (or that has none). Libraries the application has not
-        imported stay unimported."""
+        """Instrument each integration not instrumented yet whose trigger is imported (or that
+        has none): at setup, and after the application imported the trigger `imported` (the
+        import hook, setup's or `otel-kit run`'s, calls this). Libraries the application has
+        not imported stay unimported."""
         while not self._closed:
             # Claimed under the lock, instrumented outside it: instrumenting imports modules,
             # and another thread's import hook may be waiting for this lock while holding the
@@ -237,6 +238,8 @@ class MetricsHandle:
             self._closed = True
             if _current is self:
                 _current = None
+        with _watch_lock:
+            _watching.discard(self)
         for undo in self._undo:
             try:
                 undo()
@@ -247,6 +250,33 @@ class MetricsHandle:
 
 _lock = threading.Lock()
 _current: MetricsHandle | None = None
+
+# The handles that instrument an integration when the application imports its library, told by
+# one import hook, installed with the first of them and never removed (inert without handles):
+# removing a finder while another thread walks sys.meta_path can make that thread skip the next.
+_watching: weakref.WeakSet[MetricsHandle] = weakref.WeakSet()
+_watch_lock = threading.Lock()
+_hook: PostImportHook | None = None
+
+
+def _watch_imports(handle: MetricsHandle) -> None:
+    global _hook
+    with _watch_lock:
+        _watching.add(handle)
+        if _hook is None:
+            _hook = PostImportHook(TRIGGERS, _instrument_imported)
+            sys.meta_path.insert(0, _hook)
+
+
+def _instrument_imported(name: str, module: ModuleType) -> None:
+    """The hook's call: trigger `name` was just imported; never raises into that import."""
+    with _watch_lock:
+        handles = list(_watching)
+    for handle in handles:
+        try:
+            handle.instrument_imported(name)
+        except Exception:
+            _log.exception("otel-kit: instrumenting %s failed", name)
 
 
 def wrap_built_stack(handle: MetricsHandle, app: Any, stack: ASGIApp) -> ASGIApp:
@@ -317,13 +347,11 @@ def _serves_on_app(app: Any, config: Settings) -> bool:
     return app is not None and config.prometheus_port is None
 
 
-def _install(
-    config: Settings, *, serve_on_app: bool, integrations_on_import: bool = False
-) -> MetricsHandle:
+def _install(config: Settings, *, serve_on_app: bool, watch_imports: bool = True) -> MetricsHandle:
     """Build the handle and set the global MeterProvider; call with `_lock` held."""
     global _current
     handle = _current = MetricsHandle(
-        config, serve_on_app=serve_on_app, integrations_on_import=integrations_on_import
+        config, serve_on_app=serve_on_app, watch_imports=watch_imports
     )
     metrics.set_meter_provider(handle.meter_provider)
     if metrics.get_meter_provider() is not handle.meter_provider:
@@ -341,6 +369,9 @@ def setup_metrics(app: Any = None, **settings: Unpack[SettingKeywords]) -> Metri
     Settings are keyword arguments named as in `otel_kit.config.Settings`; unset ones come
     from OTEL_KIT_* / OTEL_* environment variables, then defaults. Idempotent: later calls
     return the same handle (and instrument a new `app` passed to them).
+
+    An integration (SQLAlchemy, Redis, httpx, ...) is instrumented when the application has
+    imported its library, before this call or after it; setup imports none of them.
     """
     with _lock:
         handle = _current
@@ -357,7 +388,8 @@ def setup_metrics(app: Any = None, **settings: Unpack[SettingKeywords]) -> Metri
 def setup_for_run() -> MetricsHandle | None:
     """The handle `otel-kit run` creates in a process before the application exists: metrics
     are served on every Starlette app built later, or on the configured port. Integrations
-    are instrumented as the application imports their libraries (`instrument_imported`).
+    are instrumented as the application imports their libraries, told by the run's own import
+    hook (`instrument_imported`).
 
     None while a setup is under way: this may be called from inside one (an import it makes).
     """
@@ -367,9 +399,7 @@ def setup_for_run() -> MetricsHandle | None:
         if _current is not None:
             return _current
         config = load_settings()
-        handle = _install(
-            config, serve_on_app=config.prometheus_port is None, integrations_on_import=True
-        )
+        handle = _install(config, serve_on_app=config.prometheus_port is None, watch_imports=False)
         _warn_if_served_nowhere(config)
         return handle
     finally:

@@ -1,11 +1,11 @@
 """The integrations: one registry, read by config (the names `disabled_instrumentations`
-accepts), by setup (`_context.instrument_all`) and by `otel-kit run`'s import hooks.
+accepts), by setup (`_context.instrument_all`) and by the import hooks.
 
-`setup_metrics()` instruments every installed integration at once. Under `otel-kit run` an
-integration with triggers is instrumented only once the application has imported one of them
-(its import hook calls `MetricsHandle.instrument_imported`): otel-kit never imports a library
-the application does not use, which would cost every process of the run its import time and
-memory.
+An integration with triggers is instrumented only once the application has imported one of
+them: at setup if it is imported already, else by an import hook (`_import_hook`: setup's, or
+`otel-kit run`'s) calling `MetricsHandle.instrument_imported` right after the import. otel-kit
+never imports a library the application does not use, which would cost each process its import
+time and memory.
 
 Standard library only: `otel_kit.autoinstrument` reads it in every Python process `otel-kit run`
 starts, before anything loads the SDK. A NamedTuple, not a dataclass: `dataclasses` imports
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["INTEGRATIONS", "Integration"]
+__all__ = ["INTEGRATIONS", "TRIGGERS", "Integration"]
 
 
 class Integration(NamedTuple):
@@ -30,8 +30,8 @@ class Integration(NamedTuple):
     module: str | None
     library: str  # the top-level import that fails when the library is missing
     extra: str  # pip install 'otel-kit[<extra>]' installs the library
-    # Under `otel-kit run`, importing one of these sets up metrics and instruments this
-    # integration (not earlier); none: instrumented at setup.
+    # Instrumented once one of these is imported (under `otel-kit run`, importing one also
+    # sets up metrics); none: instrumented at setup.
     triggers: tuple[str, ...]
 
 
@@ -66,3 +66,6 @@ INTEGRATIONS: tuple[Integration, ...] = (
     # Process metrics are read at scrape time: importing psutil is no reason to set up.
     Integration("runtime", "otel_kit._instrumentation.runtime", "psutil", "runtime", ()),
 )
+
+# Every integration's triggers: the modules whose import the hooks watch.
+TRIGGERS = frozenset(name for entry in INTEGRATIONS for name in entry.triggers)

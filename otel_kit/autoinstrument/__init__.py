@@ -22,17 +22,16 @@ from __future__ import annotations
 
 import atexit
 import functools
-import importlib.machinery
-import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from otel_kit._instrumentation import INTEGRATIONS  # standard library only, like this module
+# Standard library only, like this module.
+from otel_kit._instrumentation import TRIGGERS
+from otel_kit._instrumentation._import_hook import PostImportHook
 
 __all__ = ["PYTHONPATH", "initialize"]
 
@@ -47,8 +46,7 @@ _DJANGO = "django"  # its WSGI and ASGI handlers, when the django integration is
 # Importing one of these means the process serves or measures something: set up then (and
 # instrument the integration it belongs to). Not the OTel metrics API: otel-kit's setup
 # imports it, also from inside the import of the SDK, which a setup started there would need.
-_INTEGRATION_TRIGGERS = frozenset(name for i in INTEGRATIONS for name in i.triggers)
-_TRIGGERS = _INTEGRATION_TRIGGERS | {"uvicorn", "gunicorn"}
+_TRIGGERS = TRIGGERS | {"uvicorn", "gunicorn"}
 # Settings (otel_kit.config's names, read here without loading it) under which the command's
 # own process serves or pushes, so sets up at once.
 _PORT_VARIABLES = ("OTEL_KIT_PROMETHEUS_PORT", "OTEL_EXPORTER_PROMETHEUS_PORT")
@@ -65,7 +63,7 @@ def initialize() -> None:
             _activate()
         elif own:
             atexit.register(_remove_unused_directory)
-        sys.meta_path.insert(0, _PostImportHook())
+        sys.meta_path.insert(0, PostImportHook(_TRIGGERS, _imported))
         if _STARLETTE in sys.modules:
             _patch_starlette(sys.modules[_STARLETTE])
         if _FLASK in sys.modules:
@@ -133,42 +131,15 @@ def _activate() -> Any:
         return None
 
 
-class _PostImportHook:
-    """A meta path finder that runs `_imported()` right after a watched module is executed."""
-
-    def __init__(self) -> None:
-        self._finding: set[str] = set()
-
-    def find_spec(
-        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
-        if fullname not in _TRIGGERS or fullname in self._finding:
-            return None
-        self._finding.add(fullname)
-        try:
-            spec = importlib.util.find_spec(fullname)
-        finally:
-            self._finding.discard(fullname)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        execute = spec.loader.exec_module
-
-        def exec_module(module: ModuleType) -> None:
-            execute(module)
-            _imported(fullname, module)
-
-        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
-        return spec
-
-
 def _imported(name: str, module: ModuleType) -> None:
+    """The run's import hook: `module` (one of `_TRIGGERS`) was just executed."""
     try:
         handle = _activate()
         if name == _STARLETTE:
             _patch_starlette(module)
         elif name == _FLASK:
             _patch_flask(module)
-        if handle is not None and name in _INTEGRATION_TRIGGERS:
+        if handle is not None and name in TRIGGERS:
             handle.instrument_imported(name)
         if name == _DJANGO:
             _measure_django(handle)

@@ -28,7 +28,7 @@ OTHER_PYTHONS = [
     if os.path.exists(python)
 ]
 # Printed by the child: how many otel-kit bootstraps (import hooks) it installed.
-HOOKS = "import sys; print(sum(type(f).__name__ == '_PostImportHook' for f in sys.meta_path))"
+HOOKS = "import sys; print(sum(type(f).__name__ == 'PostImportHook' for f in sys.meta_path))"
 
 
 def own_site(tmp_path: Path) -> Path:
