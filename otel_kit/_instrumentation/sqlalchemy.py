@@ -6,11 +6,13 @@ Why not contrib's SQLAlchemyInstrumentor: it emits only the deprecated
 Statements: the DB-API calls of each engine's dialect (`do_execute`, `do_executemany`,
 `do_execute_no_params`) are timed, wrapped on the dialect instance when the engine first hands out
 a connection. Engine events would be simpler, but one statement listener on `Engine` puts every
-connection on SQLAlchemy's slower event path (+12 µs per connect-and-query measured on 2.1); the
-`handle_error` event does not, and it records failures with the driver's exception (not
-SQLAlchemy's wrapper: `error.type` `psycopg.errors.UniqueViolation`) and its SQLSTATE as
-`db.response.status_code`. `server.address`/`server.port` are the engine URL's, as configured.
-An "insertmanyvalues" `execute()` (several cursor batches) is timed once around all its batches.
+connection on SQLAlchemy's slower event path (+12 µs per connect-and-query measured on 2.1), and
+even `handle_error` is a dialect event (2.0, 2.1): it sets `_has_events` on every dialect, and
+each statement then runs the dialect's empty `do_execute` listeners. Failures are recorded by the
+wrapped calls instead, with the driver's exception (not SQLAlchemy's wrapper: `error.type`
+`psycopg.errors.UniqueViolation`) and its SQLSTATE as `db.response.status_code`.
+`server.address`/`server.port` are the engine URL's, as configured. An "insertmanyvalues"
+`execute()` (several cursor batches) is timed once around all its batches.
 
 Transaction ends: `db.operation.name` COMMIT or ROLLBACK, timed around the private `Connection`
 methods every commit and rollback of a `Connection`, `Session` or `AsyncConnection` goes through
@@ -49,7 +51,7 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
 from sqlalchemy import event, exc
-from sqlalchemy.engine import Connection, Engine, ExceptionContext, ExecutionContext
+from sqlalchemy.engine import Connection, Engine, ExecutionContext
 from sqlalchemy.pool import AssertionPool, Pool, PoolProxiedConnection, QueuePool, StaticPool
 
 from otel_kit import catalogue
@@ -239,9 +241,10 @@ class _Instrumentation:
             start = perf_counter()
             try:
                 result = original(dialect, cursor, statement, *args, **kwargs)
-            except BaseException:
-                if context is not None:  # handle_error records it, with the driver's error
+            except BaseException as error:  # the driver's own exception
+                if context is not None:  # a statement SQLAlchemy ran
                     context.__dict__[_START] = start
+                    self._finish(context, error)
                 raise
             try:
                 elapsed = perf_counter() - start
@@ -261,7 +264,11 @@ class _Instrumentation:
             if wrapped is None or wrapped[0] is not self or suspended():
                 return original(connection, dialect, context)
             context.__dict__[_START] = perf_counter()
-            result = original(connection, dialect, context)  # errors: handle_error records
+            try:
+                result = original(connection, dialect, context)
+            except BaseException as error:  # SQLAlchemy's: the driver's is its `.orig`
+                self._finish(context, error)
+                raise
             self._finish(context)
             return result
 
@@ -308,17 +315,9 @@ class _Instrumentation:
 
         return end
 
-    def handle_error(self, error: ExceptionContext) -> None:
-        # Must return None and never raise: either would replace the application's exception.
-        try:
-            if error.execution_context is not None:
-                self._finish(error.execution_context, failure(error.original_exception))
-        except Exception:
-            self.failed()
-
-    def _finish(
-        self, context: ExecutionContext, error: tuple[str, str | None] | None = None
-    ) -> None:
+    def _finish(self, context: ExecutionContext, error: BaseException | None = None) -> None:
+        """Record the statement `context` started timing (`_START`), failed with `error`.
+        Never raises: that would replace the application's exception."""
         end = perf_counter()
         try:
             start = context.__dict__.pop(_START, None)
@@ -329,7 +328,7 @@ class _Instrumentation:
                 return  # an engine this instrumentation does not measure
             target: Target = wrapped[1]
             statement = context.statement or ""
-            key = target.statement_key(statement, *(error or ()))
+            key = target.statement_key(statement, *(failure(error) if error is not None else ()))
             self.duration.record(end - start, key)
         except Exception:
             self.failed()
@@ -475,10 +474,9 @@ class _Instrumentation:
 
 
 def _listeners(
-    instrumentation: _Instrumentation, engines: Any, pools: Any
+    instrumentation: _Instrumentation, pools: Any
 ) -> list[tuple[Any, str, Callable[..., Any]]]:
     return [
-        (engines, "handle_error", instrumentation.handle_error),
         (pools, "connect", instrumentation.on_connect),
         (pools, "checkin", instrumentation.on_checkin),
         (pools, "close", instrumentation.on_close),
@@ -502,7 +500,7 @@ _explicit: weakref.WeakKeyDictionary[Any, _Instrumentation] = weakref.WeakKeyDic
 def instrument(integration: IntegrationContext) -> Callable[[], None]:
     """Measure every SQLAlchemy engine and pool; returns the function that stops it."""
     instrumentation = _automatic[integration.fast] = _Instrumentation(integration)
-    listeners = _listeners(instrumentation, Engine, Pool)
+    listeners = _listeners(instrumentation, Pool)
     for target, name, listener in listeners:
         event.listen(target, name, listener)
     patches = Patches()
@@ -533,7 +531,7 @@ def instrument_engine(integration: IntegrationContext, engine: Any) -> Callable[
     if instrumentation is None:
         instrumentation = _explicit[integration.fast] = _Instrumentation(integration)
     # Pool events listened for on an engine follow it to the new pool after dispose().
-    listeners = _listeners(instrumentation, engine, engine)
+    listeners = _listeners(instrumentation, engine)
     for target, name, listener in listeners:
         # "connect" before the engine's own listeners: the dialect's first queries are counted
         # once (class-level listeners, the automatic instrumentation's, run first anyway).

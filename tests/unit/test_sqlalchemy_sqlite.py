@@ -286,8 +286,9 @@ def test_shutdown_removes_every_listener_and_wrapper(make_handle: MakeHandle, db
     originals = [vars(Connection)[name] for name in connection_methods]
     handle = make_handle()
     assert Engine.raw_connection is not original
-    # Statements are timed on the dialect: no statement listener on Engine (see the next test).
-    assert listener_counts() == (before[0], before[1], *(n + 1 for n in before[2:]))
+    # Statements and their failures are timed on the dialect: no statement listener on Engine,
+    # no handle_error on Dialect (see the next test).
+    assert listener_counts() == (*before[:3], *(n + 1 for n in before[3:]))
     engine = sa.create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
         conn.execute(sa.text("SELECT 1"))
@@ -312,7 +313,8 @@ def test_shutdown_removes_every_listener_and_wrapper(make_handle: MakeHandle, db
 
 def test_statements_stay_on_sqlalchemy_fast_path() -> None:
     """An Engine statement listener (`_has_events`) would put every connection on SQLAlchemy's
-    slower event path; in a fresh process, measuring must not set it."""
+    slower event path, a dialect event (`handle_error`) every statement on the dialect's; in a
+    fresh process, measuring must set neither."""
     script = (
         "import sqlalchemy as sa, otel_kit\n"
         "from starlette.applications import Starlette\n"
@@ -321,12 +323,13 @@ def test_statements_stay_on_sqlalchemy_fast_path() -> None:
         "with engine.connect() as conn:\n"
         "    conn.execute(sa.text('SELECT 1'))\n"
         "    print(conn._has_events, engine._has_events, sa.engine.Engine._has_events)\n"
+        "    print(engine.dialect._has_events, type(engine.dialect)._has_events)\n"
         "print(otel_kit.setup_metrics().render().decode().count('db_client_operation_duration_seconds_count{'))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
-    assert result.stdout.split() == ["False", "False", "False", "2"]  # SELECT, ROLLBACK
+    assert result.stdout.split() == ["False"] * 5 + ["2"]  # SELECT, ROLLBACK
 
 
 # Operation names.
