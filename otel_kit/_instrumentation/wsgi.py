@@ -148,7 +148,7 @@ class _Exchange:
         active = middleware._active
         if active is not None:
             try:
-                active.add(1, self.active_key)
+                active.up(self.active_key)
             except Exception:  # a metrics failure must never reach the application
                 report_failure("HTTP server")
         self._start = perf_counter()
@@ -229,7 +229,7 @@ class _Exchange:
         middleware = self._middleware
         try:
             if middleware._active is not None:
-                middleware._active.add(-1, self.active_key)  # first: a failure below cannot leak it
+                middleware._active.down(self.active_key)  # first: a failure below cannot leak it
             environ = self._environ
             code = 500 if failed else _code(self.status)
             if error is None:

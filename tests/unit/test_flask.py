@@ -364,7 +364,8 @@ def test_a_metrics_failure_never_reaches_the_app(
 
     monkeypatch.setattr(_support, "_failures", _support.LogOnce())  # logged once per process
     monkeypatch.setattr(handle._http_duration, "record", broken)
-    monkeypatch.setattr(handle._http_active, "add", broken)
+    monkeypatch.setattr(handle._http_active, "up", broken)
+    monkeypatch.setattr(handle._http_active, "down", broken)
     client = app.test_client()
     with caplog.at_level(logging.ERROR, logger="otel_kit"):
         for i in range(3):
