@@ -28,11 +28,14 @@ Pools: every engine gets its connections through `Engine.raw_connection()`, what
 class. Wrapping that one public method gives the wait time, the pending requests, the checkout
 timeouts (`QueuePool` raises `sqlalchemy.exc.TimeoutError`; no pool event reports it) and the
 engine's URL for `db.client.connection.pool.name`. A connection checked out there is marked in
-its pool entry's `record_info`; `checkin`/`close`/`detach` events on the `Pool` class clear the
-marks, which keeps the used/idle counts right for every pool class without reading pool
-internals. Pools are held weakly; a pool its engine replaced (`engine.dispose()`) leaves the
-gauges at once. A pool's timeouts counter exists at 0 from its first connection, so `rate()` and
-alerts work before the first timeout.
+its pool entry's `record_info`; `close`/`detach` events on the `Pool` class clear the marks,
+and so does a wrapper on `_ConnectionRecord.checkin` (private, the same in 2.0 and 2.1), where
+every pool class gets its connections back (invalidated, recycled, garbage-collected or async
+ones too) and dispatches its `checkin` event: the event's work without the event's dispatch, on
+every connection returned. That keeps the used/idle counts right for every pool class. Pools
+are held weakly; a pool its engine replaced (`engine.dispose()`) leaves the gauges at once. A
+pool's timeouts counter exists at 0 from its first connection, so `rate()` and alerts work
+before the first timeout.
 
 Inside `otel_kit.not_measured()` (a context variable) statements, transaction ends, waits and
 timeouts are not recorded; the used/idle/pending counts still are (they are state, and a
@@ -53,6 +56,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection, Engine, ExecutionContext
 from sqlalchemy.pool import AssertionPool, Pool, PoolProxiedConnection, QueuePool, StaticPool
+from sqlalchemy.pool.base import _ConnectionRecord
 
 from otel_kit import catalogue
 from otel_kit._instrumentation._context import IntegrationContext, server_address
@@ -418,18 +422,6 @@ class _Instrumentation:
         except Exception:
             self.failed()
 
-    def on_checkin(self, dbapi_connection: Any, record: Any) -> None:
-        # _release's work for one key, inline: this runs for every connection returned.
-        if record is None:
-            return
-        try:
-            state = record.record_info.pop(_USED, None)
-            if state is not None:
-                with state.lock:
-                    state.used -= 1
-        except Exception:
-            self.failed()
-
     def on_close(self, dbapi_connection: Any, record: Any) -> None:
         self._release(record, ((_OPEN, "open"),))
 
@@ -478,10 +470,60 @@ def _listeners(
 ) -> list[tuple[Any, str, Callable[..., Any]]]:
     return [
         (pools, "connect", instrumentation.on_connect),
-        (pools, "checkin", instrumentation.on_checkin),
         (pools, "close", instrumentation.on_close),
         (pools, "detach", instrumentation.on_detach),
     ]
+
+
+def _wrap_checkin(original: Callable[..., None]) -> Callable[..., None]:
+    """Clear a returned connection's used mark (the `checkin` event's work, undispatched)."""
+
+    @functools.wraps(original)
+    def checkin(record: Any, _fairy_was_created: bool = True) -> None:
+        try:
+            state = record.record_info.pop(_USED, None)  # None again on a double checkin
+            if state is not None:
+                with state.lock:
+                    state.used -= 1
+        except Exception:
+            report_failure("SQLAlchemy")
+        original(record, _fairy_was_created)
+
+    return checkin
+
+
+class _CheckinHook:
+    """`_ConnectionRecord.checkin` wrapped while any instrumentation counts pools (one wrapper
+    for all: the mark names its _PoolState)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+        self.patches = Patches()
+
+    def acquire(self) -> Callable[[], None]:
+        """Wrap it if not yet; returns the function that releases this use (once)."""
+        with self.lock:
+            if self.users == 0:
+                self.patches = Patches()
+                self.patches.apply([(_ConnectionRecord, "checkin", _wrap_checkin)])
+            self.users += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self.lock:
+                if released:
+                    return
+                released = True
+                self.users -= 1
+                if self.users == 0:
+                    self.patches.undo()
+
+        return release
+
+
+_checkins = _CheckinHook()
 
 
 def _remove(listeners: list[tuple[Any, str, Callable[..., Any]]]) -> None:
@@ -505,11 +547,13 @@ def instrument(integration: IntegrationContext) -> Callable[[], None]:
         event.listen(target, name, listener)
     patches = Patches()
     patches.apply([(Engine, "raw_connection", instrumentation.wrap_raw_connection)])
+    release_checkins = _checkins.acquire()
 
     def undo() -> None:
         instrumentation.enabled = False  # the wrapper stays inert if someone wrapped it since
         _automatic.pop(integration.fast, None)
         patches.undo()
+        release_checkins()
         _remove(listeners)
         instrumentation.unwrap_dialects(instrumentation.dialects)
         instrumentation.pools.clear()
@@ -538,10 +582,12 @@ def instrument_engine(integration: IntegrationContext, engine: Any) -> Callable[
         event.listen(target, name, listener, insert=name == "connect")
     wrapper = instrumentation.wrap_raw_connection(type(engine).raw_connection)
     engine.raw_connection = functools.partial(wrapper, engine)
+    release_checkins = _checkins.acquire()
 
     def undo() -> None:
         if engine.__dict__.get("raw_connection") is not None:
             del engine.raw_connection
+        release_checkins()
         _remove(listeners)
         instrumentation.unwrap_dialects([engine.dialect])
 

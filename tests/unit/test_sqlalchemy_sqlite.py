@@ -32,6 +32,7 @@ from sqlalchemy.pool import (
     SingletonThreadPool,
     StaticPool,
 )
+from sqlalchemy.pool.base import _ConnectionRecord
 
 from otel_kit._instrumentation._sql import OPERATIONS, OTHER, operation_name
 from tests.exposition import series, value
@@ -154,6 +155,12 @@ def test_pool_used_idle_timeouts(make_handle: MakeHandle, db: Path) -> None:
     with engine.connect() as conn:
         conn.invalidate()  # closed, so neither used nor idle afterwards
     assert pool_state(handle.render().decode(), pool)["idle"] == 0
+    with engine.connect() as conn:
+        conn.connection.invalidate(soft=True)  # replaced at its next checkout, as pool_recycle
+    with engine.connect():
+        assert pool_state(handle.render().decode(), pool)["used"] == 1
+    state = pool_state(handle.render().decode(), pool)
+    assert (state["idle"], state["used"]) == (1, 0)
 
     engine.dispose()  # the engine's old pool leaves the gauges at once; counters stay
     text = handle.render().decode()
@@ -284,11 +291,13 @@ def test_shutdown_removes_every_listener_and_wrapper(make_handle: MakeHandle, db
     original, before = Engine.raw_connection, listener_counts()
     connection_methods = ["_exec_insertmany_context", "_commit_impl", "_rollback_impl"]
     originals = [vars(Connection)[name] for name in connection_methods]
+    checkin = vars(_ConnectionRecord)["checkin"]
     handle = make_handle()
     assert Engine.raw_connection is not original
+    assert vars(_ConnectionRecord)["checkin"] is not checkin  # no checkin event either
     # Statements and their failures are timed on the dialect: no statement listener on Engine,
     # no handle_error on Dialect (see the next test).
-    assert listener_counts() == (*before[:3], *(n + 1 for n in before[3:]))
+    assert listener_counts() == (*before[:4], *(n + 1 for n in before[4:]))
     engine = sa.create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
         conn.execute(sa.text("SELECT 1"))
@@ -297,6 +306,7 @@ def test_shutdown_removes_every_listener_and_wrapper(make_handle: MakeHandle, db
     assert not any(w is o for w, o in zip(wrapped, originals, strict=True))
     handle.shutdown()
     assert Engine.raw_connection is original
+    assert vars(_ConnectionRecord)["checkin"] is checkin
     assert listener_counts() == before
     assert not {"do_execute", "do_executemany", "do_execute_no_params"} & set(vars(engine.dialect))
     assert [vars(Connection)[name] for name in connection_methods] == originals
