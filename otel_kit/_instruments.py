@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import count
 from time import time_ns
 from typing import Any
@@ -275,6 +275,8 @@ class FastInstruments:
         # One instrument per metric name: integrations sharing a spec (SQLAlchemy and Redis
         # durations, Redis and the cache helper) must add to one series set, not export twice.
         self._by_name: dict[str, FastHistogram | FastSum] = {}
+        # Metrics read when collected, each source under its own scope (the runtime metrics).
+        self._observed: list[tuple[InstrumentationScope, Callable[[int, int], list[Metric]]]] = []
         self._lock = threading.Lock()
         at_fork(self, after_in_child=FastInstruments._new_locks)
 
@@ -302,6 +304,15 @@ class FastInstruments:
             raise TypeError(f"{spec.name} is already registered as a histogram")
         return instrument
 
+    def observe(
+        self, scope: InstrumentationScope, collect: Callable[[int, int], list[Metric]]
+    ) -> None:
+        """Export what `collect(start, now)` returns at each collection, under `scope` (it
+        must not raise): metrics read when collected, without the SDK's observable
+        instruments (callbacks, measurements and aggregation for values that need none)."""
+        with self._lock:
+            self._observed.append((scope, collect))
+
     def merge(self, data: MetricsData | None, resource: Resource) -> MetricsData:
         """`data` (SDK metrics, None when the SDK had none) plus this scope's metrics."""
         now = time_ns()
@@ -312,7 +323,10 @@ class FastInstruments:
             for metric in (instrument.metric(self._start, now) for instrument in self._instruments)
             if metric.data.data_points
         ]
-        return with_scope(data, resource, self._scope, metrics)
+        merged = with_scope(data, resource, self._scope, metrics)
+        for scope, collect in self._observed:
+            merged = with_scope(merged, resource, scope, collect(self._start, now))
+        return merged
 
     def _new_locks(self) -> None:
         """In a child forked while another thread recorded: that thread is gone, its lock held."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from otel_kit._instrumentation import runtime
 from otel_kit._setup import MetricsHandle
 from tests.exposition import series, value
 from tests.handles import MakeHandle
@@ -20,6 +21,7 @@ FDS = "process_unix_file_descriptor_count"
 THREADS = "process_thread_count"
 RSS = "process_memory_usage_bytes"
 GC = "cpython_gc_collections_total"
+CPU = "process_cpu_time_seconds_total"
 
 
 @pytest.fixture
@@ -62,26 +64,36 @@ def test_series_and_plausible_values(handle: MetricsHandle) -> None:
     assert "# TYPE cpython_gc_collections_total counter" in text
 
 
-def test_failing_psutil_read_drops_only_that_series(
-    handle: MetricsHandle, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_failing_read_drops_only_its_series(
+    handle: MetricsHandle,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
 ) -> None:
-    def denied(self: psutil.Process) -> None:
-        raise psutil.AccessDenied(os.getpid())
+    """The process reading (CPU, memory, threads) and the descriptor count fail; GC stays."""
+    if runtime.LINUX:  # /proc/self/stat and /proc/self/fd, pointed at nothing
+        monkeypatch.setattr(runtime, "PROC_STAT", str(tmp_path / "stat"))
+        monkeypatch.setattr(runtime, "PROC_FDS", str(tmp_path / "fd"))
+    else:
 
-    monkeypatch.setattr(psutil.Process, "memory_info", denied)
-    monkeypatch.setattr(psutil.Process, "num_fds", denied)
+        def denied(self: psutil.Process) -> None:
+            raise psutil.AccessDenied(os.getpid())
+
+        monkeypatch.setattr(psutil.Process, "memory_info", denied)
+        monkeypatch.setattr(psutil.Process, "num_fds", denied)
     for _ in range(2):
         text = scrape(handle)
-        assert series(text, RSS) == []
-        assert series(text, "process_memory_virtual_bytes") == []
-        assert series(text, FDS) == []
-        assert value(text, THREADS) >= 2
-        assert value(text, "process_cpu_time_seconds_total", cpu_mode="user") > 0
+        for name in (RSS, "process_memory_virtual_bytes", FDS, THREADS, CPU):
+            assert series(text, name) == []
         assert len(series(text, GC)) == 3
-    assert caplog.text.count("reading process.memory.usage failed") == 1  # once, not per scrape
+    assert (
+        caplog.text.count("reading process.cpu.time, process.memory.usage") == 1
+    )  # not per scrape
+    assert caplog.text.count("reading process.unix.file_descriptor.count failed") == 1
 
     monkeypatch.undo()
-    assert value(scrape(handle), RSS) > 1_000_000  # recovers once the reads work again
+    text = scrape(handle)  # recovers once the reads work again
+    assert value(text, RSS) > 1_000_000 and value(text, FDS) > 0
 
 
 FORK_SCRIPT = """

@@ -8,12 +8,15 @@ import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import AggregationTemporality, Sum
+from opentelemetry.sdk.resources import Resource
 
+from otel_kit import catalogue
 from otel_kit._instrumentation import runtime
 from otel_kit._instrumentation._context import IntegrationContext
 from otel_kit._instruments import FastInstruments
@@ -128,19 +131,13 @@ def test_cpu_wait_only_where_the_kernel_counts_it(
 
 
 def test_undo_stops_reporting() -> None:
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader])
-    undo = runtime.instrument(
-        IntegrationContext(load_settings(), provider, FastInstruments("test"))
-    )
+    fast = FastInstruments("test")
+    undo = runtime.instrument(IntegrationContext(load_settings(), MeterProvider(), fast))
 
     def points() -> dict[str, int]:
-        data = reader.get_metrics_data()
-        if data is None:  # the SDK exports nothing when no callback observed anything
-            return {}
         return {
             metric.name: len(metric.data.data_points)
-            for rm in data.resource_metrics
+            for rm in fast.merge(None, Resource.create()).resource_metrics
             for sm in rm.scope_metrics
             for metric in sm.metrics
         }
@@ -157,7 +154,66 @@ def test_undo_stops_reporting() -> None:
     }
     undo()
     assert sum(points().values()) == 0
-    provider.shutdown()
+
+
+def test_exported_as_the_sdk_exported_them() -> None:
+    """Under the scope of the SDK meter `otel_kit.runtime`, with the catalogue's names, units,
+    descriptions and kinds (counters monotonic cumulative sums, the rest non-monotonic)."""
+    fast = FastInstruments("test")
+    runtime.instrument(IntegrationContext(load_settings(), MeterProvider(), fast))
+    (resource_metrics,) = fast.merge(None, Resource.create()).resource_metrics
+    (scope_metrics,) = resource_metrics.scope_metrics
+    sdk_meter: Any = MeterProvider().get_meter("otel_kit.runtime")
+    assert scope_metrics.scope == sdk_meter._instrumentation_scope
+    assert len(scope_metrics.metrics) == 8
+    specs = {v.name: v for v in vars(catalogue).values() if isinstance(v, catalogue.MetricSpec)}
+    for metric in scope_metrics.metrics:
+        spec = specs[metric.name]
+        assert (metric.unit, metric.description) == (spec.unit, spec.description)
+        assert isinstance(metric.data, Sum)
+        assert metric.data.is_monotonic == (spec.kind == "counter")
+        assert metric.data.aggregation_temporality is AggregationTemporality.CUMULATIVE
+
+
+@pytest.mark.skipif(not runtime.LINUX, reason="/proc/self/stat is Linux's")
+def test_proc_reading_agrees_with_psutil() -> None:
+    """On Linux /proc/self/stat is read directly, elsewhere psutil: the same values. Each
+    psutil reading lies between two /proc ones (retried: threads may come and go), memory
+    within 1 MiB (psutil's 32 KiB read buffers are allocated while it reads)."""
+    psutil_process = runtime.PsutilProcess()
+    mib = 1 << 20
+
+    def between(low: float, value: float, high: float, slack: float = 0) -> bool:
+        return min(low, high) - slack <= value <= max(low, high) + slack
+
+    mismatches: list[str] = []
+    for _ in range(20):
+        before, fds_before = runtime.read_proc_stat(), runtime.count_proc_fds()
+        through_psutil, fds = psutil_process.read(), psutil_process.count_fds()
+        after, fds_after = runtime.read_proc_stat(), runtime.count_proc_fds()
+        mismatches = [
+            field
+            for field, slack in (
+                ("user", 0),
+                ("system", 0),
+                ("threads", 0),
+                ("rss", mib),
+                ("vms", mib),
+            )
+            if not between(
+                getattr(before, field), getattr(through_psutil, field), getattr(after, field), slack
+            )
+        ]
+        if not between(fds_before, fds, fds_after):
+            mismatches.append("fds")
+        if not mismatches:
+            break
+    assert mismatches == [], (before, through_psutil, after)
+    assert before.user > 0 and before.rss > 1_000_000 and before.vms >= before.rss
+    if runtime._io_wait_counted():
+        assert before.wait is not None and before.wait <= psutil.Process().cpu_times().iowait
+    else:
+        assert before.wait is None
 
 
 def test_disabled_runtime_has_no_series(make_handle: MakeHandle) -> None:

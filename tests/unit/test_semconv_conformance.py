@@ -41,6 +41,8 @@ from otel_kit._instrumentation import asyncpg as asyncpg_integration
 from otel_kit._instrumentation import psycopg as psycopg_integration
 from otel_kit._instrumentation import runtime
 from otel_kit._instrumentation import sqlalchemy as sqlalchemy_integration
+from otel_kit._instrumentation._context import IntegrationContext
+from otel_kit._instruments import FastInstruments
 from otel_kit._pipeline import build_resource
 from otel_kit.catalogue import MetricSpec, prometheus_label, prometheus_name, unit_suffix
 from otel_kit.config import load_settings
@@ -257,13 +259,21 @@ def _check_values(key: str, values: set[Any]) -> None:
 
 
 def test_runtime_values_are_well_known() -> None:
-    """cpu.mode and cpython.gc.generation as runtime.py observes them, in this process."""
-    stats = runtime._ProcessStats()
-    modes = {o.attributes["cpu.mode"] for o in stats.cpu_time() if o.attributes}
+    """cpu.mode and cpython.gc.generation as runtime.py exports them, in this process."""
+    fast = FastInstruments("test")
+    runtime.instrument(IntegrationContext(load_settings(), MeterProvider(), fast))
+    attributes = [
+        point.attributes
+        for rm in fast.merge(None, build_resource(load_settings())).resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        for point in metric.data.data_points
+        if point.attributes
+    ]
+    modes = {a["cpu.mode"] for a in attributes if "cpu.mode" in a}
     assert {"user", "system"} <= modes
     _check_values("cpu.mode", modes | {"wait"})  # wait: only where the kernel counts it
-    read = runtime._gc_stat("collections")
-    generations = {o.attributes["cpython.gc.generation"] for o in read() if o.attributes}
+    generations = {a["cpython.gc.generation"] for a in attributes if "cpython.gc.generation" in a}
     assert generations == {0, 1, 2}
     _check_values("cpython.gc.generation", generations)
 
