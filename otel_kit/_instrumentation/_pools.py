@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import count
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -21,10 +22,11 @@ from otel_kit import catalogue
 from otel_kit._instrumentation._context import IntegrationContext
 from otel_kit._instrumentation._db import pool_attributes, pool_key
 from otel_kit._instrumentation._sql import suspended
+from otel_kit._instruments import _count_of
 from otel_kit._support import report_failure
 from otel_kit.catalogue import MetricSpec
 
-__all__ = ["Checkouts", "PoolGauges", "Totals", "pool_gauges"]
+__all__ = ["Checkouts", "PoolGauges", "Tally", "Totals", "pool_gauges"]
 
 Callback = Callable[[CallbackOptions], Iterable[Observation]]
 # Pool name -> (idle, used, max (negative: unbounded, no max series), pending requests).
@@ -101,6 +103,24 @@ class PoolGauges:
             except Exception:  # one integration's failure leaves the others' pools reported
                 report_failure("DB connection pool")
         return observations
+
+
+class Tally:
+    """A pool's count of something (connections used, requests pending) that threads change
+    without a lock: `up()`/`down()` are `next()` on an itertools.count, one C call under the
+    GIL, so no step is lost (as `FastSum.up`/`down`)."""
+
+    __slots__ = ("_downs", "_ups", "down", "up")
+
+    def __init__(self) -> None:
+        self._ups: count[int] = count()
+        self._downs: count[int] = count()
+        self.up: Callable[[], int] = self._ups.__next__
+        self.down: Callable[[], int] = self._downs.__next__
+
+    def value(self) -> int:
+        downs = _count_of(self._downs)  # first: a step up and down between the reads counts
+        return _count_of(self._ups) - downs
 
 
 class Checkouts:

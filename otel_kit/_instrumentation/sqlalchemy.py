@@ -67,7 +67,7 @@ from otel_kit._instrumentation._db import (
     pool_attributes,
     pool_key,
 )
-from otel_kit._instrumentation._pools import pool_gauges
+from otel_kit._instrumentation._pools import Tally, pool_gauges
 from otel_kit._instrumentation._sql import claim, release_claims, suspended
 from otel_kit._instruments import FastHistogram, FastSum
 from otel_kit._support import Patches, report_failure
@@ -107,9 +107,7 @@ def _target(engine: Engine, summaries: QuerySummaries | None) -> Target:
 
 
 class _PoolState:
-    __slots__ = (
-        "__weakref__", "engine", "key", "lock", "max", "name", "open", "owner", "pending", "used"
-    )  # fmt: skip
+    __slots__ = ("__weakref__", "engine", "key", "max", "name", "open", "owner", "pending", "used")
 
     def __init__(self, owner: _Instrumentation, engine: Engine, pool: Pool) -> None:
         self.owner = owner
@@ -117,12 +115,8 @@ class _PoolState:
         self.name = _pool_name(engine)
         self.key = pool_key(self.name)  # made once: every checkout records by it
         self.max = _pool_max(pool)
-        self.lock = threading.Lock()
-        self.open = self.used = self.pending = 0
-
-    def add(self, field: str, amount: int) -> None:
-        with self.lock:
-            setattr(self, field, getattr(self, field) + amount)
+        # Lock-free: every checkout and checkin changes them.
+        self.open, self.used, self.pending = Tally(), Tally(), Tally()
 
 
 def _pool_max(pool: Pool) -> int | None:
@@ -354,8 +348,7 @@ class _Instrumentation:
                     if found is not None and found.owner is self
                     else self._track(engine, pool)
                 )
-                with state.lock:
-                    state.pending += 1
+                state.pending.up()
             except Exception:
                 self.failed()
                 return original(engine)
@@ -363,8 +356,7 @@ class _Instrumentation:
             try:
                 connection = original(engine)
             except BaseException as error:
-                with state.lock:
-                    state.pending -= 1
+                state.pending.down()
                 if isinstance(error, exc.TimeoutError) and not suspended():
                     try:
                         self.timeouts.add(1, state.key)
@@ -380,15 +372,14 @@ class _Instrumentation:
             except Exception:
                 self.failed()
                 info = None
-            with state.lock:  # one lock round: this runs for every connection handed out
-                state.pending -= 1
-                if info is not None:
-                    if info.get(_OPEN) is not state:
-                        info[_OPEN] = state
-                        state.open += 1
-                    if info.get(_USED) is not state:
-                        info[_USED] = state
-                        state.used += 1
+            state.pending.down()
+            if info is not None:  # the entry is this caller's alone until it is returned
+                if info.get(_OPEN) is not state:
+                    info[_OPEN] = state
+                    state.open.up()
+                if info.get(_USED) is not state:
+                    info[_USED] = state
+                    state.used.up()
             return connection
 
         return raw_connection
@@ -410,7 +401,7 @@ class _Instrumentation:
             for key, field in keys:
                 state = info.pop(key, None)
                 if state is not None:
-                    state.add(field, -1)
+                    getattr(state, field).down()
         except Exception:
             self.failed()
 
@@ -438,11 +429,11 @@ class _Instrumentation:
             if engine is not None and engine.pool is not pool:
                 continue  # disposed: the engine has a new pool
             total = totals.setdefault(state.name, [0, 0, 0, 0])
-            used = max(state.used, 0)
-            total[0] += max(state.open - used, 0)
+            used = max(state.used.value(), 0)
+            total[0] += max(state.open.value() - used, 0)
             total[1] += used
             total[2] = -1 if state.max is None or total[2] < 0 else total[2] + state.max
-            total[3] += max(state.pending, 0)
+            total[3] += max(state.pending.value(), 0)
         return totals
 
     def _observe_count(self, options: CallbackOptions) -> Iterable[Observation]:
@@ -483,8 +474,7 @@ def _wrap_checkin(original: Callable[..., None]) -> Callable[..., None]:
         try:
             state = record.record_info.pop(_USED, None)  # None again on a double checkin
             if state is not None:
-                with state.lock:
-                    state.used -= 1
+                state.used.down()
         except Exception:
             report_failure("SQLAlchemy")
         original(record, _fairy_was_created)
