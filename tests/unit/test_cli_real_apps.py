@@ -199,8 +199,10 @@ def test_run_names_the_service_name_set_in_code_it_drops(tmp_path: Path) -> None
 
 @pytest.mark.usefixtures("global_metrics")
 def test_a_second_setup_names_the_settings_it_ignores(caplog: pytest.LogCaptureFixture) -> None:
-    first = setup_metrics(service_name="shop")
-    assert setup_metrics(service_name="shop", metrics_bearer_token="s3cret") is first
+    # A free port, not the default 9464 another suite running at once may hold.
+    port = {"prometheus_host": "127.0.0.1", "prometheus_port": 0}
+    first = setup_metrics(service_name="shop", **port)
+    assert setup_metrics(service_name="shop", metrics_bearer_token="s3cret", **port) is first
     assert [r.getMessage() for r in caplog.records if "ignored" in r.getMessage()] == [
         "otel-kit: setup_metrics() already ran; ignored: metrics_bearer_token=***"
     ]

@@ -109,7 +109,8 @@ def test_libraries_imported_by_threads_at_once_are_each_instrumented_once() -> N
 
 
 def test_disabled_and_after_shutdown_nothing_is_instrumented_on_import() -> None:
-    disabled = "setup_metrics(disabled_instrumentations='httpx')"
+    # On the app, not the default metrics port another suite running at once may hold.
+    disabled = "setup_metrics(FastAPI(), disabled_instrumentations='httpx')"
     code = SETUP.replace("setup_metrics(FastAPI())", disabled) + (
         "import httpx\n"
         "handle.shutdown()\n"
