@@ -103,6 +103,9 @@ def trivial(load: Results) -> list[str]:
             ]
         rows.append(row)
     rounds = data["config"]["rounds"]
+    cpu = [
+        f"{num(by[f]['bare']['server_cpu_us_per_request'])} µs" for f in flavours if "bare" in by[f]
+    ]
     return [
         "Measured in `bench/` (see `bench/README.md` and `bench/results/`), one uvicorn worker "
         "pinned to one core, wrk on the other, trivial route, variants interleaved:",
@@ -111,7 +114,8 @@ def trivial(load: Results) -> list[str]:
         "",
         "`.venv/bin/python bench/http_overhead.py` reproduces it (medians of "
         f"{rounds} interleaved rounds; runs where the server got less than 95 % of its core are "
-        "repeated).",
+        "repeated). The bare app took " + " and ".join(cpu) + " of server CPU per request on "
+        "this run's machine: µs scale with the machine, the ratios much less.",
     ]
 
 
